@@ -1,0 +1,40 @@
+# Newcomer commands (see README):
+#   make demo   set up .venv and run the toy-world quickstart (arrives with the quickstart issue)
+#   make test   set up .venv with the dev extras and run the test suite
+#   make setup  set up .venv with the runtime dependencies only
+#
+# Every install goes through constraints.txt, which pins torch to the CPU wheel so that
+# no CUDA wheels are ever pulled on a CPU machine.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+PIPFLAGS := --disable-pip-version-check -q -c constraints.txt
+
+.PHONY: setup test dev-install clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Stamps record what was installed, so repeated `make test` runs skip the install.
+$(VENV)/.stamp-base: pyproject.toml constraints.txt | $(PY)
+	$(PIP) install $(PIPFLAGS) "torch==2.13.0"
+	$(PIP) install $(PIPFLAGS) -e .
+	touch $@
+
+$(VENV)/.stamp-dev: pyproject.toml constraints.txt | $(PY)
+	$(PIP) install $(PIPFLAGS) "torch==2.13.0"
+	$(PIP) install $(PIPFLAGS) -e ".[dev]"
+	touch $@ $(VENV)/.stamp-base
+
+setup: $(VENV)/.stamp-base
+	$(VENV)/bin/lyrics --help
+
+dev-install: $(VENV)/.stamp-dev
+
+test: $(VENV)/.stamp-dev
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache

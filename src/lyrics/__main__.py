@@ -1,0 +1,3 @@
+from lyrics.cli import main
+
+main()

@@ -1,0 +1,256 @@
+"""Typed configurations for every part of Lyrics (paper section 3.1 and section 4).
+
+Three `transformers.PreTrainedConfig` subclasses, saved as JSON beside the weights:
+
+* `MQFormerConfig`  - the Multi-scale Querying Transformer (BERT-base Q-Former + grounding queries).
+* `RefinerConfig`   - the frozen visual refiner: tagger -> detector -> segmenter, and the local
+                      feature layout it hands to the grounding queries.
+* `LyricsConfig`    - the whole model: image encoder (CLIP vision config), refiner, MQ-Former,
+                      LLM (any causal-LM config) and the LoRA / stage-2 switches.
+
+Every difference between the paper and the authors' released code (NOTES section 1) is a field
+here, so the `paper` and `released` presets in `lyrics.presets` differ only in values.
+"""
+
+from __future__ import annotations
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+# Special tokens the MQ-Former objectives need, appended to BERT's 30522-token vocabulary in this
+# fixed order. `[DEC]` comes first so that its id (30522) matches LAVIS' BLIP-2 checkpoints, whose
+# tokenizer adds exactly one token (`[DEC]` as bos) and resizes the embeddings to 30523.
+MQFORMER_SPECIAL_TOKENS = ("[DEC]", "[BOS]", "[MLM]")
+# Markup of the textual spatial representation `<br><T>tag</T><Bbox>(x1,y1),(x2,y2)</Box></br>`.
+# They are added as whole tokens so that BERT's lower-casing WordPiece never splits them and MSP can
+# mask an object's tag and box as units.
+SPATIAL_MARKUP_TOKENS = ("<br>", "</br>", "<T>", "</T>", "<Bbox>", "</Box>")
+BERT_BASE_VOCAB_SIZE = 30522
+
+
+class MQFormerConfig(PreTrainedConfig):
+    r"""Configuration of the MQ-Former (paper section 3.1, Figure 2 left).
+
+    The text-side fields are BERT-base's, as in BLIP-2's Q-Former. On top of them:
+
+    Args:
+        encoder_hidden_size (`int`, defaults to 1024): width of the global image features the visual
+            queries cross-attend to (CLIP ViT-L/14: 1024; EVA ViT-g in the released code: 1408).
+        local_feature_size (`int`, defaults to 516): width of one object's local refiner feature the
+            grounding queries cross-attend to (detection state 256 + box 4 + segmentation 256).
+        num_query_tokens (`int`, defaults to 32): visual queries.
+        num_grounding_query_tokens (`int`, defaults to 32): grounding queries. `0` turns the MQ-Former
+            into BLIP-2's Q-Former exactly (the "w/o grounding queries" ablation).
+        cross_attention_frequency (`int`, defaults to 2): layer `i` has cross-attention when
+            `i % cross_attention_frequency == 0` (BLIP-2 and the released code).
+        grounding_cross_attention_frequency (`int`, *optional*): same for the grounding cross-attention;
+            defaults to `cross_attention_frequency` (the released code puts both in the same layers).
+        query_hidden_act (`str`, *optional*): activation of the query FFN shared by both query sets.
+            The paper says ReLU, BLIP-2 and the released code use GELU; `None` means `hidden_act`
+            (GELU), which is what makes BLIP-2 initialisation meaningful (NOTES section 7).
+        local_feature_layernorm (`bool`, defaults to True): LayerNorm over local features before the
+            grounding cross-attention. The local vector mixes decoder states, box coordinates in
+            [0, 1] and SAM embeddings of different scales; BLIP-2 normalises image features the same
+            way (`ln_vision`). The released code has none.
+        grounding_query_init (`str`, defaults to "normal"): how grounding queries start when loading
+            BLIP-2 weights: "normal" (N(0, 0.02), as BLIP-2 initialised its own queries) or "copy"
+            (tile the pretrained visual queries, so both sets start from BLIP-2's learned state).
+        contrastive_dim (`int`, defaults to 256): ITC projection width (BLIP-2 `embed_dim`).
+        *_token_id: ids of BERT's and the added special tokens in the MQ-Former vocabulary.
+    """
+
+    model_type = "lyrics_mqformer"
+    base_config_key = "mqformer_config"
+
+    vocab_size: int = BERT_BASE_VOCAB_SIZE + len(MQFORMER_SPECIAL_TOKENS) + len(SPATIAL_MARKUP_TOKENS)
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    query_hidden_act: str | None = None
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    encoder_hidden_size: int = 1024
+    local_feature_size: int = 516
+    num_query_tokens: int = 32
+    num_grounding_query_tokens: int = 32
+    cross_attention_frequency: int = 2
+    grounding_cross_attention_frequency: int | None = None
+    local_feature_layernorm: bool = True
+    grounding_query_init: str = "normal"
+    contrastive_dim: int = 256
+    pad_token_id: int | None = 0
+    cls_token_id: int = 101
+    sep_token_id: int = 102
+    mask_token_id: int = 103
+    dec_token_id: int = BERT_BASE_VOCAB_SIZE
+    bos_token_id: int | None = BERT_BASE_VOCAB_SIZE + 1
+    mlm_token_id: int = BERT_BASE_VOCAB_SIZE + 2
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"MQFormerConfig.hidden_size ({self.hidden_size}) must be a multiple of "
+                f"num_attention_heads ({self.num_attention_heads})"
+            )
+        if self.grounding_query_init not in ("normal", "copy"):
+            raise ValueError(
+                f"MQFormerConfig.grounding_query_init must be 'normal' or 'copy', got {self.grounding_query_init!r}"
+            )
+        for name in ("num_query_tokens", "num_grounding_query_tokens", "cross_attention_frequency"):
+            if getattr(self, name) < 0 or (name == "cross_attention_frequency" and self.cross_attention_frequency < 1):
+                raise ValueError(f"MQFormerConfig.{name} must be positive, got {getattr(self, name)}")
+        special = {
+            "dec_token_id": self.dec_token_id,
+            "bos_token_id": self.bos_token_id,
+            "mlm_token_id": self.mlm_token_id,
+            "mask_token_id": self.mask_token_id,
+        }
+        for name, idx in special.items():
+            if idx is not None and not 0 <= idx < self.vocab_size:
+                raise ValueError(f"MQFormerConfig.{name}={idx} is outside the vocabulary (vocab_size={self.vocab_size})")
+
+    @property
+    def grounding_frequency(self) -> int:
+        return self.grounding_cross_attention_frequency or self.cross_attention_frequency
+
+    @property
+    def total_query_tokens(self) -> int:
+        return self.num_query_tokens + self.num_grounding_query_tokens
+
+
+class RefinerConfig(PreTrainedConfig):
+    r"""Configuration of the frozen visual refiner (paper section 3.1, Figure 2 right).
+
+    Three pluggable stages run in order: a tagger names what is in the image, a detector finds boxes
+    for those tags, a segmenter turns the boxes into masks. Their outputs form the textual spatial
+    representation and the local features of the grounding queries.
+
+    Args:
+        tagger (`str`): "clip" (zero-shot CLIP over `tag_vocabulary`), "ram" (RAM++, only when the
+            `ram` package is importable), "given" (tags from the annotations), or "toy".
+        tagger_model (`str`): checkpoint id or path for the tagger.
+        tag_vocabulary (`str`, *optional*): file with one tag per line, optionally `tag<TAB>threshold`.
+        tag_threshold (`float`): default per-tag threshold.
+        max_tags (`int`): keep at most this many tags per image.
+        detector (`str`): "grounding_dino" or "toy".
+        detector_model (`str`): checkpoint id or path for Grounding-DINO.
+        box_threshold, text_threshold (`float`): Grounding-DINO thresholds (released code: 0.25, 0.2).
+        nms_iou (`float`): IoU above which NMS drops the lower-scored box (released code: 0.6).
+        max_objects (`int`): keep the top-K objects by score; this is K in the local features.
+        segmenter (`str`): "sam_hq", "sam", "toy" or "none" (the released code has no SAM).
+        segmenter_model (`str`): checkpoint id or path for SAM / SAM-HQ.
+        detection_feature_size, box_feature_size, segmentation_feature_size (`int`): the local
+            feature layout per object; their sum is `local_feature_size`.
+        coordinate_format (`str`): "int1000" (integers in [0, 1000), Qwen-VL style, default) or
+            "unit3" ([0, 1] with 3 decimals, Shikra / released-code style).
+        spatial_format (`str`): "paper" (`<br><T>..</T><Bbox>..</Box></br>`) or "released"
+            (`tag: [x1, y1, x2, y2]` joined by `[SEP]`).
+        max_image_pixels (`int`): images with more pixels are rejected (decompression bombs).
+    """
+
+    model_type = "lyrics_refiner"
+    base_config_key = "refiner_config"
+
+    tagger: str = "clip"
+    tagger_model: str | None = "openai/clip-vit-large-patch14"
+    tag_vocabulary: str | None = None
+    tag_threshold: float = 0.25
+    max_tags: int = 32
+    detector: str = "grounding_dino"
+    detector_model: str | None = "IDEA-Research/grounding-dino-tiny"
+    box_threshold: float = 0.25
+    text_threshold: float = 0.2
+    nms_iou: float = 0.6
+    max_objects: int = 100
+    segmenter: str = "sam_hq"
+    segmenter_model: str | None = "syscv-community/sam-hq-vit-huge"
+    detection_feature_size: int = 256
+    box_feature_size: int = 4
+    segmentation_feature_size: int = 256
+    coordinate_format: str = "int1000"
+    spatial_format: str = "paper"
+    max_image_pixels: int = 64_000_000
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        choices = {
+            "tagger": ("clip", "ram", "given", "toy"),
+            "detector": ("grounding_dino", "toy"),
+            "segmenter": ("sam_hq", "sam", "toy", "none"),
+            "coordinate_format": ("int1000", "unit3"),
+            "spatial_format": ("paper", "released"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"RefinerConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.segmenter == "none" and self.segmentation_feature_size:
+            raise ValueError("RefinerConfig.segmentation_feature_size must be 0 when segmenter='none'")
+
+    @property
+    def local_feature_size(self) -> int:
+        return self.detection_feature_size + self.box_feature_size + self.segmentation_feature_size
+
+
+class LyricsConfig(PreTrainedConfig):
+    r"""Configuration of a whole Lyrics model: frozen image encoder and refiner, MQ-Former, linear
+    projection and an LLM tuned with LoRA (paper sections 3.1 and 3.3, Figure 1).
+
+    Args:
+        vision_config (`dict` or `PreTrainedConfig`): the frozen image encoder: a `CLIPVisionConfig`
+            (CLIP ViT-L/14, paper) or a `Blip2VisionConfig` (EVA ViT-g, released code).
+        refiner_config (`dict` or `RefinerConfig`): the frozen visual refiner.
+        mqformer_config (`dict` or `MQFormerConfig`): the MQ-Former. Its `encoder_hidden_size` and
+            `local_feature_size` are derived from the vision and refiner configs.
+        text_config (`dict` or `PreTrainedConfig`): any causal LM config (LLaMA / Vicuna first).
+        vision_feature_layer (`int`, defaults to -2): which hidden state of the image encoder feeds the
+            MQ-Former; BLIP-2 (LAVIS) and LLaVA drop the last ViT layer.
+        lora_r, lora_alpha, lora_dropout, lora_target_modules: the LLM's LoRA (paper: W_q and W_v;
+            r=96 reproduces the paper's 79M LoRA parameters on Vicuna-13B).
+        train_mqformer (`bool`, defaults to True): stage 2 trains the MQ-Former (paper). The released
+            code freezes it and the projection.
+        spatial_text_in_prompt (`bool`, defaults to False): also put the refiner's textual spatial
+            representation in the LLM prompt (NOTES section 7 ambiguity; measured by `lyrics ablate`).
+        image_token (`str`): the placeholder in prompts where the soft visual tokens go.
+    """
+
+    model_type = "lyrics"
+    sub_configs_defaults = {
+        "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="clip_vision_model"),
+        "refiner_config": RefinerConfig,
+        "mqformer_config": MQFormerConfig,
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
+    }
+
+    vision_config: dict | PreTrainedConfig | None = None
+    refiner_config: dict | PreTrainedConfig | None = None
+    mqformer_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    vision_feature_layer: int = -2
+    lora_r: int = 96
+    lora_alpha: int = 192
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] | tuple[str, ...] = ("q_proj", "v_proj")
+    train_mqformer: bool = True
+    spatial_text_in_prompt: bool = False
+    image_token: str = "<image>"
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        self.lora_target_modules = list(self.lora_target_modules)
+        # The MQ-Former's input widths follow from the frozen parts, as Blip2Config derives the
+        # Q-Former's encoder width from its vision config.
+        self.mqformer_config.encoder_hidden_size = self.vision_config.hidden_size
+        if self.mqformer_config.num_grounding_query_tokens:
+            self.mqformer_config.local_feature_size = self.refiner_config.local_feature_size
+
+    @property
+    def num_image_tokens(self) -> int:
+        """Soft visual tokens handed to the LLM: every query output, visual and grounding."""
+        return self.mqformer_config.total_query_tokens

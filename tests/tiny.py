@@ -1,0 +1,102 @@
+"""Tiny configurations shared by the tests (transformers-tester style: small widths, real classes).
+
+Everything here is built locally and saved in the real on-disk formats, then loaded back through
+the same `from_pretrained` paths a user takes with real checkpoint ids.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lyrics.configuration import MQFormerConfig
+
+HIDDEN = 32
+IMAGE_WIDTH = 24
+LOCAL_WIDTH = 20
+VOCAB = 99
+
+# Blip2QFormerConfig fields shared by the BLIP-2 and MQ-Former tiny configs.
+TINY_QFORMER = dict(
+    hidden_size=HIDDEN,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    intermediate_size=37,
+    max_position_embeddings=64,
+    vocab_size=VOCAB,
+)
+TINY_VISION = dict(hidden_size=IMAGE_WIDTH, num_hidden_layers=1, num_attention_heads=2, intermediate_size=30, image_size=30, patch_size=6)
+TINY_LLAMA = dict(
+    model_type="llama", hidden_size=16, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2, intermediate_size=20, vocab_size=100
+)
+# Special-token ids inside the tiny 99-token vocabulary.
+TINY_TOKEN_IDS = dict(pad_token_id=0, cls_token_id=1, sep_token_id=2, mask_token_id=3, dec_token_id=96, bos_token_id=97, mlm_token_id=98)
+
+
+def mqformer_config(**overrides) -> MQFormerConfig:
+    values = dict(
+        TINY_QFORMER,
+        encoder_hidden_size=IMAGE_WIDTH,
+        local_feature_size=LOCAL_WIDTH,
+        num_query_tokens=4,
+        num_grounding_query_tokens=3,
+        contrastive_dim=16,
+        **TINY_TOKEN_IDS,
+    )
+    values.update(overrides)
+    return MQFormerConfig(**values)
+
+
+def image_embeds(batch: int = 2, tokens: int = 26, seed: int = 0) -> torch.Tensor:
+    return torch.randn(batch, tokens, IMAGE_WIDTH, generator=torch.Generator().manual_seed(seed))
+
+
+def local_features(batch: int = 2, objects: int = 5, seed: int = 1) -> torch.Tensor:
+    return torch.randn(batch, objects, LOCAL_WIDTH, generator=torch.Generator().manual_seed(seed))
+
+
+def text_ids(batch: int = 2, length: int = 7, seed: int = 2) -> torch.Tensor:
+    return torch.randint(4, 96, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def blip2_config(text_input: bool = True):
+    from transformers import Blip2Config
+
+    qformer = dict(TINY_QFORMER, encoder_hidden_size=IMAGE_WIDTH, use_qformer_text_input=text_input)
+    return Blip2Config(
+        vision_config=TINY_VISION, qformer_config=qformer, text_config=TINY_LLAMA, num_query_tokens=4, image_token_index=99
+    )
+
+
+def save_transformers_blip2(kind: str, path) -> "torch.nn.Module":
+    """Save a randomly initialised transformers BLIP-2-family model of `kind` to `path` and return it.
+
+    kinds: Blip2Model, Blip2ForConditionalGeneration, Blip2ForImageTextRetrieval, Blip2QFormerModel,
+    InstructBlipForConditionalGeneration.
+    """
+    import transformers
+
+    torch.manual_seed(1234)
+    if kind == "Blip2QFormerModel":
+        from transformers import Blip2QFormerConfig
+
+        model = transformers.Blip2QFormerModel(
+            Blip2QFormerConfig(**TINY_QFORMER, encoder_hidden_size=IMAGE_WIDTH, use_qformer_text_input=True)
+        )
+    elif kind == "InstructBlipForConditionalGeneration":
+        from transformers import InstructBlipConfig
+
+        qformer = dict(TINY_QFORMER, encoder_hidden_size=IMAGE_WIDTH)
+        config = InstructBlipConfig(
+            vision_config=TINY_VISION, qformer_config=qformer, text_config=TINY_LLAMA, num_query_tokens=4, image_token_index=99
+        )
+        model = transformers.InstructBlipForConditionalGeneration(config)
+    else:
+        model = getattr(transformers, kind)(blip2_config(text_input=kind != "Blip2Model"))
+    # BLIP-2's queries and biases start at zero; random values make the equivalence tests bite.
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name == "query_tokens" or name.endswith(".bias"):
+                param.normal_(0, 0.5)
+    model.eval()
+    model.save_pretrained(str(path))
+    return model
