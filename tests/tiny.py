@@ -100,3 +100,69 @@ def save_transformers_blip2(kind: str, path) -> "torch.nn.Module":
     model.eval()
     model.save_pretrained(str(path))
     return model
+
+
+# --- stage-1 / stage-2 helpers ----------------------------------------------------------------------
+
+TOY_WORDS = (
+    "a an the is are of on to in and there what color how many left right above below next small large "
+    "red green blue yellow purple orange circle square triangle star hexagon diamond picture image objects"
+).split()
+
+
+def mqformer_tokenizer():
+    """A lower-casing BERT WordPiece tokenizer over toy words, digits and punctuation, prepared with the
+    MQ-Former's special tokens (the same path as bert-base-uncased + prepare_mqformer_tokenizer)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from lyrics.tokenization import prepare_mqformer_tokenizer
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *TOY_WORDS, *"(),:[].?", *"0123456789"]
+    vocab += [f"##{d}" for d in "0123456789"]
+    tok = Tokenizer(models.WordPiece({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]"
+    )
+    return prepare_mqformer_tokenizer(fast)
+
+
+def lyrics_config(tokenizer=None, **overrides):
+    """The `tiny` preset with the MQ-Former vocabulary of `tokenizer` (default: `mqformer_tokenizer()`)."""
+    from lyrics.presets import load_config
+    from lyrics.tokenization import mqformer_token_ids
+
+    tokenizer = tokenizer or mqformer_tokenizer()
+    mq = {"mqformer_config": dict(mqformer_token_ids(tokenizer), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)}
+    config = load_config("tiny", mq)
+    for key, value in overrides.items():
+        target = config
+        *path, last = key.split(".")
+        for part in path:
+            target = getattr(target, part)
+        setattr(target, last, value)
+    return config
+
+
+def refiner_record(image_id="img", objects=3, feature_dim=24, seed=0):
+    from lyrics.refiner.record import RefinedObject, RefinerRecord
+    from lyrics.refiner.spatial import format_spatial
+
+    g = torch.Generator().manual_seed(seed)
+    names = ["red circle", "blue square", "green star", "yellow triangle", "purple hexagon"]
+    objs = []
+    for k in range(objects):
+        x, y = (torch.rand(2, generator=g) * 0.6).tolist()
+        box = (round(x, 3), round(y, 3), round(x + 0.3, 3), round(y + 0.3, 3))
+        objs.append(RefinedObject(names[(k + seed) % len(names)], 0.9 - 0.1 * k, tuple(v * 224 for v in box), box))
+    return RefinerRecord(
+        image_id=image_id,
+        width=224,
+        height=224,
+        tags=[o.tag for o in objs],
+        objects=objs,
+        spatial_text=format_spatial((o.tag, o.box_norm) for o in objs),
+        local_features=torch.randn(objects, feature_dim, generator=g),
+    )

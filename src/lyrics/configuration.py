@@ -152,6 +152,18 @@ class RefinerConfig(PreTrainedConfig):
         spatial_format (`str`): "paper" (`<br><T>..</T><Bbox>..</Box></br>`) or "released"
             (`tag: [x1, y1, x2, y2]` joined by `[SEP]`).
         max_image_pixels (`int`): images with more pixels are rejected (decompression bombs).
+        tag_prompt (`str`, defaults to "a photo of a {}."): CLIP tagger prompt template; `{}` is the tag.
+        class_agnostic_nms (`bool`, defaults to True): NMS across tags (one box per region, as
+            Grounded-SAM does); False runs NMS per tag.
+        batch_size (`int`, defaults to 8): images per refiner forward pass. Runtime only: it is not part
+            of the store's identity.
+        shard_size (`int`, defaults to 1000): records per feature-store shard (the unit of atomicity and
+            of restart).
+        store_format (`str`, defaults to "safetensors"): "safetensors" (one features file per shard) or
+            "webdataset" (tar shards with one `json` + `features.safetensors` entry per image); both come
+            with the JSONL index.
+        feature_dtype (`str`, defaults to "float16"): dtype of stored local features ("float16",
+            "bfloat16" or "float32"); fp16 halves storage (NOTES section 3).
     """
 
     model_type = "lyrics_refiner"
@@ -176,6 +188,12 @@ class RefinerConfig(PreTrainedConfig):
     coordinate_format: str = "int1000"
     spatial_format: str = "paper"
     max_image_pixels: int = 64_000_000
+    tag_prompt: str = "a photo of a {}."
+    class_agnostic_nms: bool = True
+    batch_size: int = 8
+    shard_size: int = 1000
+    store_format: str = "safetensors"
+    feature_dtype: str = "float16"
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -185,12 +203,21 @@ class RefinerConfig(PreTrainedConfig):
             "segmenter": ("sam_hq", "sam", "toy", "none"),
             "coordinate_format": ("int1000", "unit3"),
             "spatial_format": ("paper", "released"),
+            "store_format": ("safetensors", "webdataset"),
+            "feature_dtype": ("float16", "bfloat16", "float32"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"RefinerConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.segmenter == "none" and self.segmentation_feature_size:
             raise ValueError("RefinerConfig.segmentation_feature_size must be 0 when segmenter='none'")
+        for name in ("max_tags", "max_objects", "batch_size", "shard_size", "max_image_pixels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"RefinerConfig.{name} must be at least 1, got {getattr(self, name)}")
+        if self.box_feature_size not in (0, 4):
+            raise ValueError(f"RefinerConfig.box_feature_size must be 4 (cx, cy, w, h) or 0, got {self.box_feature_size}")
+        if "{}" not in self.tag_prompt:
+            raise ValueError(f"RefinerConfig.tag_prompt must contain '{{}}' for the tag, got {self.tag_prompt!r}")
 
     @property
     def local_feature_size(self) -> int:
@@ -217,6 +244,16 @@ class LyricsConfig(PreTrainedConfig):
         spatial_text_in_prompt (`bool`, defaults to False): also put the refiner's textual spatial
             representation in the LLM prompt (NOTES section 7 ambiguity; measured by `lyrics ablate`).
         image_token (`str`): the placeholder in prompts where the soft visual tokens go.
+        use_itc, use_itm, use_icg, use_msp (`bool`): the stage-1 objectives (section 3.2); their losses
+            are summed (equation 5). Each can be switched off for ablations.
+        use_spatial_text (`bool`, defaults to True): feed the spatial representation to the MQ-Former's
+            text side in stage 1; False is Table 4's "w/o spatial representation" (no MSP then).
+        label_smoothing (`float`, defaults to 0.1): on every stage-1 loss (BLIP-2 ITC, released code).
+        msp_probability (`float`, defaults to 0.15): MSP masking probability per unit.
+        msp_unit (`str`): "object" masks a whole object (tag and box, the paper's whole-object masking);
+            "component" masks a tag or a single coordinate (released code).
+        caption_position_restart (`bool`, defaults to True): caption positions restart at 0 after the
+            spatial text, so the caption sees the same positions as in BLIP-2 (released code does this).
     """
 
     model_type = "lyrics"
@@ -239,11 +276,22 @@ class LyricsConfig(PreTrainedConfig):
     train_mqformer: bool = True
     spatial_text_in_prompt: bool = False
     image_token: str = "<image>"
+    use_itc: bool = True
+    use_itm: bool = True
+    use_icg: bool = True
+    use_msp: bool = True
+    use_spatial_text: bool = True
+    label_smoothing: float = 0.1
+    msp_probability: float = 0.15
+    msp_unit: str = "object"
+    caption_position_restart: bool = True
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         self.lora_target_modules = list(self.lora_target_modules)
+        if self.msp_unit not in ("object", "component"):
+            raise ValueError(f"LyricsConfig.msp_unit must be 'object' or 'component', got {self.msp_unit!r}")
         # The MQ-Former's input widths follow from the frozen parts, as Blip2Config derives the
         # Q-Former's encoder width from its vision config.
         self.mqformer_config.encoder_hidden_size = self.vision_config.hidden_size

@@ -106,6 +106,7 @@ def released() -> dict[str, Any]:
         lora_dropout=0.05,
         lora_target_modules=["q_proj", "k_proj", "v_proj"],
         train_mqformer=False,
+        msp_unit="component",
     )
 
 

@@ -1,9 +1,12 @@
 """The frozen image encoder that gives the global visual features (paper section 3.1).
 
 A transformers vision tower (`CLIPVisionModel` for the paper's CLIP ViT-L/14, `Blip2VisionModel` for
-the released code's EVA ViT-g) whose chosen hidden layer passes a LayerNorm (BLIP-2's `ln_vision`)
-before the MQ-Former's visual queries cross-attend to it. The paper's 257 x 1024 features are CLIP
-ViT-L/14's 256 patches + CLS at 224 px.
+the released code's EVA ViT-g); Lyrics reads one of its hidden layers. The paper's 257 x 1024 features
+are CLIP ViT-L/14's 256 patches + CLS at 224 px.
+
+BLIP-2's `ln_vision` LayerNorm over these features is trained with the Q-Former, so it lives in the
+trainable Lyrics models (`image_layernorm`), not here: the tower's output can then be cached once and
+reused across epochs and ablations.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ def build_vision_tower(vision_config: PreTrainedConfig) -> nn.Module:
 
 
 class ImageEncoder(nn.Module):
-    """Vision tower + `ln_vision`.
+    """A frozen vision tower returning one hidden layer.
 
     Args:
         vision_config: a `CLIPVisionConfig` or `Blip2VisionConfig`.
@@ -37,7 +40,7 @@ class ImageEncoder(nn.Module):
         super().__init__()
         self.vision_model = vision_model if vision_model is not None else build_vision_tower(vision_config)
         self.feature_layer = feature_layer
-        self.layernorm = nn.LayerNorm(vision_config.hidden_size, eps=getattr(vision_config, "layer_norm_eps", 1e-5))
+        self.num_features = vision_config.hidden_size
 
     @classmethod
     def from_pretrained(cls, path: str, feature_layer: int = -2, **kwargs) -> "ImageEncoder":
@@ -53,12 +56,7 @@ class ImageEncoder(nn.Module):
             model = AutoModel.from_pretrained(path, **kwargs)
         return cls(model.config, feature_layer, vision_model=model)
 
-    @property
-    def num_features(self) -> int:
-        return self.layernorm.normalized_shape[0]
-
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """`(B, 3, H, W)` -> `(B, N, D)` normalised features (N = patches + CLS)."""
+        """`(B, 3, H, W)` -> `(B, N, D)` features (N = patches + CLS), before `ln_vision`."""
         outputs = self.vision_model(pixel_values=pixel_values, output_hidden_states=True)
-        features = outputs.hidden_states[self.feature_layer]
-        return self.layernorm(features)
+        return outputs.hidden_states[self.feature_layer]

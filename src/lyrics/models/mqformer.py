@@ -49,7 +49,9 @@ def as_attention_mask(mask: torch.Tensor | None, num_queries: int, num_keys: int
     if mask.dim() == 2:
         if mask.shape[1] != num_keys:
             raise ValueError(f"attention mask covers {mask.shape[1]} keys, the sequence has {num_keys}")
-        mask = mask[:, None, None, :].expand(-1, 1, num_queries, -1)
+        if mask.all():
+            return None  # lets SDPA take its unmasked fast path
+        mask = mask[:, None, None, :]  # broadcast over heads and queries
     elif mask.dim() == 3:
         if mask.shape[1:] != (num_queries, num_keys):
             raise ValueError(
@@ -58,7 +60,8 @@ def as_attention_mask(mask: torch.Tensor | None, num_queries: int, num_keys: int
         mask = mask[:, None]
     else:
         raise ValueError(f"attention mask must be (B, L) or (B, L, L), got shape {tuple(mask.shape)}")
-    return mask | ~mask.any(dim=-1, keepdim=True)
+    empty = ~mask.any(dim=-1, keepdim=True)
+    return mask | empty if empty.any() else mask
 
 
 class MQFormerMultiHeadAttention(nn.Module):
@@ -203,7 +206,7 @@ class MQFormerLayer(nn.Module):
             if local_features is None:
                 raise ValueError("local_features must be given when grounding queries are in the sequence")
             grounding, _ = self.grounding_crossattention(grounding, local_features, local_mask)
-        queries = self.query_ffn(torch.cat([visual, grounding], dim=1))
+        queries = self.query_ffn(torch.cat([visual, grounding], dim=1) if num_grounding else visual)
         if attention_output.shape[1] == num_queries:
             return queries, present
         text = self.text_ffn(attention_output[:, num_queries:])

@@ -1,0 +1,1 @@
+"""Training: distributed helpers, collators, the trainer loop shared by both stages."""

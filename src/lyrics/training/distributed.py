@@ -1,0 +1,33 @@
+"""The few collective operations the objectives need, through torch.distributed (no custom layer).
+
+Everything degrades to the identity in a single process, so the same code runs on one CPU and on
+many GPUs (launched by torchrun or accelerate).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+@torch.no_grad()
+def all_gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate `tensor` from every rank along dim 0 (no gradient, as BLIP-2's `concat_all_gather`):
+    contrastive negatives from other ranks, while gradients flow through the local rows."""
+    if not is_distributed():
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts, dim=0)
