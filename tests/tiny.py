@@ -166,3 +166,47 @@ def refiner_record(image_id="img", objects=3, feature_dim=24, seed=0):
         spatial_text=format_spatial((o.tag, o.box_norm) for o in objs),
         local_features=torch.randn(objects, feature_dim, generator=g),
     )
+
+
+def llm_tokenizer():
+    """A word-level LLaMA-style tokenizer (<s>, </s>, <pad>, <unk>) over toy words and the numbers
+    0-999, so coordinates are single tokens."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<unk>", "<s>", "</s>", "<pad>", *TOY_WORDS, "user", "assistant", "chat", "between", "curious",
+             "artificial", "intelligence", "gives", "helpful", "detailed", "polite", "answers", "questions",
+             "user's", "yes", "no", "br", "t", "bbox", "box", "write", "short", "description", "for",
+             *"():,.?<>/'", *[str(i) for i in range(1000)]]  # fmt: skip
+    vocab = {w: i for i, w in enumerate(dict.fromkeys(words))}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+
+
+def save_llm(path, tokenizer, seed=0):
+    """A tiny LlamaForCausalLM + its tokenizer saved in the real format."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+    )  # fmt: skip
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(str(path))
+    tokenizer.save_pretrained(str(path))
+    return model
+
+
+def save_vision(path, seed=0):
+    """A tiny CLIPVisionModel + CLIPImageProcessor (PIL backend) saved in the real format."""
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    torch.manual_seed(seed)
+    model = CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8))
+    model.save_pretrained(str(path))
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(str(path))
+    return model

@@ -244,6 +244,11 @@ class LyricsConfig(PreTrainedConfig):
         spatial_text_in_prompt (`bool`, defaults to False): also put the refiner's textual spatial
             representation in the LLM prompt (NOTES section 7 ambiguity; measured by `lyrics ablate`).
         image_token (`str`): the placeholder in prompts where the soft visual tokens go.
+        image_token_index (`int`, *optional*): its id in the LLM vocabulary (set when the processor adds it).
+        text_model_name_or_path, vision_model_name_or_path (`str`, *optional*): where the frozen LLM and
+            image encoder weights come from (hub id or directory; relative paths are resolved against
+            the checkpoint directory). A stage-2 checkpoint stores only the trained weights and points
+            here for the rest; `lyrics merge` writes a standalone copy.
         use_itc, use_itm, use_icg, use_msp (`bool`): the stage-1 objectives (section 3.2); their losses
             are summed (equation 5). Each can be switched off for ablations.
         use_spatial_text (`bool`, defaults to True): feed the spatial representation to the MQ-Former's
@@ -276,6 +281,9 @@ class LyricsConfig(PreTrainedConfig):
     train_mqformer: bool = True
     spatial_text_in_prompt: bool = False
     image_token: str = "<image>"
+    image_token_index: int | None = None
+    text_model_name_or_path: str | None = None
+    vision_model_name_or_path: str | None = None
     use_itc: bool = True
     use_itm: bool = True
     use_icg: bool = True

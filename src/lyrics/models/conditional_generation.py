@@ -1,0 +1,343 @@
+"""Stage 2: bootstrapping vision-to-language generative learning (paper section 3.3, Figure 1 right).
+
+Frozen image encoder features and refiner local features go through the MQ-Former; a trainable
+linear projection turns every query output (32 visual + 32 grounding in the paper) into a soft
+visual token in the LLM's embedding space; the tokens replace the expanded `<image>` placeholder of
+the prompt (see `lyrics.models.processing`). The LLM is any transformers causal LM (LLaMA / Vicuna
+first) adapted with LoRA through PEFT; the MQ-Former and the projection train too (paper; the released
+code freezes them: `train_mqformer=False`).
+
+A checkpoint stores only what training changed: `config.json`, `lyrics_model.safetensors` (MQ-Former,
+`ln_vision`, projection), `adapter/` (PEFT LoRA) and the processor (tokenizers); the frozen LLM and
+image encoder are referenced by `text_model_name_or_path` / `vision_model_name_or_path`.
+`save_merged` (CLI `lyrics merge`) folds LoRA into the LLM and writes a standalone directory.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from lyrics.configuration import LyricsConfig
+from lyrics.models.image_encoder import ImageEncoder
+from lyrics.models.mqformer import MQFormerModel
+from lyrics.models.pretraining import LyricsPreTrainedModel
+
+TRAINED_WEIGHTS = "lyrics_model.safetensors"
+TRAINED_PREFIXES = ("image_layernorm.", "mqformer.", "language_projection.")
+
+
+def _resolve(base: Path, name: str | None) -> str | None:
+    if name is None:
+        return None
+    candidate = base / name
+    return str(candidate) if not os.path.isabs(name) and candidate.exists() else name
+
+
+class LyricsForConditionalGeneration(LyricsPreTrainedModel):
+    r"""Image encoder -> MQ-Former -> projection -> LLM (+ LoRA).
+
+    Args:
+        config (`LyricsConfig`): the whole model.
+        language_model (*optional*): an already loaded causal LM (e.g. from `from_pretrained`); built
+            from `config.text_config` otherwise.
+        vision_model (*optional*): an already loaded vision tower; built from `config.vision_config`
+            otherwise.
+    """
+
+    _keep_in_fp32_modules = ["mqformer", "image_layernorm"]
+
+    def __init__(self, config: LyricsConfig, language_model: nn.Module | None = None, vision_model: nn.Module | None = None):
+        super().__init__(config)
+        mq = config.mqformer_config
+        self.image_encoder = None if vision_model is not None else ImageEncoder(config.vision_config, config.vision_feature_layer)
+        self.image_layernorm = nn.LayerNorm(mq.encoder_hidden_size)
+        self.mqformer = MQFormerModel(mq)
+        self.language_projection = nn.Linear(mq.hidden_size, config.text_config.hidden_size)
+        self.language_model = AutoModelForCausalLM.from_config(config.text_config) if language_model is None else None
+        self.post_init()
+        # Pretrained parts are attached after post_init so that nothing re-initialises them.
+        if vision_model is not None:
+            self.image_encoder = ImageEncoder(config.vision_config, config.vision_feature_layer, vision_model)
+        if language_model is not None:
+            self.language_model = language_model
+        self.image_encoder.requires_grad_(False)
+
+    # --- building -------------------------------------------------------------------------------
+    @classmethod
+    def from_components(
+        cls,
+        config: LyricsConfig,
+        text_model: str,
+        vision_model: str | None = None,
+        processor=None,
+        torch_dtype: torch.dtype | None = None,
+    ) -> "LyricsForConditionalGeneration":
+        """Assemble a fresh stage-2 model from pretrained parts (paths or hub ids) with transformers'
+        `from_pretrained`; the MQ-Former starts random (load stage-1 weights with `load_stage1`)."""
+        config = copy.deepcopy(config)
+        config.text_model_name_or_path = str(text_model)
+        config.vision_model_name_or_path = str(vision_model) if vision_model is not None else None
+        llm = AutoModelForCausalLM.from_pretrained(str(text_model), dtype=torch_dtype)
+        config.text_config = llm.config
+        vision = ImageEncoder.from_pretrained(str(vision_model), config.vision_feature_layer).vision_model if vision_model else None
+        if vision is not None:
+            config.vision_config = vision.config
+            config.mqformer_config.encoder_hidden_size = vision.config.hidden_size
+        model = cls(config, language_model=llm, vision_model=vision)
+        if processor is not None:
+            model.attach_processor(processor)
+        return model
+
+    def attach_processor(self, processor) -> None:
+        """Make room for the processor's `<image>` token in the LLM vocabulary and remember its id."""
+        self.config.image_token_index = processor.image_token_id
+        if processor.config.num_image_tokens != self.config.num_image_tokens:
+            raise ValueError(
+                f"processor expands <image> into {processor.config.num_image_tokens} tokens, "
+                f"the model produces {self.config.num_image_tokens}"
+            )
+        vocab = len(processor.tokenizer)
+        if self.llm.get_input_embeddings().num_embeddings < vocab:
+            self.llm.resize_token_embeddings(vocab)
+            self.config.text_config.vocab_size = vocab
+
+    def load_stage1(self, path: str | Path) -> list[str]:
+        """Take the MQ-Former and `ln_vision` of a stage-1 (`LyricsForPretraining`) checkpoint."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
+        if not files:
+            raise FileNotFoundError(f"{path}: no safetensors weights of a stage-1 checkpoint")
+        state = {}
+        for file in files:
+            state.update(load_file(str(file)))
+        wanted = {k: v for k, v in state.items() if k.startswith(("mqformer.", "image_layernorm."))}
+        if not any(k.startswith("mqformer.") for k in wanted):
+            raise ValueError(f"{path}: not a Lyrics stage-1 checkpoint (no mqformer.* weights)")
+        missing, unexpected = self.load_state_dict(wanted, strict=False)
+        missing = [k for k in missing if k.startswith(TRAINED_PREFIXES[:2])]
+        if unexpected or missing:
+            raise ValueError(f"{path}: stage-1 weights do not fit this model (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        return sorted(wanted)
+
+    # --- LoRA and trainability -------------------------------------------------------------------
+    @property
+    def llm(self) -> nn.Module:
+        """The causal LM underneath any PEFT wrapper."""
+        model = self.language_model
+        return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+    def enable_lora(self) -> None:
+        from peft import LoraConfig, get_peft_model
+
+        if hasattr(self.language_model, "peft_config"):
+            return
+        cfg = self.config
+        lora = LoraConfig(
+            r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+            target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM",
+        )  # fmt: skip
+        self.language_model = get_peft_model(self.language_model, lora)
+        self.configure_trainable()
+
+    def configure_trainable(self) -> None:
+        """Frozen: image encoder, LLM base weights. Trainable: LoRA, and the MQ-Former, `ln_vision` and
+        projection when `train_mqformer` (paper section 4)."""
+        for name, param in self.named_parameters():
+            if "lora_" in name:
+                param.requires_grad = True
+            elif name.startswith(TRAINED_PREFIXES):
+                param.requires_grad = self.config.train_mqformer
+            else:
+                param.requires_grad = False
+
+    # --- forward ------------------------------------------------------------------------------
+    def visual_tokens(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        image_embeds: torch.Tensor | None = None,
+        local_features: torch.Tensor | None = None,
+        local_attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """`(B, Nv + Ng, H_llm)` soft visual tokens: projected outputs of every query."""
+        if image_embeds is None:
+            if pixel_values is None:
+                raise ValueError("give pixel_values or image_embeds")
+            with torch.no_grad():
+                image_embeds = self.image_encoder(pixel_values.to(self.image_encoder.vision_model.dtype))
+        image = self.image_layernorm(image_embeds.to(self.image_layernorm.weight.dtype))
+        if self.config.mqformer_config.num_grounding_query_tokens and local_features is None:
+            local_features = image.new_zeros(image.shape[0], 0, self.config.mqformer_config.local_feature_size)
+        queries = self.mqformer(image_embeds=image, local_features=local_features, local_attention_mask=local_attention_mask)
+        return self.language_projection(queries.query_output)
+
+    def embed(self, input_ids: torch.Tensor, **visual) -> torch.Tensor:
+        """LLM input embeddings with the soft visual tokens written over the image placeholders.
+
+        Visual inputs are given for the samples that have an `<image>` placeholder, in batch order."""
+        image_token = self.config.image_token_index
+        embeds = self.llm.get_input_embeddings()(input_ids)
+        positions = input_ids == image_token if image_token is not None else torch.zeros_like(input_ids, dtype=torch.bool)
+        if not positions.any():
+            return embeds
+        tokens = self.visual_tokens(**visual)
+        expected = tokens.shape[0] * tokens.shape[1]
+        if int(positions.sum()) != expected:
+            raise ValueError(
+                f"the prompts hold {int(positions.sum())} image-token positions, the {tokens.shape[0]} images give "
+                f"{expected} visual tokens ({tokens.shape[1]} each): one <image> per image-bearing sample"
+            )
+        return embeds.masked_scatter(positions[..., None], tokens.to(embeds.dtype))
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_embeds: torch.Tensor | None = None,
+        local_features: torch.Tensor | None = None,
+        local_attention_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        r"""Args:
+            input_ids (`(B, T)`): prompts with expanded `<image>` placeholders (see `LyricsProcessor`).
+            labels (`(B, T)`): response ids, -100 elsewhere (the loss covers responses only).
+            pixel_values (`(B_img, 3, H, W)`) or image_embeds (`(B_img, Ni, Di)`): the images.
+            local_features (`(B_img, K, Dl)`), local_attention_mask (`(B_img, K)`): refiner objects.
+        """
+        embeds = self.embed(
+            input_ids, pixel_values=pixel_values, image_embeds=image_embeds,
+            local_features=local_features, local_attention_mask=local_attention_mask,
+        )  # fmt: skip
+        return self.language_model(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, **kwargs)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_embeds: torch.Tensor | None = None,
+        local_features: torch.Tensor | None = None,
+        local_attention_mask: torch.Tensor | None = None,
+        **generate_kwargs,
+    ) -> torch.Tensor:
+        """transformers generation (greedy, sampling, beam search, streamers; KV cache) over the merged
+        embeddings. Returns only the new tokens, `(B, T_new)`."""
+        embeds = self.embed(
+            input_ids, pixel_values=pixel_values, image_embeds=image_embeds,
+            local_features=local_features, local_attention_mask=local_attention_mask,
+        )  # fmt: skip
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        generate_kwargs.setdefault("pad_token_id", self.llm.config.pad_token_id or self.llm.config.eos_token_id)
+        return self.language_model.generate(inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs)
+
+    # --- persistence --------------------------------------------------------------------------
+    def _trained_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().contiguous() for k, v in self.state_dict().items() if k.startswith(TRAINED_PREFIXES)}
+
+    def save_pretrained(self, save_directory: str | Path, processor=None, **_) -> None:
+        """Write config, trained weights, the LoRA adapter and the processor, atomically: the directory
+        appears complete or not at all."""
+        from safetensors.torch import save_file
+
+        target = Path(save_directory)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            self.config.save_pretrained(str(tmp))
+            save_file(self._trained_state(), str(tmp / TRAINED_WEIGHTS))
+            if hasattr(self.language_model, "peft_config"):
+                self.language_model.save_pretrained(str(tmp / "adapter"))
+            if processor is not None:
+                processor.save_pretrained(tmp)
+            _replace_dir(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        text_model: str | None = None,
+        vision_model: str | None = None,
+        torch_dtype: torch.dtype | None = None,
+        is_trainable: bool = False,
+        **_,
+    ) -> "LyricsForConditionalGeneration":
+        """Load a checkpoint written by `save_pretrained` or `save_merged`. `text_model` / `vision_model`
+        override where the frozen parts come from (e.g. after moving them)."""
+        from peft import PeftModel
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not (path / "config.json").is_file() or not (path / TRAINED_WEIGHTS).is_file():
+            raise FileNotFoundError(f"{path}: not a Lyrics checkpoint (needs config.json and {TRAINED_WEIGHTS})")
+        config = LyricsConfig.from_pretrained(str(path))
+        llm_path = text_model or _resolve(path, config.text_model_name_or_path)
+        if llm_path is None:
+            raise ValueError(f"{path}/config.json names no text_model_name_or_path; pass text_model=")
+        llm = AutoModelForCausalLM.from_pretrained(llm_path, dtype=torch_dtype)
+        if llm.get_input_embeddings().num_embeddings < config.text_config.vocab_size:
+            llm.resize_token_embeddings(config.text_config.vocab_size)
+        vision_path = vision_model or _resolve(path, config.vision_model_name_or_path)
+        vision = ImageEncoder.from_pretrained(vision_path, config.vision_feature_layer).vision_model if vision_path else None
+        model = cls(config, language_model=llm, vision_model=vision)
+        if (path / "adapter").is_dir():
+            model.language_model = PeftModel.from_pretrained(model.language_model, str(path / "adapter"), is_trainable=is_trainable)
+        state = load_file(str(path / TRAINED_WEIGHTS))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if k.startswith(TRAINED_PREFIXES)]
+        if missing or unexpected:
+            raise ValueError(f"{path}/{TRAINED_WEIGHTS} does not match the config (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        model.configure_trainable()
+        if not is_trainable:
+            model.eval()
+        return model
+
+    def save_merged(self, save_directory: str | Path, processor=None) -> None:
+        """Fold LoRA into the LLM and write a standalone checkpoint (LLM and image encoder included)."""
+        from safetensors.torch import save_file
+
+        if hasattr(self.language_model, "merge_and_unload"):
+            self.language_model = self.language_model.merge_and_unload()
+        target = Path(save_directory)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            self.language_model.save_pretrained(str(tmp / "language_model"))
+            self.image_encoder.vision_model.save_pretrained(str(tmp / "vision_model"))
+            config = copy.deepcopy(self.config)
+            config.text_model_name_or_path = "language_model"
+            config.vision_model_name_or_path = "vision_model"
+            config.save_pretrained(str(tmp))
+            save_file(self._trained_state(), str(tmp / TRAINED_WEIGHTS))
+            if processor is not None:
+                processor.save_pretrained(tmp)
+            _replace_dir(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _replace_dir(tmp: Path, target: Path) -> None:
+    """Move a fully written directory into place; an older version is removed only afterwards."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+    os.replace(tmp, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

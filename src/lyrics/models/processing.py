@@ -1,0 +1,198 @@
+"""Stage-2 inputs: conversations -> LLM token ids with the image placeholder expanded, and labels on
+the responses only (paper section 3.3).
+
+The processor renders a LLaVA-style conversation (`[{"from": "human", "value": "<image>..."},
+{"from": "gpt", "value": ...}, ...]`) with a Vicuna-style chat template, tokenises each turn separately
+so the loss can be restricted to the assistant's answers, and expands the single `<image>`
+placeholder into `num_image_tokens` copies of the image token id: the model later writes the soft
+visual tokens (projected MQ-Former query outputs) into exactly those positions. Fixed-length
+expansion keeps batching, KV-cached generation and beam search plain transformers.
+
+With `spatial_text_in_prompt` the refiner's textual spatial representation is added after the image
+(NOTES section 7: the paper is ambiguous; `lyrics ablate` measures both).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class ChatTemplate:
+    """Vicuna v1.1: "{system} USER: {q} ASSISTANT: {a}</s>USER: ..."."""
+
+    system: str = (
+        "A chat between a curious user and an artificial intelligence assistant. "
+        "The assistant gives helpful, detailed, and polite answers to the user's questions."
+    )
+    user: str = "USER:"
+    assistant: str = "ASSISTANT:"
+    separator: str = " "
+
+
+@dataclass
+class ProcessorConfig:
+    num_image_tokens: int
+    image_token: str = "<image>"
+    coordinate_format: str = "int1000"
+    spatial_text_in_prompt: bool = False
+    spatial_prefix: str = "Objects:"
+    max_length: int = 512
+    template: ChatTemplate = field(default_factory=ChatTemplate)
+
+
+def load_image_processor(path: str | Path) -> Any:
+    """`AutoImageProcessor.from_pretrained`, on the PIL backend when torchvision is not installed
+    (transformers' default image processors need it; the PIL ones give the same pixels)."""
+    import importlib.util
+
+    from transformers import AutoImageProcessor
+
+    if importlib.util.find_spec("torchvision") is None:
+        return AutoImageProcessor.from_pretrained(str(path), backend="pil")
+    return AutoImageProcessor.from_pretrained(str(path))
+
+
+class LyricsProcessor:
+    """Tokenizer (+ optional image processor) and the rules that turn conversations into model inputs.
+
+    Args:
+        tokenizer: the LLM's tokenizer; `<image>` is added as a special token when missing (resize the
+            LLM's embeddings afterwards: `LyricsForConditionalGeneration` does it).
+        image_processor: a transformers image processor for the image encoder (e.g. CLIPImageProcessor).
+        config: `ProcessorConfig`.
+    """
+
+    def __init__(self, tokenizer: Any, config: ProcessorConfig, image_processor: Any = None, mqformer_tokenizer: Any = None):
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.mqformer_tokenizer = mqformer_tokenizer
+        self.config = config
+        if config.image_token not in tokenizer.get_vocab():
+            tokenizer.add_tokens([config.image_token], special_tokens=True)
+        self.image_token_id = tokenizer.convert_tokens_to_ids(config.image_token)
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+
+    # --- rendering ------------------------------------------------------------------------------
+    def _human(self, text: str, spatial_text: str | None) -> str:
+        if self.config.spatial_text_in_prompt and spatial_text and self.config.image_token in text:
+            text = text.replace(self.config.image_token, f"{self.config.image_token}\n{self.config.spatial_prefix} {spatial_text}\n", 1)
+        return text
+
+    def segments(self, conversations: list[dict[str, str]], spatial_text: str | None = None, add_generation_prompt: bool = False) -> list[tuple[str, bool]]:
+        """The conversation as (text, is_response) pieces; responses carry the loss."""
+        t = self.config.template
+        pieces: list[tuple[str, bool]] = [(t.system + t.separator if t.system else "", False)]
+        for turn in conversations:
+            role, value = turn.get("from"), turn.get("value")
+            if not isinstance(value, str):
+                raise ValueError(f"conversation turn {turn!r} has no text 'value'")
+            if role in ("human", "user"):
+                pieces.append((f"{t.user} {self._human(value, spatial_text)}{t.separator}{t.assistant}", False))
+            elif role in ("gpt", "assistant"):
+                pieces.append((f" {value}", True))
+                pieces.append(("", False))  # eos is appended to the response below
+            else:
+                raise ValueError(f"conversation turn has unknown role {role!r} (expected human/gpt)")
+        if add_generation_prompt and (not conversations or conversations[-1].get("from") not in ("human", "user")):
+            raise ValueError("a generation prompt must end with a human turn")
+        return pieces
+
+    def _encode_text(self, text: str) -> list[int]:
+        """Token ids of `text`, with every `<image>` expanded to `num_image_tokens` image-token ids."""
+        ids: list[int] = []
+        parts = text.split(self.config.image_token)
+        for i, part in enumerate(parts):
+            if part:
+                ids += self.tokenizer(part, add_special_tokens=False)["input_ids"]
+            if i < len(parts) - 1:
+                ids += [self.image_token_id] * self.config.num_image_tokens
+        return ids
+
+    def encode(self, conversations: list[dict[str, str]], spatial_text: str | None = None, add_generation_prompt: bool = False) -> tuple[list[int], list[int]]:
+        """`(input_ids, labels)`: labels are the ids of the responses (and their eos), -100 elsewhere."""
+        bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
+        ids, labels = list(bos), [IGNORE_INDEX] * len(bos)
+        for text, is_response in self.segments(conversations, spatial_text, add_generation_prompt):
+            piece = self._encode_text(text)
+            if is_response:
+                piece = piece + [self.tokenizer.eos_token_id]
+            ids += piece
+            labels += piece if is_response else [IGNORE_INDEX] * len(piece)
+        images = ids.count(self.image_token_id)
+        if images not in (0, self.config.num_image_tokens):
+            raise ValueError("a conversation may hold one <image> placeholder")
+        limit = self.config.max_length
+        if len(ids) > limit:
+            supervised = any(v != IGNORE_INDEX for v in labels)
+            ids, labels = ids[:limit], labels[:limit]
+            if (supervised and all(v == IGNORE_INDEX for v in labels)) or ids.count(self.image_token_id) != images:
+                raise ValueError(f"the prompt alone is longer than max_length={limit}")
+        return ids, labels
+
+    # --- batching -------------------------------------------------------------------------------
+    def pad(self, rows: list[list[int]], value: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(r) for r in rows)
+        out = torch.full((len(rows), width), value, dtype=torch.long)
+        mask = torch.zeros(len(rows), width, dtype=torch.long)
+        for i, r in enumerate(rows):
+            span = slice(width - len(r), width) if left else slice(0, len(r))
+            out[i, span] = torch.tensor(r, dtype=torch.long)
+            mask[i, span] = 1
+        return out, mask
+
+    def training_batch(self, conversations: list[list[dict[str, str]]], spatial_texts: list[str | None] | None = None) -> dict[str, torch.Tensor]:
+        """Right-padded `input_ids`, `attention_mask`, `labels` for a list of conversations."""
+        spatial_texts = spatial_texts or [None] * len(conversations)
+        encoded = [self.encode(c, s) for c, s in zip(conversations, spatial_texts)]
+        input_ids, attention_mask = self.pad([i for i, _ in encoded], self.tokenizer.pad_token_id)
+        labels, _ = self.pad([lab for _, lab in encoded], IGNORE_INDEX)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+    def generation_batch(self, conversations: list[list[dict[str, str]]], spatial_texts: list[str | None] | None = None) -> dict[str, torch.Tensor]:
+        """Left-padded prompts ending with "ASSISTANT:" for batched generation."""
+        spatial_texts = spatial_texts or [None] * len(conversations)
+        rows = [self.encode(c, s, add_generation_prompt=True)[0] for c, s in zip(conversations, spatial_texts)]
+        input_ids, attention_mask = self.pad(rows, self.tokenizer.pad_token_id, left=True)
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+    def pixel_values(self, images: list[Any]) -> torch.Tensor:
+        if self.image_processor is None:
+            raise ValueError("this processor has no image processor; give image features instead")
+        return self.image_processor(images=images, return_tensors="pt")["pixel_values"]
+
+    def decode(self, ids: torch.Tensor | list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+    # --- persistence ------------------------------------------------------------------------------
+    def save_pretrained(self, path: str | Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save_pretrained(str(path / "tokenizer"))
+        if self.image_processor is not None:
+            self.image_processor.save_pretrained(str(path / "image_processor"))
+        if self.mqformer_tokenizer is not None:
+            self.mqformer_tokenizer.save_pretrained(str(path / "mqformer_tokenizer"))
+        (path / "processor_config.json").write_text(json.dumps(asdict(self.config), indent=2))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> "LyricsProcessor":
+        from transformers import AutoTokenizer
+
+        path = Path(path)
+        config_file = path / "processor_config.json"
+        if not config_file.is_file():
+            raise FileNotFoundError(f"{config_file} is missing: not a saved Lyrics processor")
+        data = json.loads(config_file.read_text())
+        data["template"] = ChatTemplate(**data.get("template", {}))
+        image_processor = load_image_processor(path / "image_processor") if (path / "image_processor").is_dir() else None
+        mq_tok = AutoTokenizer.from_pretrained(str(path / "mqformer_tokenizer")) if (path / "mqformer_tokenizer").is_dir() else None
+        return cls(AutoTokenizer.from_pretrained(str(path / "tokenizer")), ProcessorConfig(**data), image_processor, mq_tok)

@@ -1,0 +1,147 @@
+"""Stage 2: soft visual tokens at the image placeholder, loss on responses, LoRA, generation, and the
+save -> load -> merge round trip with equal logits."""
+
+import pytest
+import torch
+from PIL import Image
+
+import tiny
+from lyrics.models.conditional_generation import LyricsForConditionalGeneration
+from lyrics.models.processing import LyricsProcessor, ProcessorConfig, load_image_processor
+
+CONV = [{"from": "human", "value": "<image>\nwhat color is the circle?"}, {"from": "gpt", "value": "red"}]
+TEXT_ONLY = [{"from": "human", "value": "what is a circle?"}, {"from": "gpt", "value": "a shape"}]
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stage2")
+    tokenizer = tiny.llm_tokenizer()
+    tiny.save_llm(root / "llm", tokenizer)
+    tiny.save_vision(root / "vision")
+    return root
+
+
+def build(parts, **overrides):
+    config = tiny.lyrics_config(**overrides)
+    proc = LyricsProcessor(
+        tiny.llm_tokenizer(), ProcessorConfig(num_image_tokens=config.num_image_tokens), load_image_processor(parts / "vision")
+    )
+    model = LyricsForConditionalGeneration.from_components(config, parts / "llm", parts / "vision", processor=proc)
+    model.enable_lora()
+    return model, proc
+
+
+def inputs(proc, n=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    images = [Image.new("RGB", (40, 40), c) for c in ("red", "blue", "green")[:n]]
+    return dict(pixel_values=proc.pixel_values(images), local_features=torch.randn(n, 3, 24, generator=g))
+
+
+def test_trainable_parts_follow_the_paper(parts):
+    model, _ = build(parts)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any("lora_A" in n for n in trainable)
+    assert any(n.startswith("mqformer.") for n in trainable) and "language_projection.weight" in trainable
+    assert not any(n.startswith("image_encoder.") for n in trainable)
+    assert not any("lora" not in n and n.startswith("language_model.") for n in trainable)
+    lora_targets = {n.split(".lora_A")[0].rsplit(".", 1)[-1] for n in trainable if "lora_A" in n}
+    assert lora_targets == {"q_proj", "v_proj"}
+    frozen, _ = build(parts, train_mqformer=False)  # released code: only LoRA trains
+    assert all("lora_" in n for n, p in frozen.named_parameters() if p.requires_grad)
+
+
+def test_visual_tokens_reach_the_llm_and_loss_covers_responses_only(parts):
+    model, proc = build(parts)
+    model.eval()
+    batch = proc.training_batch([CONV, CONV])
+    visual = inputs(proc)
+    out = model(**batch, **visual)
+    # the loss is the mean cross-entropy over response positions only
+    logits = out.logits[:, :-1]
+    labels = batch["labels"][:, 1:]
+    keep = labels != -100
+    manual = torch.nn.functional.cross_entropy(logits[keep], labels[keep])
+    torch.testing.assert_close(out.loss, manual)
+    # another image changes the prediction; the visual tokens sit at the image positions
+    other = model(**batch, pixel_values=visual["pixel_values"].flip(0), local_features=visual["local_features"])
+    assert (other.logits[0] - out.logits[0]).abs().max() > 1e-4
+    first_image = int((batch["input_ids"][0] == model.config.image_token_index).nonzero()[0])
+    torch.testing.assert_close(other.logits[0, :first_image], out.logits[0, :first_image])
+
+
+def test_local_features_matter(parts):
+    model, proc = build(parts)
+    model.eval()
+    batch = proc.training_batch([CONV])
+    visual = inputs(proc, n=1)
+    base = model(**batch, **visual).logits
+    moved = model(**batch, pixel_values=visual["pixel_values"], local_features=torch.randn(1, 3, 24)).logits
+    assert (moved - base).abs().max() > 1e-5
+
+
+def test_text_only_samples_mix_with_image_samples(parts):
+    model, proc = build(parts)
+    batch = proc.training_batch([CONV, TEXT_ONLY])
+    out = model(**batch, **inputs(proc, n=1))  # one image, for the one sample that has <image>
+    assert torch.isfinite(out.loss)
+    with pytest.raises(ValueError, match="image-token positions"):
+        model(**batch, **inputs(proc, n=2))
+
+
+def test_generation_greedy_sampling_beam(parts):
+    model, proc = build(parts)
+    model.eval()
+    prompt = proc.generation_batch([CONV[:1]])
+    visual = inputs(proc, n=1)
+    greedy = model.generate(**prompt, **visual, max_new_tokens=6, do_sample=False)
+    assert greedy.shape == (1, 6)
+    no_cache = model.generate(**prompt, **visual, max_new_tokens=6, do_sample=False, use_cache=False)
+    assert torch.equal(greedy, no_cache)  # the KV cache changes nothing but speed
+    torch.manual_seed(0)
+    sampled = model.generate(**prompt, **visual, max_new_tokens=6, do_sample=True, top_p=0.9, temperature=1.0)
+    beam = model.generate(**prompt, **visual, max_new_tokens=6, num_beams=3, do_sample=False)
+    assert sampled.shape[0] == beam.shape[0] == 1
+    batched = model.generate(**proc.generation_batch([CONV[:1], CONV[:1]]), **inputs(proc, n=2), max_new_tokens=6, do_sample=False)
+    assert torch.equal(batched[0], greedy[0])  # left padding keeps batched answers equal
+
+
+def test_save_load_merge_round_trip(parts, tmp_path):
+    model, proc = build(parts)
+    with torch.no_grad():  # make LoRA matter (B starts at zero)
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    model.eval()
+    batch = proc.training_batch([CONV, CONV])
+    visual = inputs(proc)
+    reference = model(**batch, **visual).logits
+
+    model.save_pretrained(tmp_path / "ckpt", processor=proc)
+    files = {p.name for p in (tmp_path / "ckpt").iterdir()}
+    assert {"config.json", "lyrics_model.safetensors", "adapter", "tokenizer", "processor_config.json"} <= files
+    loaded = LyricsForConditionalGeneration.from_pretrained(tmp_path / "ckpt")
+    torch.testing.assert_close(loaded(**batch, **visual).logits, reference, rtol=1e-5, atol=1e-5)
+
+    loaded.save_merged(tmp_path / "merged", processor=LyricsProcessor.from_pretrained(tmp_path / "ckpt"))
+    merged = LyricsForConditionalGeneration.from_pretrained(tmp_path / "merged")
+    assert not hasattr(merged.language_model, "peft_config")
+    torch.testing.assert_close(merged(**batch, **visual).logits, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_stage1_weights_load_into_stage2(parts, tmp_path):
+    from lyrics.models.pretraining import LyricsForPretraining
+
+    model, proc = build(parts)
+    stage1 = LyricsForPretraining(model.config)
+    stage1.save_pretrained(tmp_path / "stage1")
+    keys = model.load_stage1(tmp_path / "stage1")
+    assert "mqformer.grounding_query_tokens" in keys
+    torch.testing.assert_close(model.mqformer.query_tokens, stage1.mqformer.query_tokens)
+    with pytest.raises(FileNotFoundError):
+        model.load_stage1(tmp_path / "nothing")
+
+
+def test_missing_checkpoint_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a Lyrics checkpoint"):
+        LyricsForConditionalGeneration.from_pretrained(tmp_path)
