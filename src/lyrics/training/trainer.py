@@ -1,0 +1,364 @@
+"""One training loop for both stages, on accelerate (paper section 4: AdamW beta (0.9, 0.98), weight
+decay 0.05, cosine schedule with 15% linear warm-up, peak lr 1e-4).
+
+Scale comes from existing engines: `accelerate` wraps the model for DDP / FSDP / DeepSpeed (configs in
+`configs/accelerate/`) and handles mixed precision and gradient accumulation; `torchrun` or
+`accelerate launch` starts the processes; `DistributedSampler` shards the data. The same code runs in
+one CPU process.
+
+Checkpoints are written atomically (a temporary directory renamed into place when complete) with the
+trainable weights, optimizer, scheduler, every rank's RNG state and the data position; `resume=True`
+continues from the newest complete checkpoint so that the run ends with the same weights, bit for bit
+on CPU, as one that was never interrupted (tested with SIGKILL).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
+
+STATE_FILE = "trainer_state.json"
+
+
+@dataclass
+class TrainerConfig:
+    """Everything the loop needs; recipes fill it from the `trainer:` section of their YAML.
+
+    Args:
+        output_dir: run directory (checkpoints/, logs/, final/).
+        max_steps: optimizer steps.
+        batch_size: samples per device per micro-batch.
+        gradient_accumulation_steps: micro-batches per optimizer step.
+        lr, betas, weight_decay, warmup_ratio: the paper's AdamW + cosine schedule.
+        min_lr_ratio: floor of the cosine schedule as a fraction of `lr` (0 = decay to zero).
+        max_grad_norm: gradient clipping (None: off).
+        mixed_precision: "no", "bf16" or "fp16" (the MQ-Former keeps fp32 weights either way).
+        gradient_checkpointing: recompute activations of the MQ-Former (and the LLM) in backward.
+        save_every, keep_checkpoints: checkpoint period in steps and how many to keep.
+        log_every, eval_every: JSONL log and evaluation-hook periods.
+        seed: seeds parameters, data order and per-sample randomness.
+        num_workers: DataLoader workers.
+        tensorboard: also log to TensorBoard (if installed) through accelerate.
+        progress: show a progress bar on the main process.
+    """
+
+    output_dir: str = "runs/lyrics"
+    max_steps: int = 1000
+    batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.98)
+    weight_decay: float = 0.05
+    warmup_ratio: float = 0.15
+    min_lr_ratio: float = 0.0
+    max_grad_norm: float | None = 1.0
+    mixed_precision: str = "no"
+    gradient_checkpointing: bool = False
+    save_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    eval_every: int = 0
+    seed: int = 0
+    num_workers: int = 0
+    tensorboard: bool = False
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainerConfig":
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown trainer option(s) {sorted(unknown)}; known: {sorted(known)}")
+        data = dict(data)
+        if "betas" in data:
+            data["betas"] = tuple(data["betas"])
+        return cls(**data)
+
+
+@dataclass
+class TrainerState:
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0  # micro-batches of the current epoch already consumed
+    samples: int = 0
+    scheduler: dict = field(default_factory=dict)
+
+
+StepFn = Callable[[torch.nn.Module, dict[str, Any]], Any]
+EvalFn = Callable[[torch.nn.Module, int], dict[str, float]]
+
+
+def cosine_with_warmup(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """LR multiplier: linear warm-up to 1 over `warmup` steps, then cosine decay to `min_ratio`."""
+    if step < warmup:
+        return (step + 1) / max(1, warmup)
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class Trainer:
+    """Runs `step_fn(model, batch) -> output with .loss` over `dataset` batches made by `collate_fn`.
+
+    `step_fn` may return extra scalar fields (`loss_itc`, ...) which are logged. `eval_fn(model, step)`
+    runs every `eval_every` steps on the main process and its metrics are logged too.
+    """
+
+    def __init__(
+        self,
+        config: TrainerConfig,
+        model: torch.nn.Module,
+        dataset: Dataset,
+        collate_fn: Callable,
+        step_fn: StepFn,
+        eval_fn: EvalFn | None = None,
+        log_fields: tuple[str, ...] = (),
+        on_epoch: Callable[[int], None] | None = None,
+    ):
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        self.config = config
+        self.output_dir = Path(config.output_dir)
+        self.accelerator = Accelerator(
+            # accelerate only picks its multi-process CPU mode (gloo) when told the run is on CPU.
+            cpu=not torch.accelerator.is_available(),
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
+            mixed_precision=config.mixed_precision,
+            log_with="tensorboard" if config.tensorboard else None,
+            project_dir=str(self.output_dir),
+        )
+        set_seed(config.seed)
+        self.model = model
+        self.dataset = dataset
+        self.collate_fn = collate_fn
+        self.step_fn = step_fn
+        self.eval_fn = eval_fn
+        self.log_fields = log_fields
+        self.on_epoch = on_epoch
+        self.state = TrainerState()
+        if config.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    # --- setup -------------------------------------------------------------------------------
+    def _optimizer(self) -> torch.optim.Optimizer:
+        decay, no_decay = [], []
+        for name, param in self.model.named_parameters():
+            if not param.requires_grad:
+                continue
+            # BLIP-2 / BERT convention: no weight decay on biases, norms, queries and temperature.
+            if param.ndim < 2 or "query_tokens" in name or "norm" in name.lower():
+                no_decay.append(param)
+            else:
+                decay.append(param)
+        if not decay and not no_decay:
+            raise ValueError("the model has no trainable parameter")
+        groups = [{"params": decay, "weight_decay": self.config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=self.config.lr, betas=self.config.betas)
+
+    def _loader(self, epoch: int, skip: int) -> DataLoader:
+        from accelerate.data_loader import SkipBatchSampler
+
+        acc = self.accelerator
+        sampler = DistributedSampler(
+            self.dataset, num_replicas=acc.num_processes, rank=acc.process_index, shuffle=True, seed=self.config.seed, drop_last=True
+        )
+        sampler.set_epoch(epoch)
+        batches = BatchSampler(sampler, self.config.batch_size, drop_last=True)
+        if len(batches) == 0:
+            raise ValueError(
+                f"the dataset has {len(self.dataset)} samples: fewer than one batch of {self.config.batch_size} per process"
+            )
+        if skip:
+            batches = SkipBatchSampler(batches, skip_batches=skip)
+        # A dedicated generator: creating the iterator must not consume the global RNG, or a resumed
+        # run would see different dropout than the uninterrupted one.
+        return DataLoader(
+            self.dataset, batch_sampler=batches, collate_fn=self.collate_fn, num_workers=self.config.num_workers,
+            generator=torch.Generator().manual_seed(self.config.seed + epoch),
+        )  # fmt: skip
+
+    # --- checkpoints ---------------------------------------------------------------------------
+    def checkpoints(self) -> list[Path]:
+        root = self.output_dir / "checkpoints"
+        found = [p for p in root.glob("step-*") if (p / STATE_FILE).is_file()] if root.is_dir() else []
+        return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+    def _trainable_names(self) -> set[str]:
+        model = self.accelerator.unwrap_model(self.model)
+        return {n for n, p in model.named_parameters() if p.requires_grad}
+
+    def save_checkpoint(self, scheduler) -> Path:
+        """Atomic: accelerate writes model/optimizer/RNG into a temporary directory, the main process
+        adds the trainer state last and renames the directory into place."""
+        acc = self.accelerator
+        root = self.output_dir / "checkpoints"
+        final = root / f"step-{self.state.step}"
+        tmp = root / f".tmp-step-{self.state.step}"
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            self.state.scheduler = scheduler.state_dict()
+            (tmp / STATE_FILE).write_text(json.dumps(asdict(self.state), indent=2))
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            for old in self.checkpoints()[: -self.config.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+        return final
+
+    def _load_checkpoint(self, path: Path, scheduler) -> None:
+        self.accelerator.load_state(str(path), strict=False)
+        data = json.loads((path / STATE_FILE).read_text())
+        self.state = TrainerState(**data)
+        scheduler.load_state_dict(self.state.scheduler)
+
+    # --- logging -------------------------------------------------------------------------------
+    def _log(self, record: dict[str, Any]) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        log_dir = self.output_dir / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        with open(log_dir / "train.jsonl", "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.config.tensorboard:
+            self.accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=record.get("step"))
+
+    def _scalars(self, output: Any) -> dict[str, float]:
+        values = {"loss": output.loss.detach()}
+        for name in self.log_fields:
+            value = getattr(output, name, None)
+            if isinstance(value, torch.Tensor) and value.numel() == 1:
+                values[name] = value.detach()
+        # mean over ranks, for the log only
+        return {k: float(self.accelerator.reduce(v.float().reshape(1), reduction="mean")) for k, v in values.items()}
+
+    # --- the loop ------------------------------------------------------------------------------
+    def train(self, resume: bool | str | Path = False) -> TrainerState:
+        cfg, acc = self.config, self.accelerator
+        optimizer = self._optimizer()
+        warmup = int(cfg.warmup_ratio * cfg.max_steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: cosine_with_warmup(s, cfg.max_steps, warmup, cfg.min_lr_ratio)
+        )
+        # The scheduler is stepped by hand once per optimizer step (accelerate would step it once per
+        # process), so the schedule is the same on 1 or 64 GPUs.
+        self.model, optimizer = acc.prepare(self.model, optimizer)
+        trainable = self._trainable_names()
+
+        def keep_trainable(models, weights, _dir):
+            # Checkpoints hold what training changes; the frozen parts come from their own checkpoints.
+            for state in weights:
+                for key in [k for k in state if k not in trainable]:
+                    del state[key]
+
+        hook = acc.register_save_state_pre_hook(keep_trainable)
+        if resume:
+            found = [Path(resume)] if isinstance(resume, (str, Path)) and not isinstance(resume, bool) else self.checkpoints()[-1:]
+            if found:
+                self._load_checkpoint(found[-1], scheduler)
+                acc.print(f"resumed from {found[-1]} at step {self.state.step}")
+        if cfg.tensorboard:
+            acc.init_trackers("lyrics")
+        if acc.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            (self.output_dir / "trainer_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+
+        progress = self._progress()
+        self.model.train()
+        started, window_samples = time.perf_counter(), 0
+        while self.state.step < cfg.max_steps:
+            if self.on_epoch is not None:
+                self.on_epoch(self.state.epoch)
+            loader = self._loader(self.state.epoch, self.state.batch_in_epoch)
+            for batch in loader:
+                with acc.accumulate(self.model):
+                    output = self.step_fn(self.model, batch)
+                    acc.backward(output.loss)
+                    if acc.sync_gradients and cfg.max_grad_norm:
+                        acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                self.state.batch_in_epoch += 1
+                window_samples += cfg.batch_size * acc.num_processes
+                if not acc.sync_gradients:
+                    continue
+                scheduler.step()
+                self.state.step += 1
+                self.state.samples += cfg.batch_size * acc.num_processes * cfg.gradient_accumulation_steps
+                if progress is not None:
+                    progress.update(progress.task_ids[0], completed=self.state.step)
+                if self.state.step % cfg.log_every == 0 or self.state.step == cfg.max_steps:
+                    elapsed = time.perf_counter() - started
+                    record = {"step": self.state.step, "epoch": self.state.epoch, "lr": scheduler.get_last_lr()[0]}
+                    record.update(self._scalars(output))
+                    record["samples_per_second"] = window_samples / max(elapsed, 1e-9)
+                    self._log(record)
+                    started, window_samples = time.perf_counter(), 0
+                if cfg.eval_every and self.eval_fn is not None and self.state.step % cfg.eval_every == 0:
+                    self.evaluate()
+                if cfg.save_every and self.state.step % cfg.save_every == 0:
+                    self.save_checkpoint(scheduler)
+                if self.state.step >= cfg.max_steps:
+                    break
+            else:
+                self.state.epoch += 1
+                self.state.batch_in_epoch = 0
+        if progress is not None:
+            progress.stop()
+        hook.remove()
+        return self.state
+
+    def evaluate(self) -> dict[str, float]:
+        acc = self.accelerator
+        metrics: dict[str, float] = {}
+        if acc.is_main_process and self.eval_fn is not None:
+            model = acc.unwrap_model(self.model)
+            model.eval()
+            with torch.no_grad():
+                metrics = self.eval_fn(model, self.state.step)
+            model.train()
+            self._log({"step": self.state.step, **{f"eval/{k}": v for k, v in metrics.items()}})
+        acc.wait_for_everyone()
+        return metrics
+
+    def _progress(self):
+        if not (self.config.progress and self.accelerator.is_main_process):
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        progress = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=False)
+        progress.add_task("train", total=self.config.max_steps, completed=self.state.step)
+        progress.start()
+        return progress
+
+    def unwrapped_model(self) -> torch.nn.Module:
+        return self.accelerator.unwrap_model(self.model)
+
+    def cleanup(self) -> None:
+        """Tear down cleanly: with DDP on CPU a process can abort at exit unless the wrapped model and
+        optimizer are released and the process group destroyed after a barrier (NOTES section 6)."""
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        if self.config.tensorboard:
+            acc.end_training()
+        self.model = acc.unwrap_model(self.model)
+        acc.free_memory()
+        gc.collect()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()

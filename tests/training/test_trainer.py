@@ -1,0 +1,79 @@
+"""The shared training loop: schedule, exact resume after SIGKILL, and a two-process gloo run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from lyrics.training.trainer import TrainerConfig, cosine_with_warmup
+
+RUN = [sys.executable, str(Path(__file__).with_name("tiny_run.py"))]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+
+
+def test_cosine_schedule_with_fifteen_percent_warmup():
+    total, warmup = 100, 15
+    values = [cosine_with_warmup(s, total, warmup, 0.0) for s in range(total)]
+    assert values[0] == pytest.approx(1 / 15) and values[14] == pytest.approx(1.0)
+    assert values[15] == pytest.approx(1.0) and values[-1] < 0.01
+    assert all(a >= b for a, b in zip(values[15:], values[16:]))
+    assert cosine_with_warmup(10**6, total, warmup, 0.1) == pytest.approx(0.1)
+
+
+def test_paper_optimiser_is_the_default():
+    cfg = TrainerConfig()
+    assert (cfg.lr, cfg.betas, cfg.weight_decay, cfg.warmup_ratio) == (1e-4, (0.9, 0.98), 0.05, 0.15)
+    with pytest.raises(ValueError, match="unknown trainer option"):
+        TrainerConfig.from_dict({"learning_rate": 1})
+
+
+def weights(path):
+    return load_file(str(path))
+
+
+def assert_identical(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key].equal(b[key]), key
+
+
+def test_killed_run_resumes_to_bitwise_identical_weights(tmp_path):
+    subprocess.run([*RUN, str(tmp_path / "full"), "--steps", "8", "--save-every", "2"], check=True, env=ENV, timeout=300)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([*RUN, str(killed), "--steps", "8", "--save-every", "2", "--sleep", "0.4"], env=ENV)
+    deadline = time.time() + 240
+    while not (killed / "checkpoints" / "step-4" / "trainer_state.json").exists():
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "final-rank0.safetensors").exists()
+
+    subprocess.run([*RUN, str(killed), "--steps", "8", "--save-every", "2", "--resume"], check=True, env=ENV, timeout=300)
+    assert_identical(weights(killed / "final-rank0.safetensors"), weights(tmp_path / "full" / "final-rank0.safetensors"))
+    steps = [json.loads(line)["step"] for line in (killed / "logs" / "train.jsonl").read_text().splitlines()]
+    assert steps[-1] == 8
+    # checkpoints hold the trainable weights only, atomically (no temporary directory left behind)
+    ckpt = killed / "checkpoints"
+    assert not list(ckpt.glob(".tmp-*"))
+    assert json.loads((ckpt / "step-8" / "trainer_state.json").read_text())["step"] == 8
+
+
+def test_two_processes_end_with_identical_weights_and_exit_cleanly(tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *RUN[1:], str(out), "--steps", "4", "--save-every", "0"]
+    result = subprocess.run(cmd, env=ENV, timeout=300, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "terminate called" not in result.stderr
+    assert_identical(weights(out / "final-rank0.safetensors"), weights(out / "final-rank1.safetensors"))
+    # rank 0 logged the mean over both ranks; 4 steps of 2 x 4 samples
+    log = [json.loads(line) for line in (out / "logs" / "train.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
