@@ -118,6 +118,132 @@ def import_blip2(
     typer.echo(f"saved MQ-Former to {out} (full report in {out / 'load_report.json'})")
 
 
+@app.command("convert")
+def convert_command(
+    kind: Annotated[str, typer.Argument(help="Source format: coco-captions, karpathy, vqav2, okvqa, aokvqa, aokvqa-mc, gqa, textvqa, vizwiz, ocrvqa, scienceqa, refcoco, refcoco-rec, refcoco-gc, shikra-rd, alpaca, llava.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Annotation file(s) or folder in the official layout (vqav2/okvqa: questions then annotations).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output records (.json list or .jsonl), written atomically.")],
+    images: Annotated[Optional[Path], typer.Option("--images", help="Image root of the official layout; record image paths are relative to it.")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="Keep only this split (formats that have one).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the per-sample Table 10 template choice.")] = 0,
+    coordinate_format: Annotated[Optional[str], typer.Option("--coordinate-format", help="Write literal coordinates (int1000 or unit3) instead of <box:i> placeholders.")] = None,
+    template: Annotated[Optional[int], typer.Option("--template", help="Use this template index of each task for every sample.")] = None,
+    templates: Annotated[Optional[Path], typer.Option("--templates", help="JSON/YAML template file replacing Table 10.")] = None,
+) -> None:
+    """Convert an official dataset format into instruction records (LLaVA-style JSON with boxes)."""
+    from lyrics.data.convert import convert_to_file
+    from lyrics.data.official.common import FormatError
+
+    try:
+        result = convert_to_file(
+            kind, inputs, out, images=images, split=split, seed=seed, template=template,
+            coordinate_format=coordinate_format, templates=templates,
+        )
+    except (ValueError, FileNotFoundError, IndexError, KeyError, FormatError) as exc:
+        _fail(str(exc))
+    for line in result.skipped[:20]:
+        typer.echo(f"skipped: {line}", err=True)
+    if len(result.skipped) > 20:
+        typer.echo(f"skipped: ... and {len(result.skipped) - 20} more", err=True)
+    typer.echo(f"wrote {len(result.records)} records to {out} ({len(result.skipped)} skipped)")
+
+
+@app.command("refine")
+def refine_command(
+    source: Annotated[Path, typer.Argument(metavar="INPUT", help="A folder of images, a text file with one image path per line, or a .jsonl/.json manifest of objects with 'image' (path), optional 'id' and optional 'tags' (list of strings).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Feature store directory (created; an interrupted run resumes in it).")],
+    preset: PresetOption = "paper",
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file overriding RefinerConfig fields (bare or under refiner_config:).")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="RefinerConfig override, e.g. box_threshold=0.3 or refiner_config.nms_iou=0.5 (repeatable).")] = None,
+    backend: Annotated[Optional[list[str]], typer.Option("--backend", "-b", help="Stage backend STAGE=NAME: tagger=clip|ram|given|toy, detector=grounding_dino|toy, segmenter=sam_hq|sam|toy|none; or 'toy' for all three (repeatable).")] = None,
+    vocabulary: Annotated[Optional[Path], typer.Option("--vocabulary", help="Tag vocabulary for the CLIP tagger: one tag per line, optional <TAB>threshold.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per forward pass (default: RefinerConfig.batch_size).")] = None,
+    shard: Annotated[str, typer.Option("--shard", help="i/n: process only shards s with s % n == i, so n ranks or machines split the input.")] = "0/1",
+    shard_size: Annotated[Optional[int], typer.Option("--shard-size", min=1, help="Images per store shard, the unit of atomic writing and restart.")] = None,
+    store_format: Annotated[Optional[str], typer.Option("--format", help="Store shards: safetensors or webdataset (tar).")] = None,
+    visualize: Annotated[Optional[Path], typer.Option("--visualize", help="Directory for PNGs with masks, boxes and tags drawn on each image.")] = None,
+    max_objects: Annotated[Optional[int], typer.Option("--max-objects", min=1, help="Keep the top-K objects by score (K of the local features).")] = None,
+    box_threshold: Annotated[Optional[float], typer.Option("--box-threshold", help="Detector box score threshold.")] = None,
+    text_threshold: Annotated[Optional[float], typer.Option("--text-threshold", help="Grounding-DINO phrase score threshold.")] = None,
+    tag_threshold: Annotated[Optional[float], typer.Option("--tag-threshold", help="Default tagger threshold (per-tag thresholds in the vocabulary win).")] = None,
+    nms_iou: Annotated[Optional[float], typer.Option("--nms-iou", help="IoU above which NMS drops the lower-scored box.")] = None,
+    image_root: Annotated[Optional[Path], typer.Option("--image-root", help="Folder that relative paths in a list or manifest are relative to (default: its folder).")] = None,
+    device: Annotated[str, typer.Option("--device", help="Torch device for the models, e.g. cpu or cuda:0.")] = "cpu",
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Threads decoding images ahead of the models.")] = 2,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+) -> None:
+    """Run the visual refiner (tagger -> detector -> segmenter) over a dataset into a sharded feature
+    store; bad images go to OUT/errors.jsonl, and rerunning the same command resumes."""
+    from lyrics.refiner.job import load_refiner_config, parse_shard, run_job
+    from lyrics.refiner.stages import BackendError
+    from lyrics.refiner.store import StoreError
+
+    values = {
+        "tag_vocabulary": str(vocabulary) if vocabulary else None,
+        "batch_size": batch_size,
+        "shard_size": shard_size,
+        "store_format": store_format,
+        "max_objects": max_objects,
+        "box_threshold": box_threshold,
+        "text_threshold": text_threshold,
+        "tag_threshold": tag_threshold,
+        "nms_iou": nms_iou,
+    }
+    dotted = list(overrides or []) + [f"{k}={v}" for k, v in values.items() if v is not None]
+    try:
+        rank, world = parse_shard(shard)
+        cfg = load_refiner_config(preset, config, dotted, backend)
+        summary = run_job(
+            source, out, cfg, rank=rank, world=world, device=device, image_root=image_root,
+            visualize=visualize, progress=progress, workers=workers,
+        )
+    except (ValueError, FileNotFoundError, BackendError, StoreError) as exc:
+        _fail(str(exc))
+    typer.echo(
+        f"{summary.records} records, {summary.errors} errors in {summary.shards_written} new shards "
+        f"({summary.shards_skipped} of {summary.shards_total} already done) -> {summary.store} "
+        f"(errors: {summary.store / 'errors.jsonl'}, {summary.error_lines} lines)"
+    )
+
+
+@app.command("train")
+def train_command(
+    config: Annotated[Path, typer.Argument(help="Recipe YAML (configs/stage1/*.yaml or configs/stage2/*.yaml).")],
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override, e.g. trainer.max_steps=100 (repeatable).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest complete checkpoint in trainer.output_dir.")] = False,
+) -> None:
+    """Train stage 1 (MQ-Former pre-training) or stage 2 (instruction tuning with LoRA) from a recipe YAML.
+
+    Multi-GPU: `torchrun --nproc_per_node N -m lyrics.recipes.stage1 CONFIG`, or
+    `accelerate launch --config_file configs/accelerate/fsdp.yaml -m lyrics.recipes.stage2 CONFIG`."""
+    from lyrics.recipes import load_recipe_config, run
+
+    try:
+        recipe = load_recipe_config(config, overrides)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    final = run(recipe, resume=resume)
+    typer.echo(f"final model: {final}")
+
+
+@app.command("merge")
+def merge_command(
+    checkpoint: Annotated[Path, typer.Argument(help="A stage-2 checkpoint (config.json, lyrics_model.safetensors, adapter/).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the standalone merged model.")],
+) -> None:
+    """Fold the LoRA adapter into the LLM and write a standalone model (LLM and image encoder included)."""
+    from lyrics.models.conditional_generation import LyricsForConditionalGeneration
+    from lyrics.models.processing import LyricsProcessor
+
+    try:
+        model = LyricsForConditionalGeneration.from_pretrained(checkpoint)
+        processor = LyricsProcessor.from_pretrained(checkpoint) if (checkpoint / "processor_config.json").is_file() else None
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    model.save_merged(out, processor=processor)
+    typer.echo(f"merged model written to {out}")
+
+
 def main() -> None:
     app()
 
