@@ -89,6 +89,22 @@ def test_text_only_samples_mix_with_image_samples(parts):
         model(**batch, **inputs(proc, n=2))
 
 
+def test_several_images_in_one_prompt(parts):
+    model, proc = build(parts)
+    model.eval()
+    shots = [{"from": "human", "value": "<image>\nwhat color?"}, {"from": "gpt", "value": "red"},
+             {"from": "human", "value": "<image>\nwhat color?"}]  # fmt: skip
+    prompt = proc.generation_batch([shots])
+    visual = inputs(proc, n=2)
+    assert model.generate(**prompt, **visual, max_new_tokens=3, do_sample=False).shape == (1, 3)
+    # the images fill the placeholders in order: swapping them changes what follows the first one
+    logits = model(**prompt, **visual).logits
+    swapped = model(**prompt, pixel_values=visual["pixel_values"].flip(0), local_features=visual["local_features"].flip(0)).logits
+    first = int((prompt["input_ids"][0] == model.config.image_token_index).nonzero()[0])
+    torch.testing.assert_close(swapped[0, :first], logits[0, :first])
+    assert (swapped[0, -1] - logits[0, -1]).abs().max() > 1e-4
+
+
 def test_generation_greedy_sampling_beam(parts):
     model, proc = build(parts)
     model.eval()

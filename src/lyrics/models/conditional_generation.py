@@ -184,7 +184,8 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
     def embed(self, input_ids: torch.Tensor, **visual) -> torch.Tensor:
         """LLM input embeddings with the soft visual tokens written over the image placeholders.
 
-        Visual inputs are given for the samples that have an `<image>` placeholder, in batch order."""
+        Visual inputs are given per image placeholder, in order of appearance (batch order, then
+        position in the prompt): one per sample for ordinary prompts, K+1 for a K-shot prompt."""
         image_token = self.config.image_token_index
         embeds = self.llm.get_input_embeddings()(input_ids)
         positions = input_ids == image_token if image_token is not None else torch.zeros_like(input_ids, dtype=torch.bool)
@@ -195,7 +196,7 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
         if int(positions.sum()) != expected:
             raise ValueError(
                 f"the prompts hold {int(positions.sum())} image-token positions, the {tokens.shape[0]} images give "
-                f"{expected} visual tokens ({tokens.shape[1]} each): one <image> per image-bearing sample"
+                f"{expected} visual tokens ({tokens.shape[1]} each): give one image per <image> placeholder"
             )
         return embeds.masked_scatter(positions[..., None], tokens.to(embeds.dtype))
 

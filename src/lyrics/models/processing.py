@@ -3,10 +3,11 @@ the responses only (paper section 3.3).
 
 The processor renders a LLaVA-style conversation (`[{"from": "human", "value": "<image>..."},
 {"from": "gpt", "value": ...}, ...]`) with a Vicuna-style chat template, tokenises each turn separately
-so the loss can be restricted to the assistant's answers, and expands the single `<image>`
-placeholder into `num_image_tokens` copies of the image token id: the model later writes the soft
-visual tokens (projected MQ-Former query outputs) into exactly those positions. Fixed-length
-expansion keeps batching, KV-cached generation and beam search plain transformers.
+so the loss can be restricted to the assistant's answers, and expands every `<image>` placeholder
+into `num_image_tokens` copies of the image token id: the model later writes the soft visual tokens
+(projected MQ-Former query outputs) of the images, in order, into exactly those positions. Fixed-length
+expansion keeps batching, KV-cached generation and beam search plain transformers; several images per
+conversation give in-context few-shot prompts (paper Figure 5).
 
 With `spatial_text_in_prompt` the refiner's textual spatial representation is added after the image
 (NOTES section 7: the paper is ambiguous; `lyrics ablate` measures both).
@@ -128,8 +129,8 @@ class LyricsProcessor:
             ids += piece
             labels += piece if is_response else [IGNORE_INDEX] * len(piece)
         images = ids.count(self.image_token_id)
-        if images not in (0, self.config.num_image_tokens):
-            raise ValueError("a conversation may hold one <image> placeholder")
+        if images % self.config.num_image_tokens:
+            raise ValueError(f"the text holds {self.config.image_token} token ids outside an expanded placeholder")
         limit = self.config.max_length
         if len(ids) > limit:
             supervised = any(v != IGNORE_INDEX for v in labels)
