@@ -61,6 +61,6 @@ def test_saved_config_directory_is_a_preset(tmp_path):
 
 
 def test_parse_dotted_types_values():
-    assert parse_dotted(["a.b=1", "a.c=true", "d=x"]) == {"a": {"b": 1, "c": True}, "d": "x"}
+    assert parse_dotted(["a.b=1", "a.c=true", "d=x", "e=1e-3"]) == {"a": {"b": 1, "c": True}, "d": "x", "e": 0.001}
     with pytest.raises(ValueError, match="key=value"):
         parse_dotted(["oops"])

@@ -244,6 +244,100 @@ def merge_command(
     typer.echo(f"merged model written to {out}")
 
 
+# --- inference surfaces (lyrics.inference): chat, serve, demo-ui --------------------------------------
+ModelOption = Annotated[Path, typer.Option("--model", "-m", help="A stage-2 checkpoint directory (save_pretrained or lyrics merge).")]
+DeviceOption = Annotated[str, typer.Option("--device", help="Torch device, e.g. cpu or cuda:0.")]
+DtypeOption = Annotated[Optional[str], typer.Option("--dtype", help="LLM dtype: float32, bfloat16 or float16 (default: the checkpoint's).")]
+
+
+@app.command("chat")
+def chat_command(
+    model: ModelOption,
+    image: Annotated[Optional[Path], typer.Option("--image", "-i", help="Image to talk about.")] = None,
+    prompt: Annotated[Optional[str], typer.Option("--prompt", "-p", help="Ask once and exit; without it, an interactive multi-turn chat.")] = None,
+    save_vis: Annotated[Optional[Path], typer.Option("--save-vis", help="PNG with the refiner's objects and the answer's boxes drawn.")] = None,
+    region: Annotated[Optional[list[str]], typer.Option("--region", help="Pixel box x1,y1,x2,y2 for a <region> in the prompt (repeatable).")] = None,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="Answer length limit.")] = 128,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="0 = greedy (the paper's decoding).")] = 0.0,
+    top_p: Annotated[float, typer.Option("--top-p", min=0.0, max=1.0)] = 1.0,
+    device: DeviceOption = "cpu",
+    dtype: DtypeOption = None,
+) -> None:
+    """Chat with a checkpoint in the terminal (the refiner runs live on the image)."""
+    from lyrics.inference.chat import run_chat
+    from lyrics.inference.limits import InputError
+
+    try:
+        run_chat(
+            model, image, prompt, save_vis, region, device=device, dtype=dtype, max_new_tokens=max_new_tokens,
+            do_sample=temperature > 0, temperature=temperature or 1.0, top_p=top_p,
+        )  # fmt: skip
+    except (InputError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+
+
+@app.command("serve")
+def serve_command(
+    model: ModelOption,
+    host: Annotated[str, typer.Option("--host", help="Address to bind (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    model_name: Annotated[Optional[str], typer.Option("--model-name", help="Model id clients send (default: the checkpoint folder's name).")] = None,
+    api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="LYRICS_API_KEY", help="Require 'Authorization: Bearer KEY'.")] = None,
+    max_batch_size: Annotated[int, typer.Option("--max-batch-size", min=1, help="Requests merged into one model call (1 = no dynamic batching).")] = 8,
+    batch_window_ms: Annotated[float, typer.Option("--batch-window-ms", min=0.0, help="How long to wait for more requests to batch.")] = 10.0,
+    max_concurrent: Annotated[int, typer.Option("--max-concurrent", min=1, help="Requests queued or running; more get 429.")] = 64,
+    queue_timeout: Annotated[float, typer.Option("--queue-timeout", min=0.1, help="Seconds a request may wait in the queue before 503.")] = 120.0,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Cap on a request's max_tokens (above: 400).")] = 512,
+    default_max_tokens: Annotated[int, typer.Option("--default-max-tokens", min=1, help="max_tokens when a request gives none.")] = 128,
+    max_body_mb: Annotated[float, typer.Option("--max-body-mb", min=0.001, help="Largest request body (413 above).")] = 20.0,
+    max_image_mb: Annotated[float, typer.Option("--max-image-mb", min=0.001, help="Largest encoded image.")] = 10.0,
+    max_image_pixels: Annotated[int, typer.Option("--max-image-pixels", min=1, help="Largest image width x height.")] = 4096 * 4096,
+    allow_remote_urls: Annotated[bool, typer.Option("--allow-remote-urls", help="Fetch http(s) image URLs (default: data: URLs only).")] = False,
+    allow_local_files: Annotated[bool, typer.Option("--allow-local-files", help="Read file:// URLs and paths on this machine.")] = False,
+    default_temperature: Annotated[float, typer.Option("--default-temperature", min=0.0, help="Temperature when a request gives none (0 = greedy).")] = 0.0,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="torch CPU threads.")] = None,
+    device: DeviceOption = "cpu",
+    dtype: DtypeOption = None,
+    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
+) -> None:
+    """OpenAI-compatible HTTP server: POST /v1/chat/completions (streaming, images as data URLs), GET /v1/models, GET /health."""
+    from lyrics.inference.limits import MiB, ServerLimits
+    from lyrics.inference.server import serve
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    try:
+        limits = ServerLimits(
+            max_body_bytes=int(max_body_mb * MiB), max_image_bytes=int(max_image_mb * MiB), max_image_pixels=max_image_pixels,
+            max_tokens=max_tokens, default_max_tokens=default_max_tokens, max_concurrent=max_concurrent,
+            max_batch_size=max_batch_size, batch_window_ms=batch_window_ms, queue_timeout_s=queue_timeout,
+            allow_remote_urls=allow_remote_urls, allow_local_files=allow_local_files,
+        )  # fmt: skip
+        serve(str(model), host, port, model_name, limits, api_key, device, dtype, default_temperature, log_level)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+
+
+@app.command("demo-ui")
+def demo_ui_command(
+    model: ModelOption,
+    host: Annotated[str, typer.Option("--host", help="Address to bind (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 7860,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="Upper end of the answer-length slider.")] = 128,
+    device: DeviceOption = "cpu",
+    dtype: DtypeOption = None,
+) -> None:
+    """Web demo (gradio): upload an image, chat, see the refiner's tags and boxes and the answer's boxes drawn."""
+    from lyrics.inference.webui import launch
+
+    try:
+        launch(model, host, port, device, dtype, max_new_tokens)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+
+
 def main() -> None:
     app()
 

@@ -192,8 +192,19 @@ def parse_dotted(overrides: list[str]) -> dict[str, Any]:
         parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = _scalar(raw)
     return nested
+
+
+def _scalar(raw: str):
+    """YAML scalar, except that `1e-3` is a number (YAML 1.1 reads exponents without a dot as text)."""
+    value = yaml.safe_load(raw)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _check_keys(values: dict[str, Any], origin: str) -> None:

@@ -111,7 +111,9 @@ class Trainer:
     """Runs `step_fn(model, batch) -> output with .loss` over `dataset` batches made by `collate_fn`.
 
     `step_fn` may return extra scalar fields (`loss_itc`, ...) which are logged. `eval_fn(model, step)`
-    runs every `eval_every` steps on the main process and its metrics are logged too.
+    runs every `eval_every` steps on the main process and its metrics are logged too. Data order comes
+    from `DistributedSampler(seed, epoch)`, or from `sampler_fn(epoch, rank, world_size)` when given;
+    either way it is a function of the epoch, which is what makes resuming exact.
     """
 
     def __init__(
@@ -124,6 +126,7 @@ class Trainer:
         eval_fn: EvalFn | None = None,
         log_fields: tuple[str, ...] = (),
         on_epoch: Callable[[int], None] | None = None,
+        sampler_fn: Callable[[int, int, int], Any] | None = None,
     ):
         from accelerate import Accelerator
         from accelerate.utils import set_seed
@@ -146,6 +149,7 @@ class Trainer:
         self.eval_fn = eval_fn
         self.log_fields = log_fields
         self.on_epoch = on_epoch
+        self.sampler_fn = sampler_fn
         self.state = TrainerState()
         if config.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -170,10 +174,14 @@ class Trainer:
         from accelerate.data_loader import SkipBatchSampler
 
         acc = self.accelerator
-        sampler = DistributedSampler(
-            self.dataset, num_replicas=acc.num_processes, rank=acc.process_index, shuffle=True, seed=self.config.seed, drop_last=True
-        )
-        sampler.set_epoch(epoch)
+        if self.sampler_fn is not None:
+            # e.g. a weighted mixture (Table 6); it must be deterministic given (epoch, rank, world).
+            sampler = self.sampler_fn(epoch, acc.process_index, acc.num_processes)
+        else:
+            sampler = DistributedSampler(
+                self.dataset, num_replicas=acc.num_processes, rank=acc.process_index, shuffle=True, seed=self.config.seed, drop_last=True
+            )
+            sampler.set_epoch(epoch)
         batches = BatchSampler(sampler, self.config.batch_size, drop_last=True)
         if len(batches) == 0:
             raise ValueError(

@@ -1,0 +1,148 @@
+"""Training-step throughput, measured side by side in one run.
+
+Prints:
+  * stage 1 (LyricsForPretraining, all four objectives) at the paper's MQ-Former dims with cached
+    image features: samples/s, achieved FLOP/s (torch.utils.flop_counter) divided by the fp32 matmul
+    FLOP/s measured in the same run (aim >= 0.5), and peak memory;
+  * stage 2 (LyricsForConditionalGeneration with LoRA) on a tiny LLaMA: steps/s and peak memory.
+
+Each measurement runs in its own process so that peak resident memory belongs to it alone.
+Usage: python bench/train.py [--batch 8] [--iters 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def matmul_flops(size: int = 2048) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(5))
+    return 2 * size**3 / best
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def stage1(batch: int, iters: int, queue) -> None:
+    from lyrics.models.pretraining import LyricsForPretraining
+    from lyrics.presets import load_config
+    from lyrics.refiner.record import RefinedObject, RefinerRecord
+    from lyrics.tokenization import prepare_mqformer_tokenizer
+    from lyrics.training.collate import PretrainingCollator, PretrainingExample
+    from transformers import BertTokenizerFast
+
+    torch.manual_seed(0)
+    config = load_config("paper")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "circle", "on", "the", "table", *"(),", *map(str, range(1000))]
+    path = Path("/tmp/lyrics-bench-vocab.txt")
+    path.write_text("\n".join(vocab))
+    tokenizer = prepare_mqformer_tokenizer(BertTokenizerFast(vocab_file=str(path)))
+    model = LyricsForPretraining(config).train()
+    collator = PretrainingCollator(tokenizer, config)
+    g = torch.Generator().manual_seed(0)
+
+    def example(i: int) -> PretrainingExample:
+        objects = [RefinedObject("red circle", 0.9, (0, 0, 10, 10), (0.1 * (k % 8), 0.1, 0.2, 0.3)) for k in range(100)]
+        record = RefinerRecord(f"{i}", 224, 224, ["red circle"], objects, "", torch.randn(100, 516, generator=g))
+        caption = " ".join(["a red circle on the table"] * 4)
+        return PretrainingExample(caption=caption, record=record, image_embeds=torch.randn(257, 1024, generator=g), index=i)
+
+    data = collator([example(i) for i in range(batch)])
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        model(**data).loss.backward()
+        optimizer.step()
+
+    step()
+    with FlopCounterMode(display=False) as counter:
+        model(**data).loss.backward()
+    flops = counter.get_total_flops()
+    times = [_timed(step) for _ in range(iters)]
+    seconds = statistics.median(times)
+    queue.put({"samples_per_s": batch / seconds, "flops": flops, "seconds": seconds, "peak_mb": _peak_mb(), "spatial_tokens": data["spatial_ids"].shape[1]})
+
+
+def stage2(batch: int, iters: int, queue) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    import tempfile
+
+    import tiny
+    from lyrics.models.conditional_generation import LyricsForConditionalGeneration
+    from lyrics.models.processing import LyricsProcessor, ProcessorConfig
+
+    torch.manual_seed(0)
+    root = Path(tempfile.mkdtemp())
+    tokenizer = tiny.llm_tokenizer()
+    tiny.save_llm(root / "llm", tokenizer)
+    config = tiny.lyrics_config()
+    proc = LyricsProcessor(tokenizer, ProcessorConfig(num_image_tokens=config.num_image_tokens))
+    model = LyricsForConditionalGeneration.from_components(config, root / "llm", processor=proc)
+    model.enable_lora()
+    model.train()
+    conv = [{"from": "human", "value": "<image>\nwhat color is the circle?"}, {"from": "gpt", "value": "red"}]
+    data = proc.training_batch([conv] * batch)
+    data["image_embeds"] = torch.randn(batch, 17, 32)
+    data["local_features"] = torch.randn(batch, 5, 24)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        model(**data).loss.backward()
+        optimizer.step()
+
+    step()
+    seconds = statistics.median(_timed(step) for _ in range(iters))
+    queue.put({"steps_per_s": 1 / seconds, "samples_per_s": batch / seconds, "peak_mb": _peak_mb()})
+
+
+def run(target, *args) -> dict:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=target, args=(*args, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--iters", type=int, default=3)
+    args = parser.parse_args()
+    peak = matmul_flops()
+    print(f"threads: {torch.get_num_threads()}, fp32 matmul (2048^3): {peak / 1e9:.1f} GFLOP/s")
+    s1 = run(stage1, args.batch, args.iters)
+    achieved = s1["flops"] / s1["seconds"]
+    print(
+        f"stage 1 (paper MQ-Former dims, cached features, batch {args.batch}, 100 objects, "
+        f"{s1['spatial_tokens']} spatial tokens): {s1['samples_per_s']:.2f} samples/s, "
+        f"{s1['flops'] / 1e9:.0f} GFLOP/step, {achieved / 1e9:.1f} GFLOP/s"
+    )
+    print(f"stage 1 achieved / matmul FLOP/s: {achieved / peak:.2f}  (aim >= 0.5); peak memory {s1['peak_mb']:.0f} MB")
+    s2 = run(stage2, args.batch, args.iters)
+    print(f"stage 2 (tiny LLaMA + LoRA, batch {args.batch}): {s2['steps_per_s']:.1f} steps/s, {s2['samples_per_s']:.1f} samples/s; peak memory {s2['peak_mb']:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""Stage 1 recipe: pre-train the MQ-Former with ITC + ITM + ICG + MSP (paper section 3.2).
+
+    lyrics train configs/stage1/paper.yaml
+    torchrun --nproc_per_node 8 -m lyrics.recipes.stage1 configs/stage1/paper.yaml
+
+YAML sections:
+  model:
+    preset: paper                 # or released / tiny / a saved config directory
+    overrides: {...}              # any LyricsConfig field (e.g. mqformer_config.num_grounding_query_tokens: 0)
+    mqformer_tokenizer: google-bert/bert-base-uncased
+    vision_model: openai/clip-vit-large-patch14   # frozen image encoder, loaded with from_pretrained
+    init: null                    # a BLIP-2 / LAVIS / released checkpoint, or a stage-1 checkpoint directory
+  data:
+    captions: coco/annotations/captions_train2017.json   # COCO-format pairs ...
+    images: coco/train2017
+    shards: null                  # ... or webdataset tar shards (img2dataset layout), e.g. "laion/{00000..00999}.tar"
+    refiner_store: features/coco  # `lyrics refine` output, joined by image key
+    image_features: null          # cached image-encoder features (lyrics.training.features); disables augmentation
+    augment: {enabled: true}      # 224 px random resized crop + horizontal flip, boxes and text kept consistent
+    max_caption_tokens: 32
+    max_spatial_tokens: 160
+  trainer: {...}                  # lyrics.training.trainer.TrainerConfig
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lyrics.training.collate import PretrainingCollator, PretrainingExample
+from lyrics.training.trainer import Trainer, TrainerConfig
+
+LOG_FIELDS = ("loss_itc", "loss_itm", "loss_icg", "loss_msp", "itc_accuracy")
+
+
+class Stage1Examples(torch.utils.data.Dataset):
+    """Caption pairs -> `PretrainingExample`s with pixel values (or cached encoder features)."""
+
+    def __init__(self, pairs, image_processor=None, features=None):
+        self.pairs, self.image_processor, self.features = pairs, image_processor, features
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.pairs, "set_epoch"):
+            self.pairs.set_epoch(epoch)
+
+    def __getitem__(self, index: int) -> PretrainingExample:
+        pair = self.pairs[index]
+        example = PretrainingExample(caption=pair.caption, record=pair.refiner, index=index)
+        if self.features is not None:
+            example.image_embeds = self.features.get(pair.key)
+        else:
+            example.pixel_values = self.image_processor(images=[pair.image], return_tensors="pt")["pixel_values"][0]
+        return example
+
+
+def build_config(model_section: dict[str, Any], tokenizer, vision_hidden_size: int | None):
+    """LyricsConfig from the preset + overrides, with the MQ-Former vocabulary of `tokenizer` and the
+    image width of the loaded encoder."""
+    from lyrics.presets import _merge, load_config
+    from lyrics.tokenization import mqformer_token_ids
+
+    overrides = _merge({"mqformer_config": mqformer_token_ids(tokenizer)}, model_section.get("overrides") or {}, "")
+    if vision_hidden_size is not None:
+        overrides = _merge(overrides, {"vision_config": {"hidden_size": vision_hidden_size}}, "")
+    return load_config(model_section.get("preset", "paper"), overrides)
+
+
+def load_encoder(model_section: dict[str, Any], feature_layer: int):
+    from lyrics.models.image_encoder import ImageEncoder
+    from lyrics.models.processing import load_image_processor
+
+    path = model_section.get("vision_model")
+    if path is None:
+        raise ValueError("model.vision_model is required unless data.image_features is given")
+    encoder = ImageEncoder.from_pretrained(str(path), feature_layer).eval().requires_grad_(False)
+    return encoder, load_image_processor(path)
+
+
+def open_refiner_store(data: dict[str, Any]):
+    if not data.get("refiner_store"):
+        return None
+    from lyrics.refiner.store import open_store
+
+    return open_store(data["refiner_store"])
+
+
+def make_augment(data: dict[str, Any], config):
+    spec = dict(data.get("augment") or {})
+    if not spec.pop("enabled", False) or data.get("image_features"):
+        return None
+    from lyrics.data.augment import AugmentConfig, BoxAwareAugment
+
+    refiner = config.refiner_config
+    return BoxAwareAugment(
+        AugmentConfig(
+            detection_feature_size=refiner.detection_feature_size,
+            spatial_format=refiner.coordinate_format,
+            spatial_style=refiner.spatial_format,
+            **spec,
+        ),
+        seed=int(data.get("seed", 0)),
+    )
+
+
+class Stage1Recipe:
+    """setup -> train -> cleanup; the loop itself is `lyrics.training.trainer.Trainer`."""
+
+    def __init__(self, config: dict[str, Any]):
+        self.cfg = config
+        self.trainer_config = TrainerConfig.from_dict(config["trainer"])
+
+    def setup(self) -> None:
+        self._setup_model()
+        self._setup_data()
+        self.trainer = Trainer(
+            self.trainer_config, self.model, self.dataset, self.collator, self._step,
+            log_fields=LOG_FIELDS, on_epoch=self._on_epoch,
+        )  # fmt: skip
+        if self.encoder is not None:
+            self.encoder.to(self.trainer.accelerator.device)
+
+    def _setup_model(self) -> None:
+        from lyrics.models.pretraining import LyricsForPretraining
+        from lyrics.tokenization import load_mqformer_tokenizer
+
+        m, data = self.cfg["model"], self.cfg["data"]
+        self.tokenizer = load_mqformer_tokenizer(m.get("mqformer_tokenizer", "google-bert/bert-base-uncased"))
+        self.encoder = self.image_processor = None
+        hidden = None
+        if not data.get("image_features"):
+            preset_layer = build_config(m, self.tokenizer, None).vision_feature_layer
+            self.encoder, self.image_processor = load_encoder(m, preset_layer)
+            hidden = self.encoder.num_features
+        self.config = build_config(m, self.tokenizer, hidden)
+        init = m.get("init")
+        if init and (Path(init) / "config.json").is_file() and (Path(init) / "model.safetensors").is_file() and _is_stage1(init):
+            self.model = LyricsForPretraining.from_pretrained(str(init), config=self.config)
+        else:
+            self.model = LyricsForPretraining(self.config)
+            if init:
+                print(self.model.load_blip2(init).summary())
+
+    def _setup_data(self) -> None:
+        data = self.cfg["data"]
+        store = open_refiner_store(data)
+        features = None
+        if data.get("image_features"):
+            from lyrics.training.features import FeatureCache
+
+            features = FeatureCache(data["image_features"])
+        transform = make_augment(data, self.config)
+        if data.get("shards"):
+            from lyrics.data.webdata import WebDatasetPairs
+
+            pairs = WebDatasetPairs(data["shards"], refiner_store=store, transform=transform, seed=int(data.get("seed", 0)))
+        else:
+            from lyrics.data.pairs import CocoCaptionPairs
+
+            pairs = CocoCaptionPairs(
+                data["captions"], data["images"], refiner_store=store, transform=transform,
+                seed=int(data.get("seed", 0)), split=data.get("split"),
+            )  # fmt: skip
+        self.dataset = Stage1Examples(pairs, self.image_processor, features)
+        self.collator = PretrainingCollator(
+            self.tokenizer, self.config,
+            max_caption_tokens=int(data.get("max_caption_tokens", 32)),
+            max_spatial_tokens=int(data.get("max_spatial_tokens", 160)),
+            seed=self.trainer_config.seed,
+        )  # fmt: skip
+
+    def _on_epoch(self, epoch: int) -> None:
+        self.collator.epoch = epoch
+        self.dataset.set_epoch(epoch)
+
+    def _step(self, model, batch: dict[str, torch.Tensor]):
+        if "pixel_values" in batch:
+            with torch.no_grad():
+                batch["image_embeds"] = self.encoder(batch.pop("pixel_values"))
+        return model(**batch)
+
+    def train(self, resume: bool = False) -> Path:
+        self.trainer.train(resume=resume)
+        final = Path(self.trainer_config.output_dir) / "final"
+        if self.trainer.accelerator.is_main_process:
+            model = self.trainer.unwrapped_model()
+            model.save_pretrained(str(final))
+            self.tokenizer.save_pretrained(str(final))
+        self.trainer.accelerator.wait_for_everyone()
+        return final
+
+    def cleanup(self) -> None:
+        if hasattr(self, "trainer"):
+            self.trainer.cleanup()
+
+
+def _is_stage1(path: str | Path) -> bool:
+    import json
+
+    data = json.loads((Path(path) / "config.json").read_text())
+    return data.get("model_type") == "lyrics" and "LyricsForPretraining" in (data.get("architectures") or [])
+
+
+if __name__ == "__main__":
+    from lyrics.recipes import main_for
+
+    main_for("stage1")

@@ -1,0 +1,193 @@
+"""Stage 2 recipe: instruction tuning with LoRA (paper section 3.3).
+
+    lyrics train configs/stage2/paper.yaml
+    torchrun --nproc_per_node 8 -m lyrics.recipes.stage2 configs/stage2/paper.yaml
+
+YAML sections:
+  model:
+    preset: runs/stage1/final     # a stage-1 checkpoint (its config is the preset) or paper / released / tiny
+    overrides: {...}              # any LyricsConfig field (lora_r, spatial_text_in_prompt, ...)
+    text_model: lmsys/vicuna-13b-v1.1
+    vision_model: openai/clip-vit-large-patch14
+    stage1: runs/stage1/final     # MQ-Former weights; null = Table 4's "w/o pre-training stage"
+    blip2: null                   # ... or start the MQ-Former from BLIP-2 weights
+    torch_dtype: null             # e.g. bfloat16 for the frozen LLM
+    max_length: 512
+  data:
+    records: records.json         # `lyrics convert` output (one file or a list) ...
+    mixture:                      # ... or Table 6-style weighted sources
+      captioning: {records: cap.json, weight: 0.3}
+      vqa: {records: vqa.json, weight: 0.5}
+    images: root
+    refiner_store: features/
+    image_features: null          # cached encoder features (disables augmentation)
+    augment: {enabled: true}
+  trainer: {...}                  # lyrics.training.trainer.TrainerConfig
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lyrics.recipes.stage1 import make_augment, open_refiner_store
+from lyrics.refiner.record import pad_local_features
+from lyrics.training.trainer import Trainer, TrainerConfig
+
+
+class Stage2Examples(torch.utils.data.Dataset):
+    """Instruction samples -> rendered conversations + pixel values (or cached features) + refiner."""
+
+    def __init__(self, samples, coordinate_format: str, image_processor=None, features=None):
+        self.samples, self.fmt = samples, coordinate_format
+        self.image_processor, self.features = image_processor, features
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.samples, "set_epoch"):
+            self.samples.set_epoch(epoch)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.samples[index]
+        item: dict[str, Any] = {"conversations": sample.rendered(self.fmt), "refiner": sample.refiner, "image": None}
+        if sample.image is not None:
+            if self.features is not None:
+                item["image_embeds"] = self.features.get(sample.meta.get("image_key") or sample.refiner_key)
+            else:
+                item["image"] = self.image_processor(images=[sample.image], return_tensors="pt")["pixel_values"][0]
+        return item
+
+
+class Stage2Collator:
+    """Stage-2 batch: tokenised conversations (loss on responses) plus the visual inputs of the
+    samples that have an image, in batch order."""
+
+    def __init__(self, processor, config):
+        self.processor, self.config = processor, config
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        spatial = [item["refiner"].spatial_text if item["refiner"] is not None else None for item in items]
+        batch = self.processor.training_batch([item["conversations"] for item in items], spatial)
+        with_image = [item for item in items if item.get("image") is not None or item.get("image_embeds") is not None]
+        if with_image:
+            if all(item.get("image_embeds") is not None for item in with_image):
+                batch["image_embeds"] = torch.stack([item["image_embeds"] for item in with_image])
+            else:
+                batch["pixel_values"] = torch.stack([item["image"] for item in with_image])
+            mq = self.config.mqformer_config
+            if mq.num_grounding_query_tokens:
+                feats = [
+                    item["refiner"].local_features if item["refiner"] is not None else torch.zeros(0, mq.local_feature_size)
+                    for item in with_image
+                ]
+                batch["local_features"], batch["local_attention_mask"] = pad_local_features(
+                    feats, mq.local_feature_size, self.config.refiner_config.max_objects
+                )
+        return batch
+
+
+class Stage2Recipe:
+    def __init__(self, config: dict[str, Any]):
+        self.cfg = config
+        self.trainer_config = TrainerConfig.from_dict(config["trainer"])
+
+    def setup(self) -> None:
+        self._setup_model()
+        self._setup_data()
+        self.trainer = Trainer(
+            self.trainer_config, self.model, self.dataset, Stage2Collator(self.processor, self.model.config),
+            lambda model, batch: model(**batch), sampler_fn=self.sampler_fn, on_epoch=self.dataset.set_epoch,
+        )  # fmt: skip
+
+    def _setup_model(self) -> None:
+        from transformers import AutoTokenizer
+
+        from lyrics.models.conditional_generation import LyricsForConditionalGeneration
+        from lyrics.models.processing import LyricsProcessor, ProcessorConfig, load_image_processor
+        from lyrics.presets import load_config
+
+        m = self.cfg["model"]
+        for key in ("text_model", "vision_model"):
+            if not m.get(key):
+                raise ValueError(f"model.{key} is required for stage 2")
+        config = load_config(m.get("preset", "paper"), m.get("overrides") or {})
+        tokenizer = AutoTokenizer.from_pretrained(str(m["text_model"]))
+        image_processor = load_image_processor(m["vision_model"])
+        self.processor = LyricsProcessor(
+            tokenizer,
+            ProcessorConfig(
+                num_image_tokens=config.num_image_tokens,
+                image_token=config.image_token,
+                coordinate_format=config.refiner_config.coordinate_format,
+                spatial_text_in_prompt=config.spatial_text_in_prompt,
+                max_length=int(m.get("max_length", 512)),
+            ),
+            image_processor,
+        )
+        dtype = getattr(torch, m["torch_dtype"]) if m.get("torch_dtype") else None
+        self.model = LyricsForConditionalGeneration.from_components(config, m["text_model"], m["vision_model"], self.processor, dtype)
+        if m.get("stage1"):
+            self.model.load_stage1(m["stage1"])
+        elif m.get("blip2"):
+            from lyrics.models.blip2_weights import load_mqformer_from_blip2
+
+            print(load_mqformer_from_blip2(self.model.mqformer, m["blip2"]).summary())
+        self.model.enable_lora()
+
+    def _setup_data(self) -> None:
+        from lyrics.data.dataset import InstructionDataset
+
+        data = self.cfg["data"]
+        store = open_refiner_store(data)
+        transform = make_augment(data, self.model.config)
+        features = None
+        if data.get("image_features"):
+            from lyrics.training.features import FeatureCache
+
+            features = FeatureCache(data["image_features"])
+        self.sampler_fn = None
+        if data.get("mixture"):
+            from lyrics.data.mixing import MixtureSampler
+
+            names, files = [], []
+            for name, source in data["mixture"].items():
+                names.append(name)
+                files.append(source["records"])
+            parts = [InstructionDataset(f, data.get("images"), store, transform, seed=int(data.get("seed", 0))) for f in files]
+            samples = torch.utils.data.ConcatDataset(parts)
+            samples.set_epoch = lambda epoch: [p.set_epoch(epoch) for p in parts]  # type: ignore[attr-defined]
+            sizes = {name: len(part) for name, part in zip(names, parts)}
+            weights = {name: float(source.get("weight", 1.0)) for name, source in data["mixture"].items()}
+            per_epoch = data.get("samples_per_epoch")
+
+            def sampler_fn(epoch: int, rank: int, world: int):
+                sampler = MixtureSampler(sizes, weights, seed=self.trainer_config.seed, samples_per_epoch=per_epoch, rank=rank, world_size=world)
+                sampler.position = epoch * sampler.samples_per_epoch
+                return sampler
+
+            self.sampler_fn = sampler_fn
+        else:
+            samples = InstructionDataset(data["records"], data.get("images"), store, transform, seed=int(data.get("seed", 0)))
+        self.dataset = Stage2Examples(samples, self.model.config.refiner_config.coordinate_format, self.processor.image_processor, features)
+
+    def train(self, resume: bool = False) -> Path:
+        self.trainer.train(resume=resume)
+        final = Path(self.trainer_config.output_dir) / "final"
+        if self.trainer.accelerator.is_main_process:
+            self.trainer.unwrapped_model().save_pretrained(final, processor=self.processor)
+        self.trainer.accelerator.wait_for_everyone()
+        return final
+
+    def cleanup(self) -> None:
+        if hasattr(self, "trainer"):
+            self.trainer.cleanup()
+
+
+if __name__ == "__main__":
+    from lyrics.recipes import main_for
+
+    main_for("stage2")

@@ -1,0 +1,121 @@
+"""Both recipes end to end on tiny models: refine -> stage 1 -> convert -> stage 2 -> merge, through
+the same commands a user runs (`lyrics refine` API, `lyrics train`, `lyrics merge`)."""
+
+import json
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+from typer.testing import CliRunner
+
+import tiny
+from lyrics.cli import app
+from lyrics.toyworld.spec import COLOURS
+
+SHAPES = [("red", "circle"), ("blue", "square"), ("green", "circle"), ("yellow", "square")]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("recipes")
+    images = root / "images"
+    images.mkdir()
+    coco = {"images": [], "annotations": []}
+    for i in range(8):
+        colour, shape = SHAPES[i % 4]
+        img = Image.new("RGB", (64, 64), (225, 225, 220))
+        draw = ImageDraw.Draw(img)
+        box = (8 + 3 * i, 10, 40 + 3 * i, 42)
+        (draw.ellipse if shape == "circle" else draw.rectangle)(box, fill=COLOURS[colour])
+        name = f"{i:03d}.png"
+        img.save(images / name)
+        coco["images"].append({"id": i, "file_name": name, "width": 64, "height": 64})
+        coco["annotations"].append({"id": i, "image_id": i, "caption": f"a {colour} {shape}"})
+    (root / "captions.json").write_text(json.dumps(coco))
+
+    from lyrics.presets import load_config
+    from lyrics.refiner.job import run_job
+
+    refiner = load_config("tiny").refiner_config
+    refiner.tagger = "toy"
+    run_job(images, root / "store", refiner, progress=False)
+    tiny.save_vision(root / "vision")
+    tiny.mqformer_tokenizer().save_pretrained(str(root / "mq_tokenizer"))
+    tiny.save_llm(root / "llm", tiny.llm_tokenizer())
+    return root
+
+
+def write(path, data):
+    import yaml
+
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_stage1_then_stage2_then_merge(world, tmp_path):
+    runner = CliRunner()
+    tiny_refiner = {"tagger": "toy"}
+    stage1 = write(tmp_path / "stage1.yaml", {
+        "recipe": "stage1",
+        "model": {"preset": "tiny", "overrides": {"refiner_config": tiny_refiner}, "mqformer_tokenizer": str(world / "mq_tokenizer"),
+                  "vision_model": str(world / "vision")},
+        "data": {"captions": str(world / "captions.json"), "images": str(world / "images"), "refiner_store": str(world / "store"),
+                 "augment": {"enabled": True, "size": 32}},
+        "trainer": {"output_dir": str(tmp_path / "run1"), "max_steps": 2, "batch_size": 4, "log_every": 1, "save_every": 2, "progress": False},
+    })  # fmt: skip
+    result = runner.invoke(app, ["train", str(stage1)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    log = [json.loads(line) for line in (tmp_path / "run1" / "logs" / "train.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2]
+    assert all(k in log[-1] for k in ("loss_itc", "loss_itm", "loss_icg", "loss_msp"))
+    final1 = tmp_path / "run1" / "final"
+    assert (final1 / "model.safetensors").is_file() and (final1 / "tokenizer_config.json").is_file()
+
+    result = runner.invoke(app, ["convert", "coco-captions", str(world / "captions.json"), "--images", str(world / "images"), "--out", str(tmp_path / "records.json")])
+    assert result.exit_code == 0, result.output
+
+    stage2 = write(tmp_path / "stage2.yaml", {
+        "recipe": "stage2",
+        "model": {"preset": str(final1), "text_model": str(world / "llm"), "vision_model": str(world / "vision"), "stage1": str(final1)},
+        "data": {"records": str(tmp_path / "records.json"), "images": str(world / "images"), "refiner_store": str(world / "store")},
+        "trainer": {"output_dir": str(tmp_path / "run2"), "max_steps": 2, "batch_size": 2, "log_every": 1, "save_every": 0, "progress": False},
+    })  # fmt: skip
+    result = runner.invoke(app, ["train", str(stage2), "--set", "trainer.lr=1e-3"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    final2 = tmp_path / "run2" / "final"
+
+    from lyrics.models.conditional_generation import LyricsForConditionalGeneration
+    from lyrics.models.processing import LyricsProcessor
+    from lyrics.refiner.store import open_store
+
+    model = LyricsForConditionalGeneration.from_pretrained(final2)
+    proc = LyricsProcessor.from_pretrained(final2)
+    # the stage-1 MQ-Former went into stage 2 and trained on
+    from safetensors.torch import load_file
+
+    stage1_queries = load_file(str(final1 / "model.safetensors"))["mqformer.query_tokens"]
+    assert stage1_queries.shape == model.mqformer.query_tokens.shape
+    assert not torch.equal(stage1_queries, model.mqformer.query_tokens)
+
+    record = open_store(world / "store").get("000.png")
+    conv = [{"from": "human", "value": "<image>\nWrite a short description for the image."}]
+    batch = proc.generation_batch([conv])
+    visual = dict(pixel_values=proc.pixel_values([Image.open(world / "images" / "000.png").convert("RGB")]),
+                  local_features=record.local_features[None].float())  # fmt: skip
+    out = model.generate(**batch, **visual, max_new_tokens=4, do_sample=False)
+    assert out.shape[0] == 1
+
+    result = runner.invoke(app, ["merge", str(final2), "--out", str(tmp_path / "merged")])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    merged = LyricsForConditionalGeneration.from_pretrained(tmp_path / "merged")
+    full = proc.training_batch([conv + [{"from": "gpt", "value": "a red circle"}]])
+    torch.testing.assert_close(merged(**full, **visual).logits, model(**full, **visual).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_bad_recipe_configs_are_named(tmp_path):
+    runner = CliRunner()
+    bad = write(tmp_path / "bad.yaml", {"recipe": "stage3"})
+    result = runner.invoke(app, ["train", str(bad)])
+    assert result.exit_code == 2 and "must be one of" in result.output
+    typo = write(tmp_path / "typo.yaml", {"recipe": "stage1", "trainers": {}})
+    assert "unknown section" in runner.invoke(app, ["train", str(typo)]).output
