@@ -163,8 +163,21 @@ def _load_directory(path: Path) -> dict[str, torch.Tensor]:
     raise CheckpointError(f"{path}: no model.safetensors, pytorch_model.bin or shard index in this directory")
 
 
+def _hub_snapshot(repo_id: str) -> Path:
+    """Download the weights and config of a hub repository (e.g. "Salesforce/blip2-opt-2.7b")."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.bin"]))
+    except Exception as exc:  # noqa: BLE001 - offline, unknown repo, auth: all mean "not available"
+        raise CheckpointError(f"{repo_id}: not a local path and could not be fetched from the hub ({type(exc).__name__}: {exc})") from exc
+
+
 def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict | None]:
-    """Read a checkpoint file or transformers directory; returns the tensors and the config (if any)."""
+    """Read a checkpoint file or transformers directory (or a hub id such as
+    "Salesforce/blip2-opt-2.7b"); returns the tensors and the config (if any)."""
+    if not Path(path).exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", str(path)):
+        path = _hub_snapshot(str(path))
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or directory")

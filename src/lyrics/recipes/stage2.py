@@ -56,7 +56,7 @@ class Stage2Examples(torch.utils.data.Dataset):
         item: dict[str, Any] = {"conversations": sample.rendered(self.fmt), "refiner": sample.refiner, "image": None}
         if sample.image is not None:
             if self.features is not None:
-                item["image_embeds"] = self.features.get(sample.meta.get("image_key") or sample.refiner_key)
+                item["image_embeds"] = self.features.get(sample.image_key)
             else:
                 item["image"] = self.image_processor(images=[sample.image], return_tensors="pt")["pixel_values"][0]
         return item
