@@ -1,0 +1,55 @@
+"""`lyrics chat`: one-shot (in-process CLI) and interactive multi-turn (a subprocess fed through stdin)."""
+
+import os
+import subprocess
+import sys
+
+from PIL import Image
+from typer.testing import CliRunner
+
+from lyrics.cli import app
+from lyrics.inference.chat import parse_region, vis_path, with_regions
+
+
+def test_one_shot_prints_the_answer_and_saves_the_picture(checkpoint, pipe, scenes, tmp_path):
+    scenes[2].save(tmp_path / "scene.png")
+    expected = pipe(scenes[2], "what is the object <region>", regions=[(8, 8, 40, 40)], max_new_tokens=6)
+    args = ["chat", "--model", str(checkpoint), "--image", str(tmp_path / "scene.png"), "--prompt", "what is the object",
+            "--region", "8,8,40,40", "--max-new-tokens", "6", "--save-vis", str(tmp_path / "vis.png")]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == expected.text, repr(result.stdout)
+    assert f"picture saved to {tmp_path / 'vis.png'}" in result.stdout.replace("\n", "")
+    assert Image.open(tmp_path / "vis.png").size == scenes[2].size
+    missing = CliRunner().invoke(app, ["chat", "--model", str(checkpoint), "--image", str(tmp_path / "nope.png"), "--prompt", "hi"])
+    assert missing.exit_code == 2 and "nope.png" in missing.output
+
+
+def test_interactive_multi_turn_over_stdin(checkpoint, pipe, scenes, tmp_path):
+    scenes[1].save(tmp_path / "scene.png")
+    first = pipe(scenes[1], "what color is the circle?", max_new_tokens=6)
+    second = pipe(scenes[1], "what is <region>?", history=first.conversation, regions=[(8, 8, 40, 40)], max_new_tokens=6)
+    lines = ["what color is the circle?", "/region 8,8,40,40", "what is <region>?", "/region 1,2", "/reset", "what color is the circle?", "/quit"]
+    command = [sys.executable, "-m", "lyrics", "chat", "--model", str(checkpoint), "--image", str(tmp_path / "scene.png"),
+               "--max-new-tokens", "6", "--save-vis", str(tmp_path / "vis.png")]  # fmt: skip
+    env = {**os.environ, "COLUMNS": "200", "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run(command, input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    answers = [line.split("lyrics: ", 1)[1].strip() for line in done.stdout.splitlines() if "lyrics: " in line]
+    assert answers == [first.text, second.text, first.text]  # /reset starts a new dialogue
+    assert "expected four numbers" in done.stdout
+    assert sorted(p.name for p in tmp_path.glob("vis-*.png")) == ["vis-1.png", "vis-2.png", "vis-3.png"]
+
+
+def test_helpers():
+    assert parse_region("1, 2 3,4") == (1, 2, 3, 4)
+    assert with_regions("what is this?", [(1, 2, 3, 4)]) == "what is this? <region>"
+    assert with_regions("is <region> red?", [(1, 2, 3, 4)]) == "is <region> red?"
+    assert vis_path(__import__("pathlib").Path("a/b.png"), 3).name == "b-3.png"
+
+
+def test_commands_are_registered():
+    result = CliRunner().invoke(app, ["--help"])
+    assert result.exit_code == 0 and all(name in result.output for name in ("chat", "serve", "demo-ui"))
+    serve_help = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"})
+    assert "--allow-remote-urls" in serve_help.output and "--max-batch-size" in serve_help.output and "--api-key" in serve_help.output
