@@ -26,6 +26,9 @@ $(VENV)/.stamp-base: pyproject.toml constraints.txt | $(PY)
 $(VENV)/.stamp-dev: pyproject.toml constraints.txt | $(PY)
 	$(PIP) install $(PIPFLAGS) "torch==2.13.0"
 	$(PIP) install $(PIPFLAGS) -e ".[dev]"
+	# The lmms-eval adapter's test needs only lmms-eval's own package (its full dependency set would
+	# add torchvision and ~60 packages); users who run lmms-eval install the `lmms` extra.
+	$(PIP) install $(PIPFLAGS) --no-deps "lmms-eval==0.7.3" loguru
 	touch $@ $(VENV)/.stamp-base
 
 setup: $(VENV)/.stamp-base

@@ -1,0 +1,120 @@
+"""What `lyrics eval` does (the typer function in `lyrics.cli` only parses flags and calls these).
+
+    lyrics eval --model CKPT --benchmark vqav2 --data /data/vqav2 --images /data/coco [--split val2014]
+    lyrics eval ... --shots 4 --seeds 0,1,2,3,4            # in-context few-shot, averaged over seeds
+    lyrics eval ... --shard 0/4                            # one of 4 machines; the last one scores
+    lyrics eval --report eval_results --out leaderboard.md # Markdown beside the paper's tables
+    lyrics eval --list                                     # benchmarks, splits and expected files
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lyrics.eval.benchmarks import BENCHMARKS, expand_splits, get_benchmark
+from lyrics.eval.runner import EvalConfig, EvalOutcome, parse_shard, run_eval
+
+
+def parse_seeds(values: Sequence[str] | None) -> list[int] | None:
+    """`["0,1", "2"]` -> `[0, 1, 2]` (repeatable and comma-separated)."""
+    if not values:
+        return None
+    seeds = []
+    for value in values:
+        for part in str(value).replace(" ", ",").split(","):
+            if part:
+                try:
+                    seeds.append(int(part))
+                except ValueError:
+                    raise ValueError(f"--seeds takes integers, got {part!r}") from None
+    return seeds
+
+
+def benchmark_listing() -> list[tuple[str, str, str, str, str]]:
+    """(name, splits, metric, template, expected files of the default split) per benchmark."""
+    from lyrics.data.templates import default_bank
+
+    rows = []
+    for spec in BENCHMARKS.values():
+        template = default_bank().get(spec.task, spec.default_template)
+        splits = ", ".join(s + (" (unscored)" if not spec.scored(s) else "") for s in spec.splits)
+        rows.append((spec.name, splits, spec.metric, f"{spec.task}[{template.index}] {template.text}", "; ".join(spec.expected_files())))
+    return rows
+
+
+def run_benchmark(
+    model: Path,
+    benchmark: str,
+    data: Path,
+    *,
+    images: Path | None = None,
+    split: str | None = None,
+    limit: int | None = None,
+    shots: int = 0,
+    seeds: Sequence[str] | None = None,
+    shard: str = "0/1",
+    batch_size: int = 8,
+    out: Path | None = None,
+    refiner_store: Path | None = None,
+    template: int | None = None,
+    max_new_tokens: int | None = None,
+    max_length: int | None = None,
+    device: str = "cpu",
+    dtype: str | None = None,
+    console: Any = None,
+) -> list[EvalOutcome]:
+    """Evaluate a checkpoint on every requested split of a benchmark; prints progress and tables."""
+    from rich.console import Console
+
+    from lyrics.data.official.common import find_files
+    from lyrics.eval.predictor import LyricsPredictor
+    from lyrics.eval.report import results_table
+
+    console = console or Console()
+    spec = get_benchmark(benchmark)
+    splits = expand_splits(spec, split)
+    configs = [
+        EvalConfig(
+            benchmark=spec.name, data=data, split=s, images=images, limit=limit, shots=shots, seeds=parse_seeds(seeds),
+            shard=parse_shard(shard), batch_size=batch_size, out=out or Path("eval_results"), template=template,
+            max_new_tokens=max_new_tokens, model=str(Path(model).resolve()),
+        )  # fmt: skip
+        for s in splits
+    ]
+    # Fail on missing annotation files before spending minutes loading the model.
+    for config in configs:
+        find_files(data, spec.files(config.split, spec.scored(config.split)), f"{spec.title} ({config.split} split)")
+    roots = [p for p in (images, data) if p is not None]
+    predictor = LyricsPredictor.from_pretrained(model, device, dtype, refiner_store, store_roots=roots, max_length=max_length)
+    outcomes = []
+    for config in configs:
+
+        def progress(done: int, total: int, seed: int, name: str = f"{spec.title} {config.split}") -> None:
+            console.print(f"{name} seed {seed}: {done}/{total}", highlight=False)
+
+        outcome = run_eval(predictor, config, progress)
+        outcomes.append(outcome)
+        console.print(f"{outcome.run_dir}: {outcome.computed} predicted, {outcome.reused} already done", highlight=False)
+        if outcome.results is not None:
+            console.print(results_table(outcome.results))
+            console.print(f"results: {outcome.run_dir / 'results.json'}", highlight=False)
+        else:
+            console.print("waiting for the other shards: " + "; ".join(outcome.pending), highlight=False)
+    return outcomes
+
+
+def write_report(paths: Sequence[Path] | None, out: Path | None) -> str:
+    """The Markdown leaderboard of the results under `paths` (default `eval_results/`); written to
+    `out` atomically when given, returned either way."""
+    from lyrics.data.io import atomic_write_text
+    from lyrics.eval.report import collect_results, leaderboard
+
+    results = collect_results(paths or [Path("eval_results")])
+    if not results:
+        raise FileNotFoundError(f"no results.json under {', '.join(str(p) for p in paths or ['eval_results'])}")
+    text = leaderboard(results)
+    if out is not None:
+        atomic_write_text(out, text)
+    return text

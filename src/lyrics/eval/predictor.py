@@ -1,0 +1,266 @@
+"""Batched, multi-image greedy generation for evaluation.
+
+The runner talks to any object with `predict(prompts) -> predictions` and a `coordinate_format`
+(the `Predictor` protocol), so the harness can be tested with a scripted predictor and the model is
+one implementation. `LyricsPredictor` runs a saved Lyrics checkpoint:
+
+1. every distinct image of the batch is decoded once (`lyrics.refiner.images.load_image`: EXIF
+   rotation, RGB; an unreadable image fails only the prompts that use it, with the reason);
+2. the visual refiner gives each image its `RefinerRecord`: live (`VisualRefiner` built from the
+   checkpoint's `refiner_config`, one call for the whole batch), or read from a feature store that
+   `lyrics refine` wrote (`--refiner-store`), looked up by the image's path relative to the image
+   root (then by shorter path suffixes, down to the file name);
+3. each prompt's turns are encoded by the checkpoint's `LyricsProcessor` (several `<image>`
+   placeholders for few-shot prompts), left-padded into one batch; pixel values and padded local
+   features are stacked in order of appearance (batch order, then position in the prompt), which is
+   the order `LyricsForConditionalGeneration.embed` fills placeholders in;
+4. one greedy `generate` per group of prompts sharing `max_new_tokens` (the paper: "open-ended
+   approach with a greedy decoding strategy"); answers are cut at the end-of-sequence token and at
+   the prompt's stop strings.
+
+With `spatial_text_in_prompt`, each image's own spatial representation follows its placeholder
+(the processor's `encode` takes one text for the whole conversation, which would give every exemplar
+the query's objects, so it is rendered here in the processor's exact format).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, Union
+
+import torch
+from PIL import Image
+
+from lyrics.refiner.record import RefinerRecord, pad_local_features
+
+ImageInput = Union[str, os.PathLike, Image.Image]
+
+
+@dataclass
+class Prompt:
+    """One generation request.
+
+    Args:
+        turns: LLaVA-style turns (`{"from": "human"|"gpt", "value": str}`) ending with a human turn;
+            each `<image>` placeholder takes the next entry of `images`.
+        images: image files (or PIL images) in order of their placeholders.
+        max_new_tokens: answer length limit.
+        stop: strings that end the answer (it is cut before the first one).
+        key: the sample id, for logs and scripted predictors (models ignore it).
+    """
+
+    turns: list[dict[str, str]]
+    images: list[ImageInput]
+    max_new_tokens: int = 32
+    stop: tuple[str, ...] = ()
+    key: str = ""
+
+
+@dataclass
+class Prediction:
+    """A generated answer, or the reason there is none (`error`, with `text` empty)."""
+
+    text: str
+    error: str | None = None
+
+
+class Predictor(Protocol):
+    """What the runner needs from a model: batched prediction and the box text convention."""
+
+    coordinate_format: str
+
+    def predict(self, prompts: Sequence[Prompt]) -> list[Prediction]: ...
+
+
+class RefinerStoreMiss(LookupError):
+    """An image of the benchmark is not in the `--refiner-store` (refine that folder first)."""
+
+
+def _cut(text: str, stop: Sequence[str]) -> str:
+    cuts = [text.find(s) for s in stop if s and s in text]
+    return text[: min(cuts)] if cuts else text
+
+
+class LyricsPredictor:
+    """A Lyrics checkpoint as a `Predictor`.
+
+    Args:
+        model: `LyricsForConditionalGeneration` in eval mode.
+        processor: its `LyricsProcessor`.
+        refiner: a `VisualRefiner` (live refining), or None when `store` is given.
+        store: a `FeatureStore` from `lyrics.refiner.store.open_store`.
+        store_roots: folders image paths are made relative to for store look-ups.
+        device: where the model runs.
+    """
+
+    def __init__(self, model, processor, refiner=None, store=None, store_roots: Sequence[str | os.PathLike] = (), device: str | torch.device = "cpu"):
+        if refiner is None and store is None:
+            raise ValueError("LyricsPredictor needs a refiner or a refiner store")
+        self.model, self.processor, self.refiner, self.store = model, processor, refiner, store
+        self.store_roots = [Path(r) for r in store_roots]
+        self.device = torch.device(device)
+        config = model.config.refiner_config
+        self.coordinate_format = config.coordinate_format
+        self.feature_dim = config.local_feature_size
+        self.max_image_pixels = config.max_image_pixels
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike,
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype | None = None,
+        refiner_store: str | os.PathLike | None = None,
+        store_roots: Sequence[str | os.PathLike] = (),
+        max_length: int | None = None,
+    ) -> "LyricsPredictor":
+        """Load a checkpoint (`save_pretrained` or `lyrics merge` output) with its processor; LoRA is
+        merged into the LLM (same answers, faster decoding). `max_length` raises the processor's
+        prompt limit (K-shot prompts hold K + 1 images)."""
+        from lyrics.models.conditional_generation import LyricsForConditionalGeneration
+        from lyrics.models.processing import LyricsProcessor
+
+        if isinstance(dtype, str):
+            if not isinstance(getattr(torch, dtype, None), torch.dtype):
+                raise ValueError(f"unknown dtype {dtype!r} (use float32, bfloat16 or float16)")
+            dtype = getattr(torch, dtype)
+        model = LyricsForConditionalGeneration.from_pretrained(path, torch_dtype=dtype)
+        if hasattr(model.language_model, "merge_and_unload"):
+            model.language_model = model.language_model.merge_and_unload()
+        model.to(device).eval()
+        processor = LyricsProcessor.from_pretrained(path)
+        if max_length is not None:
+            processor.config = dataclasses.replace(processor.config, max_length=max_length)
+        refiner = store = None
+        if refiner_store is not None:
+            from lyrics.refiner.store import open_store
+
+            store = open_store(refiner_store)
+            if store.feature_dim != model.config.refiner_config.local_feature_size:
+                raise ValueError(
+                    f"refiner store {refiner_store} holds {store.feature_dim}-d local features, the checkpoint "
+                    f"expects {model.config.refiner_config.local_feature_size}"
+                )
+        else:
+            from lyrics.refiner.pipeline import VisualRefiner
+
+            refiner = VisualRefiner.from_config(model.config.refiner_config, device=device)
+        return cls(model, processor, refiner, store, store_roots, device)
+
+    # --- images and refiner records --------------------------------------------------------------
+    def _load(self, source: ImageInput) -> tuple[Image.Image | None, str | None]:
+        if isinstance(source, Image.Image):
+            return (source if source.mode == "RGB" else source.convert("RGB")), None
+        from lyrics.refiner.images import load_image
+
+        loaded = load_image(source, self.max_image_pixels)
+        return loaded.image, (None if loaded.ok else f"{source}: {loaded.reason}")
+
+    def _store_record(self, path: Path) -> RefinerRecord:
+        keys = [Path(os.path.relpath(path, root)).as_posix() for root in self.store_roots]
+        keys += [Path(*path.parts[-n:]).as_posix() for n in range(min(len(path.parts), 4), 0, -1)]
+        for key in dict.fromkeys(keys):
+            if key in self.store:
+                return self.store.get(key)
+        raise RefinerStoreMiss(f"{path}: not in the refiner store {self.store.layout.root} (tried ids {list(dict.fromkeys(keys))[:4]})")
+
+    def _records(self, keys: list[Any], images: dict[Any, Image.Image]) -> dict[Any, RefinerRecord]:
+        """Records of the decoded images: file images from the store when there is one, the rest
+        (PIL images have no path to look up) from the live refiner in one batch."""
+        out: dict[Any, RefinerRecord] = {}
+        live = keys
+        if self.store is not None:
+            out = {k: self._store_record(Path(k)) for k in keys if isinstance(k, str)}
+            live = [k for k in keys if not isinstance(k, str)]
+        if live:
+            if self.refiner is None:
+                raise ValueError("in-memory images need a live refiner; this predictor only reads a refiner store")
+            out.update(zip(live, self.refiner([images[k] for k in live], [str(i) for i in range(len(live))])))
+        return out
+
+    # --- prompts -----------------------------------------------------------------------------------
+    def _render(self, turns: list[dict[str, str]], records: list[RefinerRecord]) -> list[dict[str, str]]:
+        config = self.processor.config
+        token = config.image_token
+        count = sum(t["value"].count(token) for t in turns)
+        if count != len(records):
+            raise ValueError(f"the prompt holds {count} {token} placeholders but {len(records)} images were given")
+        if not config.spatial_text_in_prompt:
+            return turns
+        queue = iter(records)
+        rendered = []
+        for turn in turns:
+            parts = turn["value"].split(token)
+            if turn.get("from") in ("human", "user") and len(parts) > 1:
+                # The processor's `_human` format: "<image>\n{prefix} {spatial text}\n".
+                value = parts[0] + "".join(f"{token}\n{config.spatial_prefix} {next(queue).spatial_text}\n{p}" for p in parts[1:])
+            else:
+                value = turn["value"]
+            rendered.append({**turn, "value": value})
+        return rendered
+
+    @torch.inference_mode()
+    def predict(self, prompts: Sequence[Prompt]) -> list[Prediction]:
+        """Answers for `prompts`, in order (see the module docstring)."""
+        keyed: dict[Any, ImageInput] = {}
+        prompt_keys: list[list[Any]] = []
+        for prompt in prompts:
+            ks = []
+            for image in prompt.images:
+                key = id(image) if isinstance(image, Image.Image) else str(Path(image))
+                keyed.setdefault(key, image)
+                ks.append(key)
+            prompt_keys.append(ks)
+        loaded, failed = {}, {}
+        for key, source in keyed.items():
+            image, error = self._load(source)
+            if image is None:
+                failed[key] = error
+            else:
+                loaded[key] = image
+        records = self._records(list(loaded), loaded)
+
+        results: list[Prediction | None] = [None] * len(prompts)
+        groups: dict[int, list[int]] = {}
+        for i, (prompt, ks) in enumerate(zip(prompts, prompt_keys)):
+            bad = [failed[k] for k in ks if k in failed]
+            if bad:
+                results[i] = Prediction("", bad[0])
+            else:
+                groups.setdefault(prompt.max_new_tokens, []).append(i)
+        for max_new_tokens, rows in groups.items():
+            texts = self._generate([prompts[i] for i in rows], [prompt_keys[i] for i in rows], loaded, records, max_new_tokens)
+            for i, text in zip(rows, texts):
+                results[i] = Prediction(_cut(text, prompts[i].stop).strip())
+        return results  # type: ignore[return-value]
+
+    def _generate(self, prompts, keys, images, records, max_new_tokens: int) -> list[str]:
+        proc, model = self.processor, self.model
+        rows, order = [], []
+        for prompt, ks in zip(prompts, keys):
+            turns = self._render(prompt.turns, [records[k] for k in ks])
+            rows.append(proc.encode(turns, None, add_generation_prompt=True)[0])
+            order.extend(ks)
+        input_ids, attention_mask = proc.pad(rows, proc.tokenizer.pad_token_id, left=True)
+        batch = {"input_ids": input_ids.to(self.device), "attention_mask": attention_mask.to(self.device)}
+        if order:
+            vision_dtype = model.image_encoder.vision_model.dtype
+            batch["pixel_values"] = proc.pixel_values([images[k] for k in order]).to(self.device, vision_dtype)
+            if model.config.mqformer_config.num_grounding_query_tokens:
+                features, mask = pad_local_features([records[k].local_features.float() for k in order], self.feature_dim)
+                batch["local_features"] = features.to(self.device, model.mqformer.dtype)
+                batch["local_attention_mask"] = mask.to(self.device)
+        generated = model.generate(
+            **batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, temperature=None, top_p=None, top_k=None
+        )
+        eos = proc.tokenizer.eos_token_id
+        texts = []
+        for ids in generated.tolist():
+            if eos is not None and eos in ids:
+                ids = ids[: ids.index(eos)]
+            texts.append(proc.decode(ids))
+        return texts

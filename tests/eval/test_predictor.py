@@ -1,0 +1,120 @@
+"""End to end through a real tiny saved Lyrics checkpoint (toy refiner): `lyrics eval` on a toy POPE
+folder, batched answers equal to one-by-one answers, few-shot prompts with several images, and a
+precomputed refiner store giving the same answers as the live refiner."""
+
+import json
+
+import pytest
+from evalkit import shared_checkpoint, write_toy_pope
+from typer.testing import CliRunner
+
+from lyrics.cli import app
+from lyrics.eval.predictor import LyricsPredictor, Prompt
+
+
+@pytest.fixture(scope="module")
+def ckpt():
+    return shared_checkpoint()
+
+
+@pytest.fixture(scope="module")
+def pope(tmp_path_factory):
+    return write_toy_pope(tmp_path_factory.mktemp("pope"))
+
+
+def predictions(run_dir, seed=0):
+    lines = (run_dir / f"predictions.seed{seed}.shard0of1.jsonl").read_text().splitlines()
+    return {r["id"]: r for r in map(json.loads, lines)}
+
+
+def test_lyrics_eval_end_to_end(ckpt, pope, tmp_path):
+    args = ["eval", "--model", str(ckpt), "--benchmark", "pope", "--data", str(pope), "--split", "random",
+            "--batch-size", "4", "--out", str(tmp_path / "out"), "--max-new-tokens", "6"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "POPE random" in result.output and "accuracy" in result.output
+    run_dir = tmp_path / "out" / "pope-random-0shot"
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["count"] == 6 and results["errors"] == 0 and results["model"] == str(ckpt.resolve())
+    assert results["coordinate_format"] == "int1000" and set(results["metrics"]) >= {"accuracy", "f1", "yes_ratio"}
+    assert 0.0 <= results["metrics"]["accuracy"] <= 100.0
+    batched = predictions(run_dir)
+
+    # one prompt at a time gives the same greedy answers as the batches of 4 (left padding)
+    predictor = LyricsPredictor.from_pretrained(ckpt)
+    for key, record in batched.items():
+        image = pope / "val2014" / f"COCO_val2014_{int(key) // 10 + 1:012d}.jpg"
+        alone = predictor.predict([Prompt([{"from": "human", "value": record["prompt"]}], [image], 6)])[0]
+        assert alone.error is None and alone.text == record["prediction"]
+
+    again = CliRunner().invoke(app, args)  # a finished run is not recomputed
+    assert again.exit_code == 0 and "0 predicted, 6 already done" in again.output
+
+
+def test_few_shot_prompts_carry_one_image_per_turn(ckpt, pope, tmp_path):
+    args = ["eval", "--model", str(ckpt), "--benchmark", "pope", "--data", str(pope), "--split", "random",
+            "--shots", "2", "--seeds", "0,1", "--out", str(tmp_path / "out"), "--max-new-tokens", "3"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "out" / "pope-random-2shot"
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["seeds"] == [0, 1] and len(results["per_seed"]) == 2 and results["metrics_std"] is not None
+    for record in predictions(run_dir, seed=1).values():
+        assert len(record["exemplars"]) == 2 and record["error"] is None
+
+
+def test_unreadable_image_fails_only_its_prompt(ckpt, pope, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    predictor = LyricsPredictor.from_pretrained(ckpt)
+    good = pope / "val2014" / "COCO_val2014_000000000001.jpg"
+    turns = [{"from": "human", "value": "<image>\nIs there a red circle in the image?"}]
+    out = predictor.predict([Prompt(turns, [broken], 3), Prompt(turns, [good], 3)])
+    assert out[0].text == "" and "broken.jpg" in out[0].error
+    assert out[1].error is None
+    with pytest.raises(ValueError, match="placeholders"):
+        predictor.predict([Prompt(turns, [good, good], 3)])
+
+
+def test_refiner_store_gives_the_live_answers(ckpt, pope, tmp_path):
+    from lyrics.configuration import LyricsConfig
+    from lyrics.refiner.job import run_job
+
+    config = LyricsConfig.from_pretrained(str(ckpt)).refiner_config
+    config.feature_dtype = "float32"
+    run_job(pope / "val2014", tmp_path / "store", config, progress=False, workers=1)
+
+    live = LyricsPredictor.from_pretrained(ckpt)
+    stored = LyricsPredictor.from_pretrained(ckpt, refiner_store=tmp_path / "store", store_roots=[pope])
+    assert stored.refiner is None
+    prompts = [
+        Prompt([{"from": "human", "value": "<image>\nIs there a red circle in the image?"}], [pope / "val2014" / f"COCO_val2014_{i:012d}.jpg"], 5)
+        for i in (1, 2, 3)
+    ]
+    assert [p.text for p in stored.predict(prompts)] == [p.text for p in live.predict(prompts)]
+    missing = Prompt(prompts[0].turns, [tmp_path / "elsewhere.jpg"], 5)
+    (tmp_path / "elsewhere.jpg").write_bytes((pope / "val2014" / "COCO_val2014_000000000001.jpg").read_bytes())
+    from lyrics.eval.predictor import RefinerStoreMiss
+
+    with pytest.raises(RefinerStoreMiss, match="elsewhere.jpg"):
+        stored.predict([missing])
+
+
+def test_each_image_gets_its_own_spatial_text(ckpt, pope):
+    import dataclasses
+
+    import tiny
+
+    predictor = LyricsPredictor.from_pretrained(ckpt)
+    predictor.processor.config = dataclasses.replace(predictor.processor.config, spatial_text_in_prompt=True)
+    records = [tiny.refiner_record("a", objects=1, seed=0), tiny.refiner_record("b", objects=2, seed=1)]
+    turns = [{"from": "human", "value": "<image>\nq1"}, {"from": "gpt", "value": "a1"}, {"from": "human", "value": "<image>\nq2"}]
+    rendered = predictor._render(turns, records)
+    assert rendered[0]["value"] == f"<image>\nObjects: {records[0].spatial_text}\n\nq1"
+    assert rendered[2]["value"] == f"<image>\nObjects: {records[1].spatial_text}\n\nq2"
+    assert rendered[1] == turns[1]
+    # the same single-image prompt renders exactly as the processor renders it for training
+    ids, _ = predictor.processor.encode(turns[:1], records[0].spatial_text, add_generation_prompt=True)
+    assert predictor.processor.encode(predictor._render(turns[:1], records[:1]), None, add_generation_prompt=True)[0] == ids
+    images = [pope / "val2014" / "COCO_val2014_000000000001.jpg"] * 2
+    assert predictor.predict([Prompt(turns, images, 3)])[0].error is None
