@@ -338,6 +338,85 @@ def demo_ui_command(
         _fail(str(exc))
 
 
+@app.command("toyworld")
+def toyworld_command(
+    out: Annotated[Path, typer.Argument(help="Directory for the world (created; an identical world there is reused).")],
+    seed: Annotated[int, typer.Option(help="World seed: the same seed and sizes give byte-identical files.")] = 0,
+    train: Annotated[Optional[int], typer.Option(help="Train images (default 2000, --fast 400).")] = None,
+    val: Annotated[Optional[int], typer.Option(help="Val images (default 200).")] = None,
+    test: Annotated[Optional[int], typer.Option(help="Test images (default 300).")] = None,
+    zeroshot: Annotated[Optional[int], typer.Option(help="Zero-shot images (default 200).")] = None,
+    fast: Annotated[bool, typer.Option("--fast", help="Small sizes and stand-in budgets (quickstart --fast).")] = False,
+    standins: Annotated[Optional[Path], typer.Option(help="Also train the CLIP / LM / tokenizer stand-ins into this directory.")] = None,
+    workers: Annotated[int, typer.Option(help="Processes drawing images (output is identical for any value).")] = 1,
+) -> None:
+    """Generate the toy world in the official dataset layouts (and optionally its stand-in models)."""
+    from lyrics.toyworld.command import run_toyworld
+    from lyrics.toyworld.world import WorldExistsError
+
+    try:
+        lines = run_toyworld(out, seed, dict(train=train, val=val, test=test, zeroshot=zeroshot), fast, standins, workers)
+    except (WorldExistsError, ValueError) as exc:
+        _fail(str(exc))
+    for line in lines:
+        typer.echo(line)
+
+
+# --- evaluation (lyrics.eval): eval ------------------------------------------------------------------
+@app.command("eval")
+def eval_command(
+    results: Annotated[Optional[list[Path]], typer.Argument(help="With --report: results.json files or folders (default: eval_results).")] = None,
+    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="A stage-2 checkpoint directory.")] = None,
+    benchmark: Annotated[Optional[str], typer.Option("--benchmark", "-b", help="coco-captions, nocaps, flickr30k, vqav2, okvqa, vizwiz, textvqa, gqa, ocrvqa, scienceqa-img, refcoco, refcoco+, refcocog, pope, mme (see --list).")] = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help="Folder with the benchmark's official annotation files (docs/evaluation.md).")] = None,
+    images: Annotated[Optional[Path], typer.Option("--images", help="Image root of the official layout (default: --data).")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="Split, comma list or 'all' (default: the paper's; all three for REC and POPE).")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N samples.")] = None,
+    shots: Annotated[int, typer.Option("--shots", min=0, help="In-context exemplars per query (Figure 5).")] = 0,
+    seeds: Annotated[Optional[list[str]], typer.Option("--seeds", help="Few-shot seeds, e.g. 0,1,2,3,4 (the default: five seeds).")] = None,
+    shard: Annotated[str, typer.Option("--shard", help="i/n: this process takes samples p with p % n == i.")] = "0/1",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Prompts per generate call.")] = 8,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run output folder (default eval_results); with --report the Markdown file.")] = None,
+    refiner_store: Annotated[Optional[Path], typer.Option("--refiner-store", help="Feature store written by `lyrics refine` over the images (else the refiner runs live).")] = None,
+    template: Annotated[Optional[int], typer.Option("--template", help="Table 10 template index of the benchmark's task (default: docs/evaluation.md).")] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", min=1, help="Answer length limit (default per benchmark).")] = None,
+    max_length: Annotated[Optional[int], typer.Option("--max-length", min=1, help="Raise the processor's prompt limit (few-shot prompts hold K+1 images).")] = None,
+    device: Annotated[str, typer.Option("--device", help="Torch device, e.g. cpu or cuda:0.")] = "cpu",
+    dtype: Annotated[Optional[str], typer.Option("--dtype", help="LLM dtype: float32, bfloat16 or float16.")] = None,
+    report: Annotated[bool, typer.Option("--report", help="Collect result files into Markdown tables beside the paper's numbers.")] = False,
+    list_benchmarks: Annotated[bool, typer.Option("--list", help="List the benchmarks, their splits, templates and expected files.")] = False,
+) -> None:
+    """Evaluate a checkpoint on a paper benchmark in its official layout (sharded, resumable,
+    few-shot), or build the leaderboard with --report."""
+    from lyrics.eval import command
+
+    if list_benchmarks:
+        for name, splits, metric, prompt, files in command.benchmark_listing():
+            typer.echo(f"{name}\n  splits: {splits}\n  metric: {metric}\n  template: {prompt}\n  files: {files}")
+        return
+    if report:
+        try:
+            text = command.write_report(results, out)
+        except (ValueError, FileNotFoundError) as exc:
+            _fail(str(exc))
+        typer.echo(f"wrote {out}" if out is not None else text)
+        return
+    if model is None or benchmark is None or data is None:
+        _fail("lyrics eval needs --model, --benchmark and --data (or --report / --list)")
+    from lyrics.data.official.common import FormatError
+    from lyrics.eval.predictor import RefinerStoreMiss
+    from lyrics.refiner.store import StoreError
+
+    try:
+        command.run_benchmark(
+            model, benchmark, data, images=images, split=split, limit=limit, shots=shots, seeds=seeds, shard=shard,
+            batch_size=batch_size, out=out, refiner_store=refiner_store, template=template, max_new_tokens=max_new_tokens,
+            max_length=max_length, device=device, dtype=dtype,
+        )  # fmt: skip
+    except (ValueError, FileNotFoundError, IndexError, FormatError, RefinerStoreMiss, StoreError) as exc:
+        _fail(str(exc))
+
+
 def main() -> None:
     app()
 

@@ -1,1 +1,12 @@
-"""The toy world: procedurally drawn scenes that exercise the whole Lyrics pipeline on a CPU."""
+"""The toy world: procedurally drawn scenes that exercise the whole Lyrics pipeline on a CPU.
+
+    spec        the vocabulary (shapes, colours, sizes, zero-shot pairs)
+    scenes      drawing a scene and its ground truth (tags, boxes, visible masks, draw order)
+    language    relations, referring expressions and captions (the definitions answers follow)
+    questions   VQA, multiple choice, MME yes/no pairs, referential dialogue
+    pope        POPE questions with random / popular / adversarial negatives
+    annotate    everything about one image, in one record
+    layouts     the official dataset layouts (COCO, VQAv2, RefCOCO, POPE, MME, A-OKVQA, Shikra)
+    world       `generate_world`: all splits, written atomically, with the `world.json` manifest
+    standins    tiny CLIP / LLaMA / WordPiece stand-ins for the frozen pretrained parts
+"""

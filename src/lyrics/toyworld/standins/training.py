@@ -1,0 +1,147 @@
+"""Small shared pieces of the stand-in trainers: seeding, the learning-rate schedule, the loss log,
+and saving a checkpoint directory atomically."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+LOG_NAME = "train_log.json"
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, numpy and torch; return a dedicated generator for data order."""
+    random.seed(seed)
+    np.random.seed(seed % (1 << 32))
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def epoch_order(n: int, needed: int, generator: torch.Generator) -> torch.Tensor:
+    """`needed` sample indices: whole shuffled epochs of range(n) back to back."""
+    epochs = max(1, -(-needed // n))
+    return torch.cat([torch.randperm(n, generator=generator) for _ in range(epochs)])[:needed]
+
+
+def warmup_cosine(step: int, total: int, warmup: int) -> float:
+    """LR multiplier: linear warm-up, then cosine decay to 10% (short runs still end gently)."""
+    if step < warmup:
+        return (step + 1) / max(1, warmup)
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+@dataclass
+class TrainLog:
+    """The loss curve and what else a reader needs to judge a run; written as JSON beside the weights."""
+
+    name: str
+    config: dict[str, Any]
+    steps: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    world: dict[str, Any] = field(default_factory=dict)  # `world_identity` of the training data
+
+    def record(self, step: int, loss: float, lr: float) -> None:
+        self.steps.append(step)
+        self.loss.append(round(float(loss), 5))
+        self.lr.append(float(lr))
+
+    @property
+    def final_loss(self) -> float:
+        """Mean of the last 10% of steps (one step's loss is noisy)."""
+        tail = self.loss[-max(1, len(self.loss) // 10):]
+        return float(sum(tail) / len(tail)) if tail else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "config": self.config,
+            "steps": self.steps,
+            "loss": self.loss,
+            "lr": self.lr,
+            "final_loss": self.final_loss,
+            "metrics": self.metrics,
+            "seconds": round(self.seconds, 3),
+            "world": self.world,
+        }
+
+
+def train_loop(
+    name: str,
+    config: dict[str, Any],
+    model: torch.nn.Module,
+    batches: Callable[[int], dict[str, torch.Tensor]],
+    loss_fn: Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor],
+    steps: int,
+    lr: float,
+    warmup: int,
+    weight_decay: float,
+) -> TrainLog:
+    """AdamW with warm-up + cosine for `steps` steps; `batches(step)` gives the step's batch."""
+    log = TrainLog(name=name, config=config)
+    start = time.perf_counter()
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98)
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, steps, warmup))
+    model.train()
+    for step in range(steps):
+        loss = loss_fn(model, batches(step))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{name}: loss became {loss.item()} at step {step}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        log.record(step, loss.item(), scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    model.eval()
+    log.seconds = time.perf_counter() - start
+    return log
+
+
+def save_atomically(out_dir: str | Path, write: Callable[[Path], None]) -> Path:
+    """Run `write(tmp_dir)` then move the directory into place, replacing an older checkpoint.
+
+    A crash leaves either the old checkpoint or the new one, never a mix.
+    """
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a checkpoint is ordinary data
+        write(tmp)
+        old = None
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def write_log(directory: Path, log: TrainLog) -> None:
+    (directory / LOG_NAME).write_text(json.dumps(log.to_dict(), indent=1), encoding="utf-8")

@@ -1,0 +1,144 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from lyrics.configuration import MQFormerConfig, SPATIAL_MARKUP_TOKENS
+from lyrics.tokenization import mqformer_token_ids
+from lyrics.toyworld.standins import (
+    ClipStandinConfig,
+    LMStandinConfig,
+    evaluate_lm,
+    evaluate_retrieval,
+    train_clip_standin,
+    train_lm_standin,
+    train_standins,
+)
+from lyrics.toyworld.standins.corpus import StandinData, lm_documents
+from lyrics.toyworld.standins.vocab import train_clip_tokenizer, train_lm_tokenizer, train_mqformer_tokenizer
+
+TINY_CLIP = ClipStandinConfig(image_size=56, patch_size=14, vision_hidden_size=32, vision_layers=1, text_hidden_size=32,
+                              text_layers=1, heads=2, projection_dim=16, steps=4, batch_size=8, warmup=1, eval_images=6)
+TINY_LM = LMStandinConfig(hidden_size=32, layers=1, heads=2, intermediate_size=64, block_size=32, steps=16, batch_size=4, lr=1e-2,
+                          warmup=1, eval_documents=4)
+
+
+@pytest.fixture(scope="module")
+def data(tiny_world):
+    return StandinData.load(tiny_world[0])
+
+
+@pytest.fixture(scope="module")
+def documents(data):
+    return lm_documents(data.train, np.random.default_rng(0))
+
+
+def test_corpus_reads_every_kind_of_text(data, documents):
+    assert len(data.train) == 36 and len(data.val) == 14
+    img = data.train[0]
+    assert img.path.is_file() and len(img.captions) == 5 and img.qa and img.objects
+    assert all(0 <= v <= 1 for _, box in img.boxes for v in box)
+    text = " ".join(documents)
+    for piece in ("Question: ", " Answer: ", "<Bbox>(", "</Box>", "<br><T>", "</T>"):
+        assert piece in text
+    assert "<boxes>" not in text  # dialogue placeholders are replaced by box text
+
+
+def test_lm_tokenizer_numbers_markup_and_round_trip(documents, tmp_path):
+    from transformers import AutoTokenizer
+
+    tok = train_lm_tokenizer(documents)
+    for n in (0, 7, 42, 100, 537, 999):
+        assert len(tok.tokenize(str(n))) == 1
+    assert len(tok.tokenize("(123,456),(789,999)")) == 9
+    for markup in SPATIAL_MARKUP_TOKENS:
+        assert tok.tokenize(markup) == [markup]
+    assert tok.tokenize("<image>") == ["<image>"] and "<image>" in tok.all_special_tokens
+    assert (tok.bos_token, tok.eos_token, tok.pad_token, tok.unk_token) == ("<s>", "</s>", "<pad>", "<unk>")
+    text = documents[0]
+    ids = tok(text).input_ids
+    assert ids[0] == tok.bos_token_id and tok.decode(ids, skip_special_tokens=True) == text
+    assert tok.decode(tok("Write a short description for the image.").input_ids, skip_special_tokens=True) == "Write a short description for the image."
+    tok.save_pretrained(tmp_path)
+    loaded = AutoTokenizer.from_pretrained(tmp_path)
+    assert loaded(text).input_ids == ids and loaded.convert_tokens_to_ids("<image>") == tok.convert_tokens_to_ids("<image>")
+
+
+def test_clip_and_mqformer_tokenizers(data, documents, tmp_path):
+    from transformers import AutoTokenizer
+
+    clip_tok = train_clip_tokenizer(c for img in data.train for c in img.captions)
+    ids = clip_tok("A Large RED circle.").input_ids
+    assert ids[0] == clip_tok.bos_token_id and ids[-1] == clip_tok.eos_token_id
+    assert clip_tok.eos_token_id != 2  # CLIP's text tower treats eos id 2 as a legacy marker
+    assert ids == clip_tok("a large red circle.").input_ids  # lower-cased
+
+    mq = train_mqformer_tokenizer(documents)
+    fields = mqformer_token_ids(mq)
+    config = MQFormerConfig(**fields)
+    assert config.vocab_size == len(mq) and mq.convert_ids_to_tokens(config.mask_token_id) == "[MASK]"
+    tokens = mq.tokenize("<br><T>Red circle</T><Bbox>(12,345),(678,999)</Box></br>")
+    assert tokens[:2] == ["<br>", "<T>"] and "red" in tokens and "345" in tokens and "</Box>" in tokens
+    encoded = mq("a red circle").input_ids
+    assert encoded[0] == mq.cls_token_id and encoded[-1] == mq.sep_token_id
+    mq.save_pretrained(tmp_path)
+    assert mqformer_token_ids(AutoTokenizer.from_pretrained(tmp_path)) == fields
+
+
+def test_clip_standin_trains_deterministically_and_loads_back(tiny_world, data, tmp_path, one_thread):
+    from transformers import AutoProcessor, CLIPModel, CLIPVisionModel
+
+    from lyrics.models.image_encoder import ImageEncoder
+
+    root = tiny_world[0]
+    log = train_clip_standin(root, tmp_path / "a", TINY_CLIP, data=data)
+    again = train_clip_standin(root, tmp_path / "b", TINY_CLIP, data=data)
+    assert log.loss == again.loss and len(log.loss) == TINY_CLIP.steps
+    weights_a, weights_b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+
+    saved = json.loads((tmp_path / "a" / "train_log.json").read_text())
+    assert saved["loss"] == log.loss and saved["config"]["steps"] == 4 and saved["world"]["seed"] == 7
+
+    model = CLIPModel.from_pretrained(tmp_path / "a").eval()
+    processor = AutoProcessor.from_pretrained(tmp_path / "a")
+    vision = CLIPVisionModel.from_pretrained(tmp_path / "a").eval()
+    pixels = processor(images=[Image.open(data.val[0].path)], return_tensors="pt")["pixel_values"]
+    assert pixels.shape == (1, 3, 56, 56)
+    with torch.no_grad():
+        assert torch.equal(vision(pixel_values=pixels).last_hidden_state, model.vision_model(pixel_values=pixels).last_hidden_state)
+    # the metrics computed before saving are reproduced exactly by the reloaded checkpoint
+    assert evaluate_retrieval(model, processor, data.val[: TINY_CLIP.eval_images]) == log.metrics["val_retrieval"]
+    encoder = ImageEncoder.from_pretrained(str(tmp_path / "a"), feature_layer=-1)
+    assert encoder(pixels).shape == (1, 1 + (56 // 14) ** 2, 32)
+
+
+def test_lm_standin_learns_and_loads_back(tiny_world, data, tmp_path, one_thread):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log = train_lm_standin(tiny_world[0], tmp_path / "lm", TINY_LM, data=data)
+    assert np.mean(log.loss[-2:]) < log.loss[0] - 1.5  # it learns even in a few steps
+    assert log.loss[0] == pytest.approx(log.metrics["uniform_loss"], abs=0.5)  # an untrained model is near uniform
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "lm").eval()
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "lm")
+    assert type(model).__name__ == "LlamaForCausalLM" and model.config.vocab_size == len(tokenizer)
+    docs = lm_documents(data.val[: TINY_LM.eval_documents], np.random.default_rng(TINY_LM.seed + 1))
+    assert evaluate_lm(model, tokenizer, docs, TINY_LM.block_size)["loss"] == pytest.approx(log.metrics["val"]["loss"], abs=1e-6)
+    saved = json.loads((tmp_path / "lm" / "train_log.json").read_text())
+    assert saved["final_loss"] == pytest.approx(log.final_loss) and len(saved["loss"]) == TINY_LM.steps
+
+
+def test_train_standins_reuses_finished_runs(tiny_world, tmp_path, one_thread):
+    root = tiny_world[0]
+    paths = train_standins(root, tmp_path / "standins", clip=TINY_CLIP, lm=TINY_LM)
+    assert (paths.clip / "model.safetensors").is_file() and (paths.lm / "model.safetensors").is_file()
+    assert MQFormerConfig(**paths.mqformer_token_ids).vocab_size > 100
+    stamps = {p: p.stat().st_mtime_ns for p in (paths.clip / "model.safetensors", paths.lm / "model.safetensors")}
+    again = train_standins(root, tmp_path / "standins", clip=TINY_CLIP, lm=TINY_LM)
+    assert again.logs["clip"]["loss"] == paths.logs["clip"]["loss"]
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing retrained
+    changed = train_standins(root, tmp_path / "standins", clip=TINY_CLIP, lm=LMStandinConfig(**{**TINY_LM.__dict__, "steps": 3}))
+    assert len(changed.logs["lm"]["loss"]) == 3 and (paths.clip / "model.safetensors").stat().st_mtime_ns == stamps[paths.clip / "model.safetensors"]
