@@ -1,0 +1,141 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lyrics.refiner import toy
+from lyrics.refiner.spatial import box_iou
+from lyrics.refiner.stages import BackendError
+from lyrics.toyworld import spec
+
+from .toyscenes import Drawn, mask_box, random_scene, scene
+
+
+def test_pixel_classes():
+    pixels = np.array([[spec.COLOURS["red"], spec.COLOURS["blue"], spec.BACKGROUND_RGB, (128, 128, 128)]], dtype=np.uint8)
+    assert toy.classify_pixels(pixels).tolist() == [[toy.COLOUR_NAMES.index("red"), toy.COLOUR_NAMES.index("blue"), 6, -1]]
+
+
+@pytest.mark.parametrize("shape", spec.SHAPES)
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_every_shape_alone(shape, size):
+    radius = spec.SIZES[size][0]
+    image, masks = scene([Drawn("green", shape, (100, 120), radius)], seed=len(shape))
+    found = toy.analyse(image)
+    assert [o.tag for o in found] == [f"green {shape}"]
+    assert box_iou(found[0].box, mask_box(masks[0])) > 0.9
+    assert found[0].score > 0.8
+    assert np.array_equal(found[0].mask, masks[0])
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_unoccluded_scenes_exact_tags_and_boxes(seed):
+    image, objects, masks = random_scene(seed, count=2 + seed % 5)
+    found = toy.analyse(image)
+    assert sorted(o.tag for o in found) == sorted(o.tag for o in objects)
+    for drawn, mask in zip(objects, masks):
+        match = [o for o in found if o.tag == drawn.tag]
+        assert len(match) == 1 and box_iou(match[0].box, mask_box(mask)) > 0.7
+
+
+@pytest.mark.parametrize(
+    "below, above",
+    [
+        (Drawn("red", "circle", (100, 100), 35), Drawn("blue", "square", (130, 105), 25)),
+        (Drawn("yellow", "star", (110, 110), 40), Drawn("purple", "circle", (110, 82), 24)),
+        (Drawn("orange", "hexagon", (110, 110), 36), Drawn("green", "triangle", (132, 128), 32)),
+        (Drawn("blue", "diamond", (100, 100), 38), Drawn("red", "hexagon", (100, 125), 24)),
+        (Drawn("purple", "triangle", (112, 120), 40), Drawn("orange", "diamond", (90, 130), 26)),
+        (Drawn("green", "square", (100, 100), 30), Drawn("yellow", "circle", (122, 122), 24)),
+        (Drawn("blue", "star", (100, 100), 38), Drawn("orange", "square", (135, 100), 22)),
+    ],
+)
+def test_partially_hidden_shapes_are_recognised(below, above):
+    image, masks = scene([below, above], seed=3)
+    alone = scene([below], seed=3)[1][0]
+    hidden = 1 - masks[0].sum() / alone.sum()
+    assert 0.15 < hidden < 0.4, "the scene must really hide part of the lower shape"
+    found = {o.tag: o for o in toy.analyse(image)}
+    assert set(found) == {below.tag, above.tag}
+    # the box is the VISIBLE extent (the toy world's ground truth), not the amodal one
+    assert box_iou(found[below.tag].box, mask_box(masks[0])) > 0.9
+    assert box_iou(found[above.tag].box, mask_box(masks[1])) > 0.9
+
+
+def test_colour_blend_slivers_are_not_objects():
+    # two touching shapes; thin blended lines between them must not become a third object
+    image, _ = scene([Drawn("red", "square", (80, 100), 30), Drawn("yellow", "square", (140, 100), 30)], seed=1)
+    pixels = np.asarray(image).copy()
+    pixels[70:131, 110] = (222, 120, 35)  # a 1-pixel orange-looking seam
+    found = toy.analyse(Image.fromarray(pixels))
+    assert sorted(o.tag for o in found) == ["red square", "yellow square"]
+
+
+def test_empty_and_tiny_images():
+    assert toy.analyse(Image.new("RGB", (1, 1), spec.BACKGROUND_RGB)) == []
+    assert toy.analyse(Image.new("RGB", (5, 5), spec.COLOURS["red"])) == []  # below MIN_AREA
+
+
+def test_descriptors_have_the_configured_sizes_and_are_deterministic():
+    image, objects, _ = random_scene(5, count=3)
+    analyzer = toy.ToyAnalyzer()
+    detector = toy.ToyDetector(analyzer, feature_size=20, box_threshold=0.25)
+    segmenter = toy.ToySegmenter(analyzer, feature_size=10)  # 3x3 grid + one zero
+    tags = [[o.tag for o in objects]]
+    dets = detector.detect([image], tags)[0]
+    assert len(dets) == 3
+    segs = segmenter.segment([image], [[d.box for d in dets]])[0]
+    for d, s in zip(dets, segs):
+        assert d.feature.shape == (20,) and d.feature[12:].abs().sum() == 0
+        assert s.feature.shape == (10,) and s.feature[9] == 0 and 0 < s.feature[:9].mean() <= 1
+        colour = toy.COLOUR_NAMES.index(d.tag.split()[0])
+        assert torch.allclose(d.feature[:3], torch.tensor(spec.COLOURS[toy.COLOUR_NAMES[colour]]) / 255.0, atol=0.03)
+        assert toy.SHAPE_NAMES[int(d.feature[3:9].argmax())] == d.tag.split()[1]
+    again = toy.ToyDetector(toy.ToyAnalyzer(), feature_size=20).detect([image.copy()], tags)[0]
+    assert all(torch.equal(a.feature, b.feature) and a.box == b.box for a, b in zip(dets, again))
+
+
+def test_detector_keeps_only_requested_tags():
+    image, objects, _ = random_scene(6, count=3)
+    dets = toy.ToyDetector(toy.ToyAnalyzer(), feature_size=12).detect([image], [[objects[1].tag.upper()]])[0]
+    assert [d.tag for d in dets] == [objects[1].tag]
+
+
+def test_segmenter_on_boxes_from_another_detector():
+    image, masks = scene([Drawn("blue", "circle", (60, 60), 20)], seed=2)
+    box = mask_box(masks[0])
+    shifted = (box[0] - 3, box[1] - 2, box[2] + 4, box[3] + 1)  # not the toy detector's box
+    seg = toy.ToySegmenter(toy.ToyAnalyzer(), feature_size=4).segment([image], [[shifted]])[0][0]
+    assert np.array_equal(seg.mask, masks[0])
+
+
+def test_too_small_feature_sizes_are_clear_errors():
+    with pytest.raises(BackendError, match="detection_feature_size=8 is too small"):
+        toy.ToyDetector(toy.ToyAnalyzer(), feature_size=8)
+    with pytest.raises(BackendError, match="segmentation_feature_size=3 is too small"):
+        toy.ToySegmenter(toy.ToyAnalyzer(), feature_size=3)
+
+
+def test_analyzer_cache_is_per_image_object():
+    analyzer = toy.ToyAnalyzer()
+    first, _ = scene([Drawn("red", "square", (50, 50), 20)])
+    second, _ = scene([Drawn("blue", "star", (50, 50), 20)])
+    assert analyzer(first) is analyzer(first)
+    assert analyzer(second)[0].tag == "blue star" and analyzer(first)[0].tag == "red square"
+
+
+def test_scenes_of_the_toy_world_generator():
+    """The toy world's own scenes (rotated shapes, JPEG, occlusion): the backend must read them."""
+    import io
+
+    from lyrics.toyworld.scenes import split_scene
+
+    hits = {True: [], False: []}  # unoccluded?
+    for index in range(25):
+        scene_ = split_scene(7, "train", index)
+        found = toy.analyse(Image.open(io.BytesIO(scene_.jpeg_bytes())))
+        for obj in scene_.objects:
+            match = any(o.tag == obj.tag and box_iou(o.box, obj.box) > 0.7 for o in found)
+            hits[obj.visible_fraction == 1.0].append(match)
+    assert len(hits[True]) > 50 and len(hits[False]) > 10
+    assert np.mean(hits[True]) >= 0.97 and np.mean(hits[True] + hits[False]) >= 0.95
