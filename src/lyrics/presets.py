@@ -123,7 +123,7 @@ def tiny() -> dict[str, Any]:
             projection_dim=32,
         ),
         refiner_config=dict(
-            tagger="given",
+            tagger="toy",
             tagger_model=None,
             detector="toy",
             detector_model=None,
@@ -211,10 +211,11 @@ def _check_keys(values: dict[str, Any], origin: str) -> None:
     """Reject misspelt fields: a YAML override that silently does nothing is worse than an error."""
     from lyrics.configuration import MQFormerConfig, RefinerConfig
 
-    top = LyricsConfig.default_config_fields()
+    # Every declared field, including those whose default is None (`default_config_fields` omits them).
+    top = LyricsConfig.__dataclass_fields__
     known_sub = {
-        "mqformer_config": MQFormerConfig.default_config_fields(),
-        "refiner_config": RefinerConfig.default_config_fields(),
+        "mqformer_config": MQFormerConfig.__dataclass_fields__,
+        "refiner_config": RefinerConfig.__dataclass_fields__,
     }
     for key, value in values.items():
         if key not in top and key not in ("vision_config", "text_config"):

@@ -57,7 +57,7 @@ def test_bad_images_are_skipped_recorded_and_replaced(root):
     ds = InstructionDataset(records(), root)
     assert [ds[i].id for i in range(len(ds))] == ["a", "b", "b", "b", "t"]
     assert [(s.id, s.reason) for s in ds.skipped] == [("missing", "file not found"), ("corrupt", ds.skipped[1].reason)]
-    assert ds.skipped[1].reason.startswith("cannot decode image")
+    assert ds.skipped[1].reason.startswith("corrupt or truncated image")
     ds[1]  # no duplicate entries on a second epoch
     assert len(ds.skipped) == 2
 

@@ -17,10 +17,10 @@ def test_modes_are_converted_and_bad_files_raise_with_a_reason(tmp_path):
     Image.new("LA", (5, 5)).save(tmp_path / "la.png")
     assert load_image(tmp_path / "la.png").mode == "RGB"
     (tmp_path / "t.jpg").write_text("hello")
-    with pytest.raises(ImageError, match="cannot decode image") as info:
+    with pytest.raises(ImageError, match="not a recognised image format") as info:
         load_image(tmp_path / "t.jpg")
     assert info.value.path.endswith("t.jpg")
     with pytest.raises(ImageError, match="file not found"):
         image_size(tmp_path / "none.jpg")
-    with pytest.raises(ImageError, match="cannot decode"):
+    with pytest.raises(ImageError, match="corrupt or truncated image|not a recognised image format"):
         decode_image_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20, "shard:key")

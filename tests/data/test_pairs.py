@@ -15,4 +15,4 @@ def test_coco_pairs_one_item_per_caption_with_refiner_and_skips(tmp_path):
     assert [p.caption for p in pairs] == ["A red square on the left.", "a small red box", "A red square on the left."]
     assert pairs[0].key == "000000000001.jpg" and pairs[0].refiner is store["000000000001.jpg"]
     assert pairs[0].meta["image_id"] == 1 and pairs[0].image.mode == "RGB"
-    assert [s.index for s in ds.skipped] == [2] and "cannot decode" in ds.skipped[0].reason
+    assert [s.index for s in ds.skipped] == [2] and "not a recognised image format" in ds.skipped[0].reason

@@ -9,10 +9,14 @@ record the reason instead of crashing mid-epoch.
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
-from PIL import Image, ImageOps
+from PIL import Image
+
+from lyrics.refiner.images import load_image as _decode
+
+# Training data is curated: the limit only guards against decompression bombs (PIL's own is 89M).
+MAX_PIXELS = 178_956_970
 
 # EXIF orientations 5-8 rotate by 90 degrees, so width and height swap.
 _SWAPPING_ORIENTATIONS = {5, 6, 7, 8}
@@ -27,28 +31,19 @@ class ImageError(Exception):
         self.reason = reason
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Decode `path` fully into an RGB image with EXIF rotation applied.
+def load_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode `path` fully into an RGB image with EXIF rotation applied (the refiner's decoder,
+    `lyrics.refiner.images.load_image`, so training sees the pixels the refiner saw).
 
-    Raises `ImageError` for a missing file, a decompression bomb, or any decoding failure
-    (truncated data, not an image). Decoding happens here (`.load()`), not lazily later.
+    Raises `ImageError` for a missing file, too many pixels, or any decoding failure.
     """
     path = Path(path)
     if not path.is_file():
         raise ImageError(path, "file not found")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                img.load()
-                img = ImageOps.exif_transpose(img)
-                return img.convert("RGB")
-    except ImageError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(path, f"too many pixels ({exc})") from None
-    except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError ...) for bad data
-        raise ImageError(path, f"cannot decode image: {type(exc).__name__}: {exc}") from None
+    loaded = _decode(path, max_pixels)
+    if not loaded.ok:
+        raise ImageError(path, loaded.reason)
+    return loaded.image
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
@@ -65,18 +60,9 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     return (height, width) if orientation in _SWAPPING_ORIENTATIONS else (width, height)
 
 
-def decode_image_bytes(data: bytes, name: str = "<bytes>") -> Image.Image:
+def decode_image_bytes(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Like `load_image` for in-memory bytes (webdataset shards)."""
-    import io
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                img.load()
-                img = ImageOps.exif_transpose(img)
-                return img.convert("RGB")
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(name, f"too many pixels ({exc})") from None
-    except Exception as exc:
-        raise ImageError(name, f"cannot decode image: {type(exc).__name__}: {exc}") from None
+    loaded = _decode(data, max_pixels)
+    if not loaded.ok:
+        raise ImageError(name, loaded.reason)
+    return loaded.image

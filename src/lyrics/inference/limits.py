@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-from lyrics.refiner.images import to_rgb
+from lyrics.refiner.images import load_image
 
 MiB = 1 << 20
 
@@ -86,46 +84,28 @@ class ServerLimits:
 def decode_image(data: bytes, max_pixels: int, what: str = "image") -> Image.Image:
     """Encoded image bytes -> RGB `PIL.Image` with EXIF orientation applied, or `InputError`.
 
+    Decoding is `lyrics.refiner.images.load_image` (the project's one decoder; pixel count checked
+    from the header before decoding); its reasons become 4xx messages naming the request field.
+
     Args:
         data: the encoded file (PNG, JPEG, ...).
         max_pixels: reject images with more pixels, checked from the header before decoding.
         what: how the error messages name this image (e.g. "messages[0].content[1]").
     """
-    if not data:
-        raise InputError(f"{what}: empty image (0 bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as opened:
-                width, height = opened.size
-                if width < 1 or height < 1:
-                    raise InputError(f"{what}: image has no pixels ({width}x{height})")
-                if width * height > max_pixels:
-                    raise InputError(
-                        f"{what}: image is {width}x{height} = {width * height} pixels, more than the limit of {max_pixels}",
-                        code="image_too_large",
-                    )
-                if getattr(opened, "n_frames", 1) > 1:
-                    opened.seek(0)  # animated GIF / multi-page TIFF: the first frame stands for the file
-                opened.load()
-                image = opened.copy()
-    except InputError:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise InputError(f"{what}: decompression bomb ({exc})", code="image_too_large") from None
-    except UnidentifiedImageError:
-        raise InputError(f"{what}: not an image (the data is no known image format)", code="invalid_image") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise InputError(f"{what}: corrupt or truncated image ({exc})", code="invalid_image") from None
-    try:
-        image = ImageOps.exif_transpose(image)
-    except Exception:  # noqa: BLE001 - malformed EXIF must not reject an otherwise good image
-        pass
-    try:
-        image, _ = to_rgb(image)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{what}: cannot convert mode {image.mode} to RGB ({exc})", code="invalid_image") from None
-    return image
+    loaded = load_image(data, max_pixels)
+    if loaded.ok:
+        return loaded.image
+    reason = loaded.reason or "cannot decode"
+    too_large = "max_image_pixels" in reason or "decompression bomb" in reason
+    # The decoder's reasons are written for job logs; an API client gets them in its own terms.
+    size = re.match(r"(\d+x\d+ = \d+ pixels) exceeds max_image_pixels=(\d+)", reason)
+    if size:
+        reason = f"image is {size.group(1)}, more than the limit of {size.group(2)}"
+    elif reason.startswith("empty file"):
+        reason = "empty image (0 bytes)"
+    elif "not a recognised image format" in reason:
+        reason = "not an image (the data is no known image format)"
+    raise InputError(f"{what}: {reason}", code="image_too_large" if too_large else "invalid_image")
 
 
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,", re.I)

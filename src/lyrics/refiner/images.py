@@ -13,6 +13,7 @@ alone and report its error as a reason too.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,24 +78,39 @@ def to_rgb(image: Image.Image) -> tuple[Image.Image, list[str]]:
     return image.convert("RGB"), notes
 
 
-def load_image(path: str | Path, max_pixels: int) -> LoadedImage:
-    """Open `path` as RGB with EXIF orientation applied, or say why not.
+def load_image(source: str | Path | bytes, max_pixels: int) -> LoadedImage:
+    """Open an image file (or its encoded bytes) as RGB with EXIF orientation applied, or say why not.
+
+    The one image decoder of the project: the refiner job, the training datasets and the server's
+    uploads all go through it, so every part sees the same pixels for the same file.
 
     Args:
-        path: image file.
+        source: image file path, or the encoded bytes (uploads, webdataset samples).
         max_pixels: reject images with more than this many pixels (checked before decoding).
     """
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        return LoadedImage(None, f"cannot read file: {exc.strerror or exc}")
-    if size == 0:
-        return LoadedImage(None, "empty file (0 bytes)")
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        if not data:
+            return LoadedImage(None, "empty file (0 bytes)")
+
+        def opener():
+            return Image.open(io.BytesIO(data))
+    else:
+        path = Path(source)
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            return LoadedImage(None, f"cannot read file: {exc.strerror or exc}")
+        if size == 0:
+            return LoadedImage(None, "empty file (0 bytes)")
+
+        def opener():
+            return Image.open(path)
+
     try:
         # (No `warnings.catch_warnings` around this: it is not thread-safe and the job decodes in
         # threads. PIL's DecompressionBombWarning fires only above its own limit, 89M pixels.)
-        with Image.open(path) as opened:
+        with opener() as opened:
             width, height = opened.size
             if width < 1 or height < 1:
                 return LoadedImage(None, f"image has no pixels ({width}x{height})")
