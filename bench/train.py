@@ -102,7 +102,7 @@ def stage2(batch: int, iters: int, queue) -> None:
     conv = [{"from": "human", "value": "<image>\nwhat color is the circle?"}, {"from": "gpt", "value": "red"}]
     data = proc.training_batch([conv] * batch)
     data["image_embeds"] = torch.randn(batch, 17, 32)
-    data["local_features"] = torch.randn(batch, 5, 24)
+    data["local_features"] = torch.randn(batch, 5, config.mqformer_config.local_feature_size)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
     def step():

@@ -13,6 +13,8 @@ from lyrics.configuration import MQFormerConfig
 HIDDEN = 32
 IMAGE_WIDTH = 24
 LOCAL_WIDTH = 20
+# local features of the `tiny` preset: toy detector 24 + box 4 + toy segmenter 8
+LOCAL_FEATURES = 36
 VOCAB = 99
 
 # Blip2QFormerConfig fields shared by the BLIP-2 and MQ-Former tiny configs.
@@ -146,10 +148,11 @@ def lyrics_config(tokenizer=None, **overrides):
     return config
 
 
-def refiner_record(image_id="img", objects=3, feature_dim=24, seed=0):
+def refiner_record(image_id="img", objects=3, feature_dim=None, seed=0):
     from lyrics.refiner.record import RefinedObject, RefinerRecord
     from lyrics.refiner.spatial import format_spatial
 
+    feature_dim = feature_dim or LOCAL_FEATURES
     g = torch.Generator().manual_seed(seed)
     names = ["red circle", "blue square", "green star", "yellow triangle", "purple hexagon"]
     objs = []

@@ -243,6 +243,9 @@ class LyricsConfig(PreTrainedConfig):
             code freezes it and the projection.
         spatial_text_in_prompt (`bool`, defaults to False): also put the refiner's textual spatial
             representation in the LLM prompt (NOTES section 7 ambiguity; measured by `lyrics ablate`).
+        instruction_aware (`bool`, defaults to False): in stage 2 the MQ-Former also reads the
+            instruction (InstructBLIP's instruction-aware query extraction; the released code's
+            `qformer_input_ids`), so the queries extract what the question asks about.
         image_token (`str`): the placeholder in prompts where the soft visual tokens go.
         image_token_index (`int`, *optional*): its id in the LLM vocabulary (set when the processor adds it).
         text_model_name_or_path, vision_model_name_or_path (`str`, *optional*): where the frozen LLM and
@@ -280,6 +283,7 @@ class LyricsConfig(PreTrainedConfig):
     lora_target_modules: list[str] | tuple[str, ...] = ("q_proj", "v_proj")
     train_mqformer: bool = True
     spatial_text_in_prompt: bool = False
+    instruction_aware: bool = False
     image_token: str = "<image>"
     image_token_index: int | None = None
     text_model_name_or_path: str | None = None

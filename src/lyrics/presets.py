@@ -129,7 +129,7 @@ def tiny() -> dict[str, Any]:
             detector_model=None,
             segmenter="toy",
             segmenter_model=None,
-            detection_feature_size=12,
+            detection_feature_size=24,
             box_feature_size=4,
             segmentation_feature_size=8,
             max_objects=8,

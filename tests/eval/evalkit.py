@@ -104,7 +104,7 @@ TOY_REFINER = {
     "refiner_config.tagger": "toy",
     "refiner_config.detector": "toy",
     "refiner_config.segmenter": "toy",
-    "refiner_config.detection_feature_size": 12,
+    "refiner_config.detection_feature_size": 24,
     "refiner_config.box_feature_size": 4,
     "refiner_config.segmentation_feature_size": 8,
 }

@@ -35,7 +35,7 @@ def build(parts, **overrides):
 def inputs(proc, n=2, seed=0):
     g = torch.Generator().manual_seed(seed)
     images = [Image.new("RGB", (40, 40), c) for c in ("red", "blue", "green")[:n]]
-    return dict(pixel_values=proc.pixel_values(images), local_features=torch.randn(n, 3, 24, generator=g))
+    return dict(pixel_values=proc.pixel_values(images), local_features=torch.randn(n, 3, tiny.LOCAL_FEATURES, generator=g))
 
 
 def test_trainable_parts_follow_the_paper(parts):
@@ -76,7 +76,7 @@ def test_local_features_matter(parts):
     batch = proc.training_batch([CONV])
     visual = inputs(proc, n=1)
     base = model(**batch, **visual).logits
-    moved = model(**batch, pixel_values=visual["pixel_values"], local_features=torch.randn(1, 3, 24)).logits
+    moved = model(**batch, pixel_values=visual["pixel_values"], local_features=torch.randn(1, 3, tiny.LOCAL_FEATURES)).logits
     assert (moved - base).abs().max() > 1e-5
 
 

@@ -148,7 +148,7 @@ def test_given_tags_from_a_manifest(tmp_path):
     image.save(tmp_path / "a.png")
     image.save(tmp_path / "b.png")
     (tmp_path / "m.jsonl").write_text(json.dumps({"image": "a.png", "tags": [objects[0].tag]}) + "\n" + json.dumps({"image": "b.png"}) + "\n")
-    cfg = load_refiner_config("tiny", None, None, None)  # tiny preset: tagger "given", toy detector
+    cfg = load_refiner_config("tiny", None, ["tagger=given"], None)  # tags from the manifest, toy detector
     summary = run_job(tmp_path / "m.jsonl", tmp_path / "out", cfg, progress=False)
     store = open_store(tmp_path / "out")
     assert store.ids() == ["a.png"] and [o.tag for o in store.get("a.png").objects] == [objects[0].tag]

@@ -118,7 +118,7 @@ def test_feature_size_mismatch_is_rejected():
     config = toy_config()
     analyzer = toy.ToyAnalyzer()
     with pytest.raises(BackendError, match="detection_feature_size"):
-        VisualRefiner(config, toy.ToyTagger(analyzer), toy.ToyDetector(analyzer, feature_size=16), toy.ToySegmenter(analyzer, 8))
+        VisualRefiner(config, toy.ToyTagger(analyzer), toy.ToyDetector(analyzer, feature_size=config.detection_feature_size + 8), toy.ToySegmenter(analyzer, 8))
 
 
 def test_paper_preset_layout():

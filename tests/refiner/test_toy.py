@@ -79,25 +79,28 @@ def test_empty_and_tiny_images():
 def test_descriptors_have_the_configured_sizes_and_are_deterministic():
     image, objects, _ = random_scene(5, count=3)
     analyzer = toy.ToyAnalyzer()
-    detector = toy.ToyDetector(analyzer, feature_size=20, box_threshold=0.25)
+    detector = toy.ToyDetector(analyzer, feature_size=28, box_threshold=0.25)
     segmenter = toy.ToySegmenter(analyzer, feature_size=10)  # 3x3 grid + one zero
     tags = [[o.tag for o in objects]]
     dets = detector.detect([image], tags)[0]
     assert len(dets) == 3
     segs = segmenter.segment([image], [[d.box for d in dets]])[0]
     for d, s in zip(dets, segs):
-        assert d.feature.shape == (20,) and d.feature[12:].abs().sum() == 0
+        assert d.feature.shape == (28,) and d.feature[24:].abs().sum() == 0
         assert s.feature.shape == (10,) and s.feature[9] == 0 and 0 < s.feature[:9].mean() <= 1
         colour = toy.COLOUR_NAMES.index(d.tag.split()[0])
         assert torch.allclose(d.feature[:3], torch.tensor(spec.COLOURS[toy.COLOUR_NAMES[colour]]) / 255.0, atol=0.03)
+        # the decided class as one-hot colour and shape
+        assert d.feature[12 + colour] == 1 and d.feature[12:18].sum() == 1
+        assert d.feature[18 + toy.SHAPE_NAMES.index(d.tag.split()[1])] == 1 and d.feature[18:24].sum() == 1
         assert toy.SHAPE_NAMES[int(d.feature[3:9].argmax())] == d.tag.split()[1]
-    again = toy.ToyDetector(toy.ToyAnalyzer(), feature_size=20).detect([image.copy()], tags)[0]
+    again = toy.ToyDetector(toy.ToyAnalyzer(), feature_size=28).detect([image.copy()], tags)[0]
     assert all(torch.equal(a.feature, b.feature) and a.box == b.box for a, b in zip(dets, again))
 
 
 def test_detector_keeps_only_requested_tags():
     image, objects, _ = random_scene(6, count=3)
-    dets = toy.ToyDetector(toy.ToyAnalyzer(), feature_size=12).detect([image], [[objects[1].tag.upper()]])[0]
+    dets = toy.ToyDetector(toy.ToyAnalyzer(), feature_size=24).detect([image], [[objects[1].tag.upper()]])[0]
     assert [d.tag for d in dets] == [objects[1].tag]
 
 

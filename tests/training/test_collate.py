@@ -25,7 +25,7 @@ def test_batch_layout_and_special_tokens():
     assert (batch["caption_ids"][:, 0] == mq.cls_token_id).all()
     assert (batch["spatial_ids"][:, 0] == mq.bos_token_id).all()
     assert (batch["msp_ids"][:, 0] == mq.mlm_token_id).all()
-    assert batch["local_features"].shape == (3, 3, 24)
+    assert batch["local_features"].shape == (3, 3, tiny.LOCAL_FEATURES)
     assert batch["local_attention_mask"].tolist() == [[1, 0, 0], [1, 1, 0], [1, 1, 1]]
     text = tok.decode(batch["spatial_ids"][2])
     assert "<br>" in text and "<T>" in text and "</Box>" in text

@@ -59,7 +59,7 @@ class InstructionSample:
     source: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
     index: int = -1
-    image_key: str | None = None  # the record's image path (relative to the image root): cache/store key
+    image_key: str | None = None  # the refiner-store / feature-cache key: `refiner`, else the image path
 
     def rendered(self, coordinate_format: str = "int1000") -> list[dict[str, str]]:
         """The conversation with placeholders written as `<Bbox>(x1,y1),(x2,y2)</Box>`."""
@@ -211,7 +211,7 @@ class InstructionDataset(SkippingDataset):
             source=record.source,
             meta=dict(record.meta),
             index=index,
-            image_key=record.image,
+            image_key=record.refiner or record.image,
         )
         if self.transform is not None:
             sample = self.transform(sample, stable_rng(self.seed, self.epoch, index))

@@ -375,7 +375,8 @@ def load_samples(spec: BenchmarkSpec, data: str | os.PathLike, split: str, image
     if not data.is_dir():
         raise FileNotFoundError(f"--data {data}: folder not found (expected the {spec.title} release: {', '.join(spec.expected_files(split))})")
     image_root = Path(images) if images is not None else data
-    if spec.image_subdir:
+    if spec.image_subdir and (image_root / spec.image_subdir).is_dir():
+        # the release's image folder under --images; --images may also name that folder itself
         image_root = image_root / spec.image_subdir
     found = find_files(data, spec.files(split, spec.scored(split)), f"{spec.title} ({split} split)")
     samples = spec.read(found, image_root, split)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Union
@@ -35,7 +35,7 @@ from typing import Any, Protocol, Union
 import torch
 from PIL import Image
 
-from lyrics.refiner.record import RefinerRecord, pad_local_features
+from lyrics.refiner.record import RefinerRecord
 
 ImageInput = Union[str, os.PathLike, Image.Image]
 
@@ -95,13 +95,17 @@ class LyricsPredictor:
         store: a `FeatureStore` from `lyrics.refiner.store.open_store`.
         store_roots: folders image paths are made relative to for store look-ups.
         device: where the model runs.
+        store_key: optional `path -> store id`, tried first (datasets that reach one image through
+            several paths, like the toy world's official-layout aliases).
     """
 
-    def __init__(self, model, processor, refiner=None, store=None, store_roots: Sequence[str | os.PathLike] = (), device: str | torch.device = "cpu"):
+    def __init__(self, model, processor, refiner=None, store=None, store_roots: Sequence[str | os.PathLike] = (), device: str | torch.device = "cpu", store_key: Callable[[Path], str] | None = None):
         if refiner is None and store is None:
             raise ValueError("LyricsPredictor needs a refiner or a refiner store")
+        processor.sync_with(model.config)  # the model's config decides what its visual inputs are
         self.model, self.processor, self.refiner, self.store = model, processor, refiner, store
         self.store_roots = [Path(r) for r in store_roots]
+        self.store_key = store_key
         self.device = torch.device(device)
         config = model.config.refiner_config
         self.coordinate_format = config.coordinate_format
@@ -161,7 +165,8 @@ class LyricsPredictor:
         return loaded.image, (None if loaded.ok else f"{source}: {loaded.reason}")
 
     def _store_record(self, path: Path) -> RefinerRecord:
-        keys = [Path(os.path.relpath(path, root)).as_posix() for root in self.store_roots]
+        keys = [self.store_key(path)] if self.store_key is not None else []
+        keys += [Path(os.path.relpath(path, root)).as_posix() for root in self.store_roots]
         keys += [Path(*path.parts[-n:]).as_posix() for n in range(min(len(path.parts), 4), 0, -1)]
         for key in dict.fromkeys(keys):
             if key in self.store:
@@ -240,20 +245,18 @@ class LyricsPredictor:
 
     def _generate(self, prompts, keys, images, records, max_new_tokens: int) -> list[str]:
         proc, model = self.processor, self.model
-        rows, order = [], []
+        rows, order, instructions = [], [], []
         for prompt, ks in zip(prompts, keys):
             turns = self._render(prompt.turns, [records[k] for k in ks])
             rows.append(proc.encode(turns, None, add_generation_prompt=True)[0])
             order.extend(ks)
+            instructions.extend(proc.instructions(prompt.turns))
         input_ids, attention_mask = proc.pad(rows, proc.tokenizer.pad_token_id, left=True)
         batch = {"input_ids": input_ids.to(self.device), "attention_mask": attention_mask.to(self.device)}
         if order:
-            vision_dtype = model.image_encoder.vision_model.dtype
-            batch["pixel_values"] = proc.pixel_values([images[k] for k in order]).to(self.device, vision_dtype)
-            if model.config.mqformer_config.num_grounding_query_tokens:
-                features, mask = pad_local_features([records[k].local_features.float() for k in order], self.feature_dim)
-                batch["local_features"] = features.to(self.device, model.mqformer.dtype)
-                batch["local_attention_mask"] = mask.to(self.device)
+            visual = proc.visual_inputs(images=[images[k] for k in order], records=[records[k] for k in order], instructions=instructions)
+            dtypes = {"pixel_values": model.image_encoder.vision_model.dtype, "local_features": model.mqformer.dtype}
+            batch.update({k: v.to(self.device, dtypes.get(k, v.dtype)) for k, v in visual.items()})
         generated = model.generate(
             **batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, temperature=None, top_p=None, top_k=None
         )

@@ -36,7 +36,7 @@ from PIL import Image
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from lyrics.inference.limits import InputError, decode_image
-from lyrics.refiner.record import RefinedObject, RefinerRecord, pad_local_features
+from lyrics.refiner.record import RefinedObject, RefinerRecord
 from lyrics.refiner.spatial import Box, box_from_pixels, box_to_pixels, clean_tag, format_object, format_box, parse_boxes, parse_spatial
 
 REGION = "<region>"
@@ -289,6 +289,7 @@ class LyricsPipeline:
     """
 
     def __init__(self, model, processor, refiner, device: str | torch.device = "cpu", max_image_pixels: int | None = None):
+        processor.sync_with(model.config)  # the model's config decides what its visual inputs are
         self.model, self.processor, self.refiner = model, processor, refiner
         self.device = torch.device(device)
         refiner_config = model.config.refiner_config
@@ -441,12 +442,13 @@ class LyricsPipeline:
         batch = {"input_ids": input_ids.to(self.device), "attention_mask": attention_mask.to(self.device)}
         with_image = [p for p in prepared if p.record is not None]
         if with_image:
-            vision_dtype = self.model.image_encoder.vision_model.dtype
-            batch["pixel_values"] = self.processor.pixel_values([p.request.image for p in with_image]).to(self.device, vision_dtype)
-            if self.model.config.mqformer_config.num_grounding_query_tokens:
-                features, mask = pad_local_features([p.record.local_features for p in with_image], self.refiner.feature_dim)
-                batch["local_features"] = features.to(self.device, self.model.mqformer.dtype)
-                batch["local_attention_mask"] = mask.to(self.device)
+            visual = self.processor.visual_inputs(
+                images=[p.request.image for p in with_image],
+                records=[p.record for p in with_image],
+                instructions=[self.processor.instructions(p.conversation)[-1] for p in with_image],
+            )
+            dtypes = {"pixel_values": self.model.image_encoder.vision_model.dtype, "local_features": self.model.mqformer.dtype}
+            batch.update({k: v.to(self.device, dtypes.get(k, v.dtype)) for k, v in visual.items()})
         return batch
 
     def decode(self, ids: list[int]) -> str:

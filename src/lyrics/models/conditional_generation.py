@@ -168,8 +168,13 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
         image_embeds: torch.Tensor | None = None,
         local_features: torch.Tensor | None = None,
         local_attention_mask: torch.Tensor | None = None,
+        qformer_input_ids: torch.Tensor | None = None,
+        qformer_attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """`(B, Nv + Ng, H_llm)` soft visual tokens: projected outputs of every query."""
+        """`(B, Nv + Ng, H_llm)` soft visual tokens: projected outputs of every query.
+
+        With `qformer_input_ids` (`(B, T)`, the instruction in the MQ-Former vocabulary) the queries
+        also read the instruction, bidirectionally (`instruction_aware`, InstructBLIP style)."""
         if image_embeds is None:
             if pixel_values is None:
                 raise ValueError("give pixel_values or image_embeds")
@@ -178,7 +183,15 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
         image = self.image_layernorm(image_embeds.to(self.image_layernorm.weight.dtype))
         if self.config.mqformer_config.num_grounding_query_tokens and local_features is None:
             local_features = image.new_zeros(image.shape[0], 0, self.config.mqformer_config.local_feature_size)
-        queries = self.mqformer(image_embeds=image, local_features=local_features, local_attention_mask=local_attention_mask)
+        mask = None
+        if qformer_input_ids is not None:
+            queries_mask = qformer_input_ids.new_ones(qformer_input_ids.shape[0], self.config.mqformer_config.total_query_tokens)
+            text_mask = qformer_attention_mask if qformer_attention_mask is not None else torch.ones_like(qformer_input_ids)
+            mask = torch.cat([queries_mask, text_mask], dim=1)
+        queries = self.mqformer(
+            image_embeds=image, local_features=local_features, local_attention_mask=local_attention_mask,
+            input_ids=qformer_input_ids, attention_mask=mask,
+        )  # fmt: skip
         return self.language_projection(queries.query_output)
 
     def embed(self, input_ids: torch.Tensor, **visual) -> torch.Tensor:
@@ -209,6 +222,8 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
         image_embeds: torch.Tensor | None = None,
         local_features: torch.Tensor | None = None,
         local_attention_mask: torch.Tensor | None = None,
+        qformer_input_ids: torch.Tensor | None = None,
+        qformer_attention_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         r"""Args:
@@ -216,10 +231,13 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
             labels (`(B, T)`): response ids, -100 elsewhere (the loss covers responses only).
             pixel_values (`(B_img, 3, H, W)`) or image_embeds (`(B_img, Ni, Di)`): the images.
             local_features (`(B_img, K, Dl)`), local_attention_mask (`(B_img, K)`): refiner objects.
+            qformer_input_ids, qformer_attention_mask (`(B_img, T)`): per image, its instruction in the
+                MQ-Former vocabulary (`instruction_aware` models; `LyricsProcessor.visual_inputs`).
         """
         embeds = self.embed(
             input_ids, pixel_values=pixel_values, image_embeds=image_embeds,
             local_features=local_features, local_attention_mask=local_attention_mask,
+            qformer_input_ids=qformer_input_ids, qformer_attention_mask=qformer_attention_mask,
         )  # fmt: skip
         return self.language_model(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, **kwargs)
 
@@ -232,6 +250,8 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
         image_embeds: torch.Tensor | None = None,
         local_features: torch.Tensor | None = None,
         local_attention_mask: torch.Tensor | None = None,
+        qformer_input_ids: torch.Tensor | None = None,
+        qformer_attention_mask: torch.Tensor | None = None,
         **generate_kwargs,
     ) -> torch.Tensor:
         """transformers generation (greedy, sampling, beam search, streamers; KV cache) over the merged
@@ -239,6 +259,7 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
         embeds = self.embed(
             input_ids, pixel_values=pixel_values, image_embeds=image_embeds,
             local_features=local_features, local_attention_mask=local_attention_mask,
+            qformer_input_ids=qformer_input_ids, qformer_attention_mask=qformer_attention_mask,
         )  # fmt: skip
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)

@@ -47,6 +47,11 @@ class ProcessorConfig:
     spatial_prefix: str = "Objects:"
     max_length: int = 512
     template: ChatTemplate = field(default_factory=ChatTemplate)
+    # What the model's visual side takes (set from the model config, see `for_model`):
+    local_feature_size: int = 0  # refiner features per object; 0 = no grounding queries
+    max_objects: int | None = None
+    instruction_aware: bool = False  # the MQ-Former also reads the instruction (needs mqformer_tokenizer)
+    max_instruction_tokens: int = 64
 
 
 def load_image_processor(path: str | Path) -> Any:
@@ -164,6 +169,92 @@ class LyricsProcessor:
         rows = [self.encode(c, s, add_generation_prompt=True)[0] for c, s in zip(conversations, spatial_texts)]
         input_ids, attention_mask = self.pad(rows, self.tokenizer.pad_token_id, left=True)
         return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+    @staticmethod
+    def config_for(model_config: Any, **overrides: Any) -> ProcessorConfig:
+        """The processor settings a `LyricsConfig` implies (image tokens, coordinates, visual inputs)."""
+        values = dict(
+            num_image_tokens=model_config.num_image_tokens,
+            image_token=model_config.image_token,
+            coordinate_format=model_config.refiner_config.coordinate_format,
+            spatial_text_in_prompt=model_config.spatial_text_in_prompt,
+            local_feature_size=model_config.mqformer_config.local_feature_size if model_config.mqformer_config.num_grounding_query_tokens else 0,
+            max_objects=model_config.refiner_config.max_objects,
+            instruction_aware=model_config.instruction_aware,
+        )
+        values.update(overrides)
+        return ProcessorConfig(**values)
+
+    def sync_with(self, model_config: Any) -> "LyricsProcessor":
+        """Take the visual-input settings (local features, instruction awareness) from the model's
+        config, the source of truth, keeping the text settings; returns self."""
+        from dataclasses import replace
+
+        implied = self.config_for(model_config)
+        if implied.num_image_tokens != self.config.num_image_tokens:
+            raise ValueError(
+                f"the processor expands <image> into {self.config.num_image_tokens} tokens, the model makes {implied.num_image_tokens}"
+            )
+        self.config = replace(
+            self.config,
+            local_feature_size=implied.local_feature_size,
+            max_objects=implied.max_objects,
+            instruction_aware=implied.instruction_aware,
+        )
+        return self
+
+    def instructions(self, conversation: list[dict[str, str]]) -> list[str]:
+        """Per `<image>` placeholder, in order: the text of the human turn that holds it, placeholder
+        removed - what an instruction-aware MQ-Former reads beside that image."""
+        token = self.config.image_token
+        out = []
+        for turn in conversation:
+            value = turn.get("value", "")
+            if turn.get("from") in ("human", "user") and token in value:
+                text = " ".join(value.replace(token, " ").split())
+                out += [text] * value.count(token)
+        return out
+
+    def visual_inputs(
+        self,
+        images: list[Any] | None = None,
+        records: list[Any] | None = None,
+        instructions: list[str] | None = None,
+        image_embeds: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Model inputs of the images of a batch, in placeholder order: `pixel_values` (from PIL
+        images, unless `pixel_values` or `image_embeds` are given), the refiner's `local_features` and mask, and the
+        instructions for an instruction-aware MQ-Former. One place, so training, evaluation and serving
+        build them the same way."""
+        from lyrics.refiner.record import pad_local_features
+
+        out: dict[str, torch.Tensor] = {}
+        given = next((x for x in (images, pixel_values, image_embeds) if x is not None), None)
+        count = len(given) if given is not None else 0
+        if count == 0:
+            return out
+        if image_embeds is not None:
+            out["image_embeds"] = image_embeds
+        elif pixel_values is not None:
+            out["pixel_values"] = pixel_values
+        else:
+            out["pixel_values"] = self.pixel_values(images)
+        if self.config.local_feature_size:
+            dim = self.config.local_feature_size
+            feats = [r.local_features.float() if r is not None else torch.zeros(0, dim) for r in (records or [None] * count)]
+            out["local_features"], out["local_attention_mask"] = pad_local_features(feats, dim, self.config.max_objects)
+        if self.config.instruction_aware:
+            if self.mqformer_tokenizer is None:
+                raise ValueError("an instruction-aware model needs the processor's mqformer_tokenizer")
+            texts = instructions if instructions is not None else [""] * count
+            if len(texts) != count:
+                raise ValueError(f"{len(texts)} instructions for {count} images")
+            enc = self.mqformer_tokenizer(
+                texts, padding=True, truncation=True, max_length=self.config.max_instruction_tokens, return_tensors="pt"
+            )
+            out["qformer_input_ids"], out["qformer_attention_mask"] = enc["input_ids"], enc["attention_mask"]
+        return out
 
     def pixel_values(self, images: list[Any]) -> torch.Tensor:
         if self.image_processor is None:

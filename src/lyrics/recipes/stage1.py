@@ -58,16 +58,25 @@ class Stage1Examples(torch.utils.data.Dataset):
         return example
 
 
-def build_config(model_section: dict[str, Any], tokenizer, vision_hidden_size: int | None):
+def build_config(model_section: dict[str, Any], tokenizer, vision_config: dict[str, Any] | None):
     """LyricsConfig from the preset + overrides, with the MQ-Former vocabulary of `tokenizer` and the
-    image width of the loaded encoder."""
+    vision config of the image encoder that will feed it."""
     from lyrics.presets import _merge, load_config
     from lyrics.tokenization import mqformer_token_ids
 
     overrides = _merge({"mqformer_config": mqformer_token_ids(tokenizer)}, model_section.get("overrides") or {}, "")
-    if vision_hidden_size is not None:
-        overrides = _merge(overrides, {"vision_config": {"hidden_size": vision_hidden_size}}, "")
+    if vision_config is not None:
+        overrides["vision_config"] = vision_config
     return load_config(model_section.get("preset", "paper"), overrides)
+
+
+def vision_config_of(path: str | Path) -> dict[str, Any]:
+    """The vision tower's config of a checkpoint (a CLIP checkpoint gives its vision part)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(path))
+    config = getattr(config, "vision_config", config)
+    return config.to_dict()
 
 
 def load_encoder(model_section: dict[str, Any], feature_layer: int):
@@ -131,12 +140,10 @@ class Stage1Recipe:
         m, data = self.cfg["model"], self.cfg["data"]
         self.tokenizer = load_mqformer_tokenizer(m.get("mqformer_tokenizer", "google-bert/bert-base-uncased"))
         self.encoder = self.image_processor = None
-        hidden = None
+        vision = vision_config_of(m["vision_model"]) if m.get("vision_model") else None
+        self.config = build_config(m, self.tokenizer, vision)
         if not data.get("image_features"):
-            preset_layer = build_config(m, self.tokenizer, None).vision_feature_layer
-            self.encoder, self.image_processor = load_encoder(m, preset_layer)
-            hidden = self.encoder.num_features
-        self.config = build_config(m, self.tokenizer, hidden)
+            self.encoder, self.image_processor = load_encoder(m, self.config.vision_feature_layer)
         init = m.get("init")
         if init and (Path(init) / "config.json").is_file() and (Path(init) / "model.safetensors").is_file() and _is_stage1(init):
             self.model = LyricsForPretraining.from_pretrained(str(init), config=self.config)

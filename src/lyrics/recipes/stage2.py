@@ -13,6 +13,8 @@ YAML sections:
     blip2: null                   # ... or start the MQ-Former from BLIP-2 weights
     torch_dtype: null             # e.g. bfloat16 for the frozen LLM
     max_length: 512
+    mqformer_tokenizer: null      # instruction-aware models: defaults to the stage-1 checkpoint's tokenizer
+    system_prompt: "..."          # optional: replaces Vicuna's system line in the chat template
   data:
     records: records.json         # `lyrics convert` output (one file or a list) ...
     mixture:                      # ... or Table 6-style weighted sources
@@ -33,7 +35,6 @@ from typing import Any
 import torch
 
 from lyrics.recipes.stage1 import make_augment, open_refiner_store
-from lyrics.refiner.record import pad_local_features
 from lyrics.training.trainer import Trainer, TrainerConfig
 
 
@@ -64,29 +65,25 @@ class Stage2Examples(torch.utils.data.Dataset):
 
 class Stage2Collator:
     """Stage-2 batch: tokenised conversations (loss on responses) plus the visual inputs of the
-    samples that have an image, in batch order."""
+    images, in placeholder order (`LyricsProcessor.visual_inputs`)."""
 
-    def __init__(self, processor, config):
-        self.processor, self.config = processor, config
+    def __init__(self, processor):
+        self.processor = processor
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        proc = self.processor
         spatial = [item["refiner"].spatial_text if item["refiner"] is not None else None for item in items]
-        batch = self.processor.training_batch([item["conversations"] for item in items], spatial)
+        batch = proc.training_batch([item["conversations"] for item in items], spatial)
         with_image = [item for item in items if item.get("image") is not None or item.get("image_embeds") is not None]
         if with_image:
-            if all(item.get("image_embeds") is not None for item in with_image):
-                batch["image_embeds"] = torch.stack([item["image_embeds"] for item in with_image])
-            else:
-                batch["pixel_values"] = torch.stack([item["image"] for item in with_image])
-            mq = self.config.mqformer_config
-            if mq.num_grounding_query_tokens:
-                feats = [
-                    item["refiner"].local_features if item["refiner"] is not None else torch.zeros(0, mq.local_feature_size)
-                    for item in with_image
-                ]
-                batch["local_features"], batch["local_attention_mask"] = pad_local_features(
-                    feats, mq.local_feature_size, self.config.refiner_config.max_objects
-                )
+            cached = all(item.get("image_embeds") is not None for item in with_image)
+            visual = proc.visual_inputs(
+                records=[item["refiner"] for item in with_image],
+                instructions=[proc.instructions(item["conversations"])[0] for item in with_image],
+                image_embeds=torch.stack([item["image_embeds"] for item in with_image]) if cached else None,
+                pixel_values=None if cached else torch.stack([item["image"] for item in with_image]),
+            )
+            batch.update(visual)
         return batch
 
 
@@ -99,7 +96,7 @@ class Stage2Recipe:
         self._setup_model()
         self._setup_data()
         self.trainer = Trainer(
-            self.trainer_config, self.model, self.dataset, Stage2Collator(self.processor, self.model.config),
+            self.trainer_config, self.model, self.dataset, Stage2Collator(self.processor),
             lambda model, batch: model(**batch), sampler_fn=self.sampler_fn, on_epoch=self.dataset.set_epoch,
         )  # fmt: skip
 
@@ -107,7 +104,7 @@ class Stage2Recipe:
         from transformers import AutoTokenizer
 
         from lyrics.models.conditional_generation import LyricsForConditionalGeneration
-        from lyrics.models.processing import LyricsProcessor, ProcessorConfig, load_image_processor
+        from lyrics.models.processing import ChatTemplate, LyricsProcessor, load_image_processor
         from lyrics.presets import load_config
 
         m = self.cfg["model"]
@@ -117,16 +114,18 @@ class Stage2Recipe:
         config = load_config(m.get("preset", "paper"), m.get("overrides") or {})
         tokenizer = AutoTokenizer.from_pretrained(str(m["text_model"]))
         image_processor = load_image_processor(m["vision_model"])
+        mq_tokenizer = None
+        mq_source = m.get("mqformer_tokenizer") or m.get("stage1")
+        if mq_source and (Path(mq_source) / "tokenizer_config.json").is_file():
+            mq_tokenizer = AutoTokenizer.from_pretrained(str(mq_source))
+        if config.instruction_aware and mq_tokenizer is None:
+            raise ValueError("instruction_aware needs model.mqformer_tokenizer (or a stage-1 checkpoint that holds it)")
+        template = ChatTemplate(system=m["system_prompt"]) if "system_prompt" in m else ChatTemplate()
         self.processor = LyricsProcessor(
             tokenizer,
-            ProcessorConfig(
-                num_image_tokens=config.num_image_tokens,
-                image_token=config.image_token,
-                coordinate_format=config.refiner_config.coordinate_format,
-                spatial_text_in_prompt=config.spatial_text_in_prompt,
-                max_length=int(m.get("max_length", 512)),
-            ),
+            LyricsProcessor.config_for(config, max_length=int(m.get("max_length", 512)), template=template),
             image_processor,
+            mq_tokenizer,
         )
         dtype = getattr(torch, m["torch_dtype"]) if m.get("torch_dtype") else None
         self.model = LyricsForConditionalGeneration.from_components(config, m["text_model"], m["vision_model"], self.processor, dtype)

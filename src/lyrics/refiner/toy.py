@@ -26,9 +26,11 @@ never a lookup of the generator's ground truth:
 Outputs per object: the tag "<colour> <shape>", the visible-mask bounding box (pixel xyxy, exclusive
 max, like the toy world's ground truth), the visible mask, and two fixed-size descriptors:
 
-* detection-like (12 values, zero-padded to `detection_feature_size`): mean RGB (3), the fit score of
+* detection-like (24 values, zero-padded to `detection_feature_size`): mean RGB (3), the fit score of
   each of the 6 shapes (6), extent = area / box area, visible fraction = visible / fitted template
-  area, scale = sqrt(area / image area);
+  area, scale = sqrt(area / image area), then the decided class as one-hot colour (6) and one-hot
+  shape (6) - what a detector's decoder state carries about the class it matched (Grounding-DINO's
+  hidden states are read out into phrase scores);
 * segmentation (g x g values, g = floor(sqrt(segmentation_feature_size)), zero-padded): the visible
   mask cropped to its box and area-averaged to a g x g grid.
 """
@@ -54,7 +56,7 @@ COLOUR_NAMES: tuple[str, ...] = tuple(spec.COLOURS)
 SHAPE_NAMES: tuple[str, ...] = tuple(spec.SHAPES)
 MAX_COLOUR_DISTANCE = 70.0
 MIN_AREA = 30
-DETECTION_DESCRIPTOR_SIZE = 3 + len(SHAPE_NAMES) + 3
+DETECTION_DESCRIPTOR_SIZE = 3 + len(SHAPE_NAMES) + 3 + len(COLOUR_NAMES) + len(SHAPE_NAMES)
 MIN_SEGMENTATION_GRID = 2
 # Extensions tried per hidden side, as fractions of the visible box size on that axis.
 EXTENSIONS = (0.0, 0.1, 0.2, 0.35, 0.5, 0.75)
@@ -301,8 +303,8 @@ def fit_shapes(mask: np.ndarray, hidden: np.ndarray) -> list[ShapeFit]:
 
 
 # ------------------------------------------------------------------------------------- descriptors
-def detection_descriptor(rgb: np.ndarray, mask: np.ndarray, fits: Sequence[ShapeFit], box: Box) -> torch.Tensor:
-    """The 12-value detection-like descriptor of the module docstring."""
+def detection_descriptor(rgb: np.ndarray, mask: np.ndarray, fits: Sequence[ShapeFit], box: Box, colour: int) -> torch.Tensor:
+    """The 24-value detection-like descriptor of the module docstring (`colour`: palette index)."""
     area = float(mask.sum())
     height, width = mask.shape
     mean_rgb = rgb[mask].mean(0) / 255.0 if area else np.zeros(3)
@@ -314,6 +316,8 @@ def detection_descriptor(rgb: np.ndarray, mask: np.ndarray, fits: Sequence[Shape
         area / box_area,
         min(1.0, area / max(best.template_area, 1)),
         math.sqrt(area / (height * width)),
+        *[float(k == colour) for k in range(len(COLOUR_NAMES))],
+        *[float(f is best) for f in fits],
     ]
     return torch.tensor(values, dtype=torch.float32)
 
@@ -377,7 +381,7 @@ def analyse(image: Image.Image) -> list[ToyObject]:
         best = max(fits, key=lambda f: f.score)
         ys, xs = np.nonzero(mask)
         box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
-        objects.append(ToyObject(COLOUR_NAMES[colour], best.shape, best.score, box, mask, detection_descriptor(rgb, mask, fits, box)))
+        objects.append(ToyObject(COLOUR_NAMES[colour], best.shape, best.score, box, mask, detection_descriptor(rgb, mask, fits, box, colour)))
     objects.sort(key=lambda o: (-o.score, o.box[1], o.box[0]))
     return objects
 

@@ -154,10 +154,10 @@ def _fill_boxes(text: str, boxes: list, seqs: list, size: tuple[int, int], fmt: 
     return text
 
 
-def lm_documents(images: list[ToyImage], rng: np.random.Generator, fmt: str = "int1000") -> list[str]:
-    """One text document per image mixing every kind of toy-world text the LLM will meet:
-    captions, question/answer pairs, referring expressions with boxes, the spatial representation,
-    and referential dialogue. Parts are shuffled per image so no fixed order is learned."""
+def lm_documents(images: list[ToyImage], rng: np.random.Generator, fmt: str = "int1000", chat: bool = True) -> list[str]:
+    """Per image, one text document mixing every kind of toy-world text the LLM will meet
+    (captions, question/answer pairs, referring expressions with boxes, the spatial representation,
+    referential dialogue; parts shuffled so no fixed order is learned), plus short chat documents."""
     docs = []
     for img in images:
         parts = [c[:1].upper() + c[1:] for c in img.captions[:2]]
@@ -168,4 +168,9 @@ def lm_documents(images: list[ToyImage], rng: np.random.Generator, fmt: str = "i
             parts.append("Objects: " + format_spatial(img.objects, fmt))
         order = rng.permutation(len(parts))
         docs.append(" ".join(parts[k] for k in order))
+        # Short chat documents in the stage-2 template, each ending with </s> in the token stream:
+        # the stand-in plays an instruction-tuned LLM (Vicuna), which knows its chat format and when
+        # to stop. Without the image the answers are only a prior; stage 2 teaches the looking.
+        if chat:
+            docs += [f"USER: {q} ASSISTANT: {a}" for q, a in img.qa[:3]]
     return docs

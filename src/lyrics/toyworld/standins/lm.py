@@ -48,6 +48,7 @@ class LMStandinConfig:
     weight_decay: float = 0.05
     seed: int = 0
     eval_documents: int = 100
+    chat_documents: bool = True  # also train on "USER: q ASSISTANT: a</s>" (an instruction-tuned LLM)
 
     @classmethod
     def fast(cls, **overrides) -> "LMStandinConfig":
@@ -117,8 +118,8 @@ def train_lm_standin(
     config = config or LMStandinConfig()
     generator = seed_everything(config.seed)
     data = data or StandinData.load(world_dir)
-    train_docs = lm_documents(data.train, np.random.default_rng(config.seed))
-    val_docs = lm_documents(data.val[: config.eval_documents], np.random.default_rng(config.seed + 1))
+    train_docs = lm_documents(data.train, np.random.default_rng(config.seed), chat=config.chat_documents)
+    val_docs = lm_documents(data.val[: config.eval_documents], np.random.default_rng(config.seed + 1), chat=config.chat_documents)
     tokenizer = train_lm_tokenizer(train_docs, vocab_size=config.tokenizer_vocab_size)
     model = build_model(config, tokenizer)
     train_blocks = blocks(token_stream(tokenizer, train_docs), config.block_size)

@@ -1,0 +1,311 @@
+"""`lyrics quickstart`: the whole Lyrics method on the toy world, on a CPU, in minutes.
+
+    world -> stand-ins -> refine -> features -> records -> stage 1 -> stage 2 -> evaluate -> report
+
+Every stage runs the project's real code paths: the toy world is written in the official dataset
+layouts and read back by the official-format readers and converters; the refiner is the batch job of
+`lyrics refine` with the toy backend; the frozen parts are stand-ins trained here and loaded with
+`from_pretrained`; both stages are the recipes of `lyrics train`; evaluation is `lyrics eval`'s runner
+with the official scorers. `OUT/results.json` maps each metric to `{"value": v, "baseline": b}`.
+
+The toy model is tiny (a 4-layer MQ-Former of width 128, 8 + 8 queries, a 4-layer LLaMA stand-in),
+so it runs on one CPU thread; budgets are in `Budget` (`DEFAULT` < 10 min, `FAST` < 90 s on 2 cores).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from lyrics.toyworld.world import WorldSizes
+
+
+@dataclass
+class Budget:
+    """Sizes and step counts of one quickstart run."""
+
+    world: WorldSizes
+    fast_standins: bool
+    stage1_steps: int
+    stage2_steps: int
+    stage1_batch: int = 32
+    stage2_batch: int = 16
+    stage1_lr: float = 5e-4
+    stage2_lr: float = 1e-3
+    eval_limit: int | None = None
+    eval_batch: int = 32
+
+
+DEFAULT = Budget(world=WorldSizes(train=1200, val=60, test=200, zeroshot=120), fast_standins=False, stage1_steps=300, stage2_steps=700)
+FAST = Budget(world=WorldSizes(train=300, val=30, test=60, zeroshot=40), fast_standins=True, stage1_steps=40, stage2_steps=150, eval_limit=120)
+
+# The toy model: the paper's architecture at toy widths. The refiner's local features per object are
+# the toy detector's descriptor (24) + box (4) + the toy segmenter's 8 x 8 mask grid (64).
+TOY_MODEL: dict[str, Any] = {
+    "refiner_config": {
+        "tagger": "toy", "tagger_model": None, "detector": "toy", "detector_model": None, "segmenter": "toy",
+        "segmenter_model": None, "detection_feature_size": 24, "box_feature_size": 4, "segmentation_feature_size": 64,
+        "max_objects": 8, "max_tags": 16,
+    },
+    "mqformer_config": {
+        "hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 256,
+        "max_position_embeddings": 256, "num_query_tokens": 8, "num_grounding_query_tokens": 8, "contrastive_dim": 64,
+    },
+    "vision_feature_layer": -1,
+    "lora_r": 16,
+    "lora_alpha": 32,
+    "lora_dropout": 0.0,
+    "lora_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "spatial_text_in_prompt": True,
+}  # fmt: skip
+
+# Training mixture of stage 2 (Table 6 at toy scale): converter kind, inputs, image root, weight.
+MIXTURE = {
+    "captioning": ("coco-captions", ["annotations/captions_toytrain.json"], "images/toytrain", 0.15),
+    "vqa": ("vqav2", ["vqav2/v2_OpenEnded_mscoco_toytrain_questions.json", "vqav2/v2_mscoco_toytrain_annotations.json"], "images", 0.35),
+    "rec": ("refcoco-rec", ["refcoco"], "images", 0.25),
+    "grounded_captioning": ("refcoco-gc", ["refcoco"], "images", 0.05),
+    "multiple_choice": ("aokvqa-mc", ["aokvqa/aokvqa_v1p0_train.json"], "images", 0.1),
+    "referential_dialogue": ("shikra-rd", ["shikra_rd/GPT4GEN_RD_BoxCoT_train.jsonl"], "images/toytrain", 0.1),
+}
+
+STAGES = ("world", "standins", "refine", "features", "records", "stage1", "stage2", "evaluate", "report")
+
+
+@dataclass
+class QuickstartResult:
+    out: Path
+    results: dict[str, dict[str, float]]
+    timings: dict[str, float] = field(default_factory=dict)
+    checkpoint: Path | None = None
+
+
+class CanonicalKeys:
+    """The toy world reaches one image through several official-layout paths (`toytest/...`,
+    RefCOCO's `train2014/COCO_train2014_<id>.jpg`, A-OKVQA's `val2017/<id>.jpg`). The refiner store
+    and feature cache key each image once, by its canonical file name `COCO_toy<split>_<id>.jpg`."""
+
+    def __init__(self, manifest: dict[str, Any]):
+        self.ranges = [
+            (info["first_image_id"], info["first_image_id"] + info["num_images"], info["data_subtype"])
+            for info in manifest["splits"].values()
+        ]
+
+    def __call__(self, path: str | Path) -> str:
+        match = re.search(r"(\d{6,})\.jpg$", str(path))
+        if match:
+            image_id = int(match.group(1))
+            for start, stop, subtype in self.ranges:
+                if start <= image_id < stop:
+                    return f"COCO_{subtype}_{image_id:012d}.jpg"
+        return Path(path).name
+
+
+class Quickstart:
+    """Runs the stages in order into `out`; each stage's outputs are reused when already complete."""
+
+    def __init__(self, out: str | Path, budget: Budget, seed: int = 0, model: dict[str, Any] | None = None, log: Callable[[str], None] = print):
+        self.out = Path(out)
+        self.budget = budget
+        self.seed = seed
+        self.model = json.loads(json.dumps(model or TOY_MODEL))
+        self.log = log
+        self.timings: dict[str, float] = {}
+        self.world = self.out / "world"
+
+    # --- stages ---------------------------------------------------------------------------------
+    def stage_world(self) -> None:
+        from lyrics.toyworld.world import generate_world
+
+        self.manifest = generate_world(self.world, seed=self.seed, sizes=self.budget.world)
+        self.keys = CanonicalKeys(self.manifest)
+
+    def stage_standins(self) -> None:
+        from lyrics.toyworld.standins import train_standins
+
+        self.standins = train_standins(self.world, self.out / "standins", fast=self.budget.fast_standins, seed=self.seed)
+
+    def refiner_config(self):
+        from lyrics.presets import load_config
+
+        return load_config("tiny", {"refiner_config": self.model["refiner_config"]}).refiner_config
+
+    def stage_refine(self) -> None:
+        """`lyrics refine` over every canonical image, split across two processes (`--shard i/2`)."""
+        import multiprocessing as mp
+
+        from lyrics.data.io import atomic_write_text
+
+        manifest = self.out / "refine_inputs.jsonl"
+        rows = []
+        for info in self.manifest["splits"].values():
+            for path in sorted((self.world / info["image_dir"]).glob("*.jpg")):
+                rows.append(json.dumps({"image": str(path), "id": path.name}))
+        atomic_write_text(manifest, "\n".join(rows) + "\n")
+        store = self.out / "refiner"
+        config = self.refiner_config()
+        ctx = mp.get_context("spawn")
+        procs = [ctx.Process(target=_refine_shard, args=(str(manifest), str(store), config.to_dict(), rank, 2)) for rank in range(2)]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join()
+            if proc.exitcode != 0:
+                raise RuntimeError(f"the refine job failed (exit code {proc.exitcode}); rerun to resume")
+
+    def stage_features(self) -> None:
+        """Cache the frozen CLIP stand-in's features once; both stages and every ablation reuse them."""
+        from PIL import Image
+
+        from lyrics.models.image_encoder import ImageEncoder
+        from lyrics.models.processing import load_image_processor
+        from lyrics.training.features import cache_image_features
+
+        encoder = ImageEncoder.from_pretrained(str(self.standins.clip), self.model["vision_feature_layer"]).eval()
+        processor = load_image_processor(self.standins.clip)
+        items = (
+            (path.name, Image.open(path).convert("RGB"))
+            for info in self.manifest["splits"].values()
+            for path in sorted((self.world / info["image_dir"]).glob("*.jpg"))
+        )
+        cache_image_features(encoder, processor, items, self.out / "features", batch_size=64)
+
+    def stage_records(self) -> None:
+        """Instruction records from the official layouts with the real converters (`lyrics convert`)."""
+        from lyrics.data.convert import convert
+        from lyrics.data.records import save_records
+
+        records_dir = self.out / "records"
+        for name, (kind, inputs, images, _weight) in MIXTURE.items():
+            target = records_dir / f"{name}.json"
+            if target.is_file():
+                continue
+            split = "train" if kind.startswith("refcoco") else None
+            result = convert(kind, [self.world / i for i in inputs], images=self.world / images, split=split, seed=self.seed)
+            # one image root for every source (the world folder), and the canonical store key
+            prefix = Path(images).relative_to("images") if images != "images" else Path()
+            fixed = [replace(r, image=str(Path("images") / prefix / r.image), refiner=self.keys(r.image)) for r in result.records]
+            save_records(fixed, target)
+
+    def stage_stage1(self, overrides: dict[str, Any] | None = None, name: str = "stage1") -> Path:
+        from lyrics.recipes import run
+
+        final = self.out / name / "final"
+        if (final / "model.safetensors").is_file():
+            return final
+        config = {
+            "recipe": "stage1",
+            "model": {
+                "preset": "tiny",
+                "overrides": _merged(self.model_overrides(), overrides or {}),
+                "mqformer_tokenizer": str(self.standins.mqformer_tokenizer),
+                "vision_model": str(self.standins.clip),
+            },
+            "data": {
+                "captions": str(self.world / "annotations/captions_toytrain.json"),
+                "images": str(self.world / "images/toytrain"),
+                "refiner_store": str(self.out / "refiner"),
+                "image_features": str(self.out / "features"),
+            },
+            "trainer": self.trainer(name, self.budget.stage1_steps, self.budget.stage1_batch, self.budget.stage1_lr),
+        }
+        return run(config)
+
+    def stage_stage2(self, stage1: Path | None, overrides: dict[str, Any] | None = None, name: str = "stage2") -> Path:
+        from lyrics.recipes import run
+
+        final = self.out / name / "final"
+        if (final / "lyrics_model.safetensors").is_file():
+            return final
+        model: dict[str, Any] = {
+            "preset": str(stage1) if stage1 is not None else "tiny",
+            "overrides": _merged(self.model_overrides() if stage1 is None else self.stage2_overrides(), overrides or {}),
+            "text_model": str(self.standins.lm),
+            "vision_model": str(self.standins.clip),
+            "system_prompt": "",
+            "max_length": 384,
+        }
+        if stage1 is not None:
+            model["stage1"] = str(stage1)
+        config = {
+            "recipe": "stage2",
+            "model": model,
+            "data": {
+                "mixture": {n: {"records": str(self.out / "records" / f"{n}.json"), "weight": w} for n, (*_, w) in MIXTURE.items()},
+                "images": str(self.world),
+                "refiner_store": str(self.out / "refiner"),
+                "image_features": str(self.out / "features"),
+                "samples_per_epoch": self.budget.stage2_steps * self.budget.stage2_batch,
+            },
+            "trainer": self.trainer(name, self.budget.stage2_steps, self.budget.stage2_batch, self.budget.stage2_lr),
+        }
+        return run(config)
+
+    # --- configuration --------------------------------------------------------------------------
+    def model_overrides(self) -> dict[str, Any]:
+        overrides = {k: v for k, v in self.model.items() if k != "vision_feature_layer"}
+        overrides["vision_feature_layer"] = self.model["vision_feature_layer"]
+        return overrides
+
+    def stage2_overrides(self) -> dict[str, Any]:
+        """Stage 2 starts from the stage-1 config; only the stage-2 switches are set again."""
+        keys = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "spatial_text_in_prompt")
+        return {k: self.model[k] for k in keys if k in self.model}
+
+    def trainer(self, name: str, steps: int, batch: int, lr: float) -> dict[str, Any]:
+        return {
+            "output_dir": str(self.out / name), "max_steps": steps, "batch_size": batch, "lr": lr, "log_every": 10,
+            "save_every": max(steps // 2, 1), "keep_checkpoints": 1, "seed": self.seed, "progress": False,
+            "warmup_ratio": 0.1, "max_grad_norm": 1.0,
+        }  # fmt: skip
+
+    # --- driver ---------------------------------------------------------------------------------
+    def timed(self, stage: str, fn: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        self.log(f"[quickstart] {stage} ...")
+        value = fn()
+        self.timings[stage] = time.perf_counter() - start
+        self.log(f"[quickstart] {stage} done in {self.timings[stage]:.1f} s")
+        return value
+
+    def run(self) -> QuickstartResult:
+        from lyrics.toyworld.results import evaluate_quickstart
+        from lyrics.toyworld.report import write_report
+
+        start = time.perf_counter()
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "quickstart.json").write_text(json.dumps({"budget": asdict(self.budget), "seed": self.seed, "model": self.model}, indent=2, default=str))
+        self.timed("world", self.stage_world)
+        self.timed("standins", self.stage_standins)
+        self.timed("refine", self.stage_refine)
+        self.timed("features", self.stage_features)
+        self.timed("records", self.stage_records)
+        stage1 = self.timed("stage1", self.stage_stage1)
+        checkpoint = self.timed("stage2", lambda: self.stage_stage2(stage1))
+        results = self.timed("evaluate", lambda: evaluate_quickstart(self, checkpoint))
+        self.timings["total"] = time.perf_counter() - start
+        self.timed("report", lambda: write_report(self, checkpoint, results))
+        self.timings["total"] = time.perf_counter() - start
+        return QuickstartResult(self.out, results, dict(self.timings), checkpoint)
+
+
+def _merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    from lyrics.presets import _merge
+
+    return _merge(base, extra, "")
+
+
+def _refine_shard(manifest: str, store: str, config: dict, rank: int, world: int) -> None:
+    """One `lyrics refine --shard rank/world` process (run in a subprocess, one thread)."""
+    import torch
+
+    from lyrics.configuration import RefinerConfig
+    from lyrics.refiner.job import run_job
+
+    torch.set_num_threads(1)
+    run_job(manifest, store, RefinerConfig(**{k: v for k, v in config.items() if k != "model_type"}), rank=rank, world=world, progress=False)
