@@ -1,5 +1,5 @@
 # Newcomer commands (see README):
-#   make demo   set up .venv and run the toy-world quickstart (arrives with the quickstart issue)
+#   make demo   set up .venv and run the toy-world quickstart (`lyrics quickstart`)
 #   make test   set up .venv with the dev extras and run the test suite
 #   make setup  set up .venv with the runtime dependencies only
 #
@@ -12,7 +12,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 PIPFLAGS := --disable-pip-version-check -q -c constraints.txt
 
-.PHONY: setup test dev-install clean
+.PHONY: setup test demo dev-install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,13 +23,19 @@ $(VENV)/.stamp-base: pyproject.toml constraints.txt | $(PY)
 	$(PIP) install $(PIPFLAGS) -e .
 	touch $@
 
+# The quickstart scores captions with pycocoevalcap (the `eval` extra).
+$(VENV)/.stamp-demo: pyproject.toml constraints.txt | $(PY)
+	$(PIP) install $(PIPFLAGS) "torch==2.13.0"
+	$(PIP) install $(PIPFLAGS) -e ".[eval]"
+	touch $@ $(VENV)/.stamp-base
+
 $(VENV)/.stamp-dev: pyproject.toml constraints.txt | $(PY)
 	$(PIP) install $(PIPFLAGS) "torch==2.13.0"
 	$(PIP) install $(PIPFLAGS) -e ".[dev]"
 	# The lmms-eval adapter's test needs only lmms-eval's own package (its full dependency set would
 	# add torchvision and ~60 packages); users who run lmms-eval install the `lmms` extra.
 	$(PIP) install $(PIPFLAGS) --no-deps "lmms-eval==0.7.3" loguru
-	touch $@ $(VENV)/.stamp-base
+	touch $@ $(VENV)/.stamp-base $(VENV)/.stamp-demo
 
 setup: $(VENV)/.stamp-base
 	$(VENV)/bin/lyrics --help
@@ -38,6 +44,10 @@ dev-install: $(VENV)/.stamp-dev
 
 test: $(VENV)/.stamp-dev
 	$(PY) -m pytest -q
+
+# The main job: the whole Lyrics pipeline on the toy world (about 10 minutes on 2 CPU cores).
+demo: $(VENV)/.stamp-demo
+	$(VENV)/bin/lyrics quickstart --out runs/quickstart
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

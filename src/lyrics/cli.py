@@ -417,6 +417,63 @@ def eval_command(
         _fail(str(exc))
 
 
+def _threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+
+
+@app.command("quickstart")
+def quickstart_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory (world, stand-ins, checkpoints, results.json, report.html).")] = Path("runs/quickstart"),
+    fast: Annotated[bool, typer.Option("--fast", help="The small budget used by the tests (about 90 s on 2 cores).")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the world, the stand-ins and training.")] = 0,
+    threads: Annotated[int, typer.Option(help="Torch threads for training and evaluation.")] = 2,
+) -> None:
+    """Train and evaluate the whole Lyrics pipeline on the toy world: generate data, refine, train the
+    stand-ins, stage 1, stage 2, evaluate against trivial baselines, write an HTML report."""
+    import time
+
+    from rich.console import Console
+
+    from lyrics.toyworld.quickstart import DEFAULT, FAST, Quickstart
+    from lyrics.toyworld.results import results_table
+
+    _threads(threads)
+    console = Console()
+    start = time.perf_counter()
+    result = Quickstart(out, FAST if fast else DEFAULT, seed=seed, log=console.print).run()
+    console.print(results_table(result.results))
+    wall = time.perf_counter() - start
+    console.print(f"stages: " + ", ".join(f"{k} {v:.0f}s" for k, v in result.timings.items() if k != "total"))
+    console.print(f"[bold]wall time: {wall:.0f} s[/]   results: {out / 'results.json'}   report: {out / 'report.html'}")
+    console.print(f"chat with it: lyrics chat --model {result.checkpoint} --image {out}/world/images/toytest/<image>.jpg --prompt 'What color is the star?'")
+
+
+@app.command("ablate")
+def ablate_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory (shared with `lyrics quickstart --out`, whose data stages are reused).")] = Path("runs/quickstart"),
+    fast: Annotated[bool, typer.Option("--fast", help="The quickstart's small budget.")] = False,
+    rows: Annotated[Optional[list[str]], typer.Option("--row", help="Rows to run (repeatable): full, no_grounding_queries, no_spatial_representation, no_pretraining, spatial_text_switch. Default: all.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed shared by every row.")] = 0,
+    threads: Annotated[int, typer.Option(help="Torch threads.")] = 2,
+) -> None:
+    """The paper's Table 4 ablations at toy scale, with equal budget and seeds, beside the paper's deltas."""
+    from rich.console import Console
+
+    from lyrics.toyworld.ablate import ROWS, ablation_table, run_ablation
+    from lyrics.toyworld.quickstart import DEFAULT, FAST
+
+    unknown = [r for r in rows or [] if r not in ROWS]
+    if unknown:
+        _fail(f"unknown row(s) {unknown}; choose from {list(ROWS)}")
+    _threads(threads)
+    console = Console()
+    table = run_ablation(out, FAST if fast else DEFAULT, rows=rows, seed=seed, log=console.print)
+    console.print(ablation_table(table))
+    console.print(f"written to {out / 'ablation.json'}")
+
+
 def main() -> None:
     app()
 

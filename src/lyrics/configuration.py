@@ -239,6 +239,9 @@ class LyricsConfig(PreTrainedConfig):
             MQ-Former; BLIP-2 (LAVIS) and LLaVA drop the last ViT layer.
         lora_r, lora_alpha, lora_dropout, lora_target_modules: the LLM's LoRA (paper: W_q and W_v;
             r=96 reproduces the paper's 79M LoRA parameters on Vicuna-13B).
+        lora_modules_to_save (`list[str]`, defaults to none): LLM modules trained in full beside LoRA
+            (PEFT `modules_to_save`, e.g. `["lm_head"]`); the paper trains none. The toy world's stand-in
+            LLM needs its output layer (its colour words start with nearly parallel embeddings).
         train_mqformer (`bool`, defaults to True): stage 2 trains the MQ-Former (paper). The released
             code freezes it and the projection.
         spatial_text_in_prompt (`bool`, defaults to False): also put the refiner's textual spatial
@@ -281,6 +284,7 @@ class LyricsConfig(PreTrainedConfig):
     lora_alpha: int = 192
     lora_dropout: float = 0.05
     lora_target_modules: list[str] | tuple[str, ...] = ("q_proj", "v_proj")
+    lora_modules_to_save: list[str] | tuple[str, ...] = ()
     train_mqformer: bool = True
     spatial_text_in_prompt: bool = False
     instruction_aware: bool = False
@@ -302,6 +306,7 @@ class LyricsConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         self.lora_target_modules = list(self.lora_target_modules)
+        self.lora_modules_to_save = list(self.lora_modules_to_save)
         if self.msp_unit not in ("object", "component"):
             raise ValueError(f"LyricsConfig.msp_unit must be 'object' or 'component', got {self.msp_unit!r}")
         # The MQ-Former's input widths follow from the frozen parts, as Blip2Config derives the

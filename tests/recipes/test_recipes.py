@@ -69,7 +69,7 @@ def test_stage1_then_stage2_then_merge(world, tmp_path):
     assert [r["step"] for r in log] == [1, 2]
     assert all(k in log[-1] for k in ("loss_itc", "loss_itm", "loss_icg", "loss_msp"))
     final1 = tmp_path / "run1" / "final"
-    assert (final1 / "model.safetensors").is_file() and (final1 / "tokenizer_config.json").is_file()
+    assert (final1 / "model.safetensors").is_file() and (final1 / "mqformer_tokenizer" / "tokenizer_config.json").is_file()
 
     result = runner.invoke(app, ["convert", "coco-captions", str(world / "captions.json"), "--images", str(world / "images"), "--out", str(tmp_path / "records.json")])
     assert result.exit_code == 0, result.output

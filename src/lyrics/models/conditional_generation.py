@@ -146,6 +146,7 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
         lora = LoraConfig(
             r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
             target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM",
+            modules_to_save=list(cfg.lora_modules_to_save) or None,
         )  # fmt: skip
         self.language_model = get_peft_model(self.language_model, lora)
         self.configure_trainable()
@@ -154,7 +155,7 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
         """Frozen: image encoder, LLM base weights. Trainable: LoRA, and the MQ-Former, `ln_vision` and
         projection when `train_mqformer` (paper section 4)."""
         for name, param in self.named_parameters():
-            if "lora_" in name:
+            if "lora_" in name or ".modules_to_save." in name:
                 param.requires_grad = True
             elif name.startswith(TRAINED_PREFIXES):
                 param.requires_grad = self.config.train_mqformer

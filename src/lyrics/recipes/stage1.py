@@ -196,7 +196,7 @@ class Stage1Recipe:
         if self.trainer.accelerator.is_main_process:
             model = self.trainer.unwrapped_model()
             model.save_pretrained(str(final))
-            self.tokenizer.save_pretrained(str(final))
+            self.tokenizer.save_pretrained(str(final / "mqformer_tokenizer"))
         self.trainer.accelerator.wait_for_everyone()
         return final
 

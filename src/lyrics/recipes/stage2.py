@@ -115,7 +115,7 @@ class Stage2Recipe:
         tokenizer = AutoTokenizer.from_pretrained(str(m["text_model"]))
         image_processor = load_image_processor(m["vision_model"])
         mq_tokenizer = None
-        mq_source = m.get("mqformer_tokenizer") or m.get("stage1")
+        mq_source = m.get("mqformer_tokenizer") or (Path(m["stage1"]) / "mqformer_tokenizer" if m.get("stage1") else None)
         if mq_source and (Path(mq_source) / "tokenizer_config.json").is_file():
             mq_tokenizer = AutoTokenizer.from_pretrained(str(mq_source))
         if config.instruction_aware and mq_tokenizer is None:

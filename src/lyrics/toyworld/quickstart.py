@@ -55,6 +55,8 @@ TOY_MODEL: dict[str, Any] = {
     "mqformer_config": {
         "hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 256,
         "max_position_embeddings": 256, "num_query_tokens": 8, "num_grounding_query_tokens": 8, "contrastive_dim": 64,
+        # No dropout: on CPU SDPA's dropout path costs 4x the step time, and the toy runs are short.
+        "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
     },
     "vision_feature_layer": -1,
     "lora_r": 16,
@@ -107,16 +109,32 @@ class CanonicalKeys:
 
 
 class Quickstart:
-    """Runs the stages in order into `out`; each stage's outputs are reused when already complete."""
+    """Runs the stages in order into `out`; each stage's outputs are reused when already complete.
 
-    def __init__(self, out: str | Path, budget: Budget, seed: int = 0, model: dict[str, Any] | None = None, log: Callable[[str], None] = print):
+    `shared` holds what does not depend on the model (world, stand-ins, refiner store, feature cache,
+    records); `lyrics ablate` points several runs at one `shared` folder.
+    """
+
+    def __init__(
+        self,
+        out: str | Path,
+        budget: Budget,
+        seed: int = 0,
+        model: dict[str, Any] | None = None,
+        log: Callable[[str], None] = print,
+        shared: str | Path | None = None,
+    ):
         self.out = Path(out)
+        self.shared = Path(shared) if shared is not None else self.out
         self.budget = budget
         self.seed = seed
         self.model = json.loads(json.dumps(model or TOY_MODEL))
         self.log = log
         self.timings: dict[str, float] = {}
-        self.world = self.out / "world"
+        self.world = self.shared / "world"
+        self.store_dir = self.shared / "refiner"
+        self.features_dir = self.shared / "features"
+        self.records_dir = self.shared / "records"
 
     # --- stages ---------------------------------------------------------------------------------
     def stage_world(self) -> None:
@@ -128,7 +146,7 @@ class Quickstart:
     def stage_standins(self) -> None:
         from lyrics.toyworld.standins import train_standins
 
-        self.standins = train_standins(self.world, self.out / "standins", fast=self.budget.fast_standins, seed=self.seed)
+        self.standins = train_standins(self.world, self.shared / "standins", fast=self.budget.fast_standins, seed=self.seed)
 
     def refiner_config(self):
         from lyrics.presets import load_config
@@ -141,13 +159,13 @@ class Quickstart:
 
         from lyrics.data.io import atomic_write_text
 
-        manifest = self.out / "refine_inputs.jsonl"
+        manifest = self.shared / "refine_inputs.jsonl"
         rows = []
         for info in self.manifest["splits"].values():
             for path in sorted((self.world / info["image_dir"]).glob("*.jpg")):
                 rows.append(json.dumps({"image": str(path), "id": path.name}))
         atomic_write_text(manifest, "\n".join(rows) + "\n")
-        store = self.out / "refiner"
+        store = self.store_dir
         config = self.refiner_config()
         ctx = mp.get_context("spawn")
         procs = [ctx.Process(target=_refine_shard, args=(str(manifest), str(store), config.to_dict(), rank, 2)) for rank in range(2)]
@@ -173,14 +191,14 @@ class Quickstart:
             for info in self.manifest["splits"].values()
             for path in sorted((self.world / info["image_dir"]).glob("*.jpg"))
         )
-        cache_image_features(encoder, processor, items, self.out / "features", batch_size=64)
+        cache_image_features(encoder, processor, items, self.features_dir, batch_size=64)
 
     def stage_records(self) -> None:
         """Instruction records from the official layouts with the real converters (`lyrics convert`)."""
         from lyrics.data.convert import convert
         from lyrics.data.records import save_records
 
-        records_dir = self.out / "records"
+        records_dir = self.records_dir
         for name, (kind, inputs, images, _weight) in MIXTURE.items():
             target = records_dir / f"{name}.json"
             if target.is_file():
@@ -209,8 +227,10 @@ class Quickstart:
             "data": {
                 "captions": str(self.world / "annotations/captions_toytrain.json"),
                 "images": str(self.world / "images/toytrain"),
-                "refiner_store": str(self.out / "refiner"),
-                "image_features": str(self.out / "features"),
+                "refiner_store": str(self.store_dir),
+                "image_features": str(self.features_dir),
+                "max_spatial_tokens": 96,
+                "max_caption_tokens": 24,
             },
             "trainer": self.trainer(name, self.budget.stage1_steps, self.budget.stage1_batch, self.budget.stage1_lr),
         }
@@ -236,10 +256,10 @@ class Quickstart:
             "recipe": "stage2",
             "model": model,
             "data": {
-                "mixture": {n: {"records": str(self.out / "records" / f"{n}.json"), "weight": w} for n, (*_, w) in MIXTURE.items()},
+                "mixture": {n: {"records": str(self.records_dir / f"{n}.json"), "weight": w} for n, (*_, w) in MIXTURE.items()},
                 "images": str(self.world),
-                "refiner_store": str(self.out / "refiner"),
-                "image_features": str(self.out / "features"),
+                "refiner_store": str(self.store_dir),
+                "image_features": str(self.features_dir),
                 "samples_per_epoch": self.budget.stage2_steps * self.budget.stage2_batch,
             },
             "trainer": self.trainer(name, self.budget.stage2_steps, self.budget.stage2_batch, self.budget.stage2_lr),

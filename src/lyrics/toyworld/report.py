@@ -85,7 +85,7 @@ def _rec_examples(quickstart, checkpoint: Path, assets: Path, limit: int = 6) ->
     predictions: dict[str, Any] = {}
     for path in sorted(run_dir.glob("predictions.seed0.*.jsonl")):
         predictions.update(read_predictions(path))
-    store = open_store(quickstart.out / "refiner")
+    store = open_store(quickstart.store_dir)
     samples = [s for s in load_samples(get_benchmark("refcoco"), world, "test", world / "images") if s.sample_id in predictions]
     rows = []
     fmt = quickstart.refiner_config().coordinate_format

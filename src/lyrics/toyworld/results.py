@@ -36,7 +36,7 @@ def evaluate_quickstart(quickstart, checkpoint: Path, splits: tuple[str, ...] = 
     from lyrics.eval.runner import EvalConfig, run_eval
 
     out = quickstart.out
-    predictor = LyricsPredictor.from_pretrained(checkpoint, refiner_store=out / "refiner")
+    predictor = LyricsPredictor.from_pretrained(checkpoint, refiner_store=quickstart.store_dir)
     predictor.store_key = quickstart.keys
     budget = quickstart.budget
     results: dict[str, dict[str, float]] = {}

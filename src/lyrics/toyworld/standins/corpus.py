@@ -154,6 +154,51 @@ def _fill_boxes(text: str, boxes: list, seqs: list, size: tuple[int, int], fmt: 
     return text
 
 
+# Facts in which each colour, shape, size and answer word is predictable from its own cue words. A
+# real LLM has met every word in contexts that tell it apart from its neighbours; the toy corpus alone
+# never does that for colours (any colour fits "a ... circle"), and the stand-in would end with nearly
+# identical output embeddings for them, which LoRA cannot pull apart in a few hundred steps.
+_FACTS = {
+    "red": ("a ripe tomato", "a fire truck", "blood"),
+    "green": ("fresh grass", "a frog", "a lime"),
+    "blue": ("a clear sky", "the deep sea", "a sapphire"),
+    "yellow": ("a lemon", "the sun", "a banana"),
+    "purple": ("a plum", "a grape", "lavender"),
+    "orange": ("a carrot", "a pumpkin", "a tangerine"),
+}
+_SHAPE_FACTS = {
+    "circle": "is round and has no corners",
+    "square": "has four equal sides",
+    "triangle": "has three corners",
+    "star": "has five points",
+    "hexagon": "has six sides",
+    "diamond": "is a square standing on one corner",
+}
+
+
+def knowledge_documents(rng: np.random.Generator, count: int) -> list[str]:
+    """`count` short documents of colour, shape, size and yes/no facts, and counting sequences."""
+    docs = []
+    colours, shapes = list(_FACTS), list(_SHAPE_FACTS)
+    for _ in range(count):
+        kind = rng.integers(4)
+        if kind == 0:
+            colour = colours[rng.integers(len(colours))]
+            thing = _FACTS[colour][rng.integers(3)]
+            other = colours[rng.integers(len(colours))]
+            docs.append(f"The colour of {thing} is {colour}. Is {thing} {other}? {'yes' if other == colour else 'no'}.")
+        elif kind == 1:
+            shape = shapes[rng.integers(len(shapes))]
+            docs.append(f"A {shape} {_SHAPE_FACTS[shape]}. This shape is a {shape}.")
+        elif kind == 2:
+            big = rng.integers(2)
+            docs.append(f"An elephant is large and an ant is small. The {'elephant' if big else 'ant'} is {'large' if big else 'small'}.")
+        else:
+            start = int(rng.integers(0, 988))
+            docs.append("Counting: " + " ".join(str(n) for n in range(start, start + 12)) + ".")
+    return docs
+
+
 def lm_documents(images: list[ToyImage], rng: np.random.Generator, fmt: str = "int1000", chat: bool = True) -> list[str]:
     """Per image, one text document mixing every kind of toy-world text the LLM will meet
     (captions, question/answer pairs, referring expressions with boxes, the spatial representation,
@@ -173,4 +218,6 @@ def lm_documents(images: list[ToyImage], rng: np.random.Generator, fmt: str = "i
         # to stop. Without the image the answers are only a prior; stage 2 teaches the looking.
         if chat:
             docs += [f"USER: {q} ASSISTANT: {a}" for q, a in img.qa[:3]]
+    if chat:
+        docs += knowledge_documents(rng, len(images))
     return docs
