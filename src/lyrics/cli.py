@@ -418,9 +418,14 @@ def eval_command(
 
 
 def _threads(threads: int) -> None:
+    """Torch threads for a long toy job, and transformers' per-load reports and progress bars off (the
+    job prints its own stage lines; a load problem still raises)."""
     import torch
+    from transformers.utils import logging as hf_logging
 
     torch.set_num_threads(max(1, threads))
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 @app.command("quickstart")
@@ -442,12 +447,16 @@ def quickstart_command(
     _threads(threads)
     console = Console()
     start = time.perf_counter()
-    result = Quickstart(out, FAST if fast else DEFAULT, seed=seed, log=console.print).run()
+    try:
+        result = Quickstart(out, FAST if fast else DEFAULT, seed=seed, log=console.print).run()
+    except ValueError as exc:
+        _fail(str(exc))
     console.print(results_table(result.results))
     wall = time.perf_counter() - start
-    console.print(f"stages: " + ", ".join(f"{k} {v:.0f}s" for k, v in result.timings.items() if k != "total"))
+    console.print("stages: " + ", ".join(f"{k} {v:.0f}s" for k, v in result.timings.items() if k != "total"))
     console.print(f"[bold]wall time: {wall:.0f} s[/]   results: {out / 'results.json'}   report: {out / 'report.html'}")
-    console.print(f"chat with it: lyrics chat --model {result.checkpoint} --image {out}/world/images/toytest/<image>.jpg --prompt 'What color is the star?'")
+    image = next(iter(sorted((out / "world" / "images" / "toytest").glob("*.jpg"))), None)
+    console.print(f"chat with it: lyrics chat --model {result.checkpoint} --image {image} --prompt 'What color is the star?' --save-vis answer.png", markup=False)
 
 
 @app.command("ablate")

@@ -202,7 +202,8 @@ def knowledge_documents(rng: np.random.Generator, count: int) -> list[str]:
 def lm_documents(images: list[ToyImage], rng: np.random.Generator, fmt: str = "int1000", chat: bool = True) -> list[str]:
     """Per image, one text document mixing every kind of toy-world text the LLM will meet
     (captions, question/answer pairs, referring expressions with boxes, the spatial representation,
-    referential dialogue; parts shuffled so no fixed order is learned), plus short chat documents."""
+    referential dialogue; parts shuffled so no fixed order is learned), plus, with `chat`, one
+    conversation that reads the image's object list and short knowledge documents."""
     docs = []
     for img in images:
         parts = [c[:1].upper() + c[1:] for c in img.captions[:2]]
@@ -213,11 +214,24 @@ def lm_documents(images: list[ToyImage], rng: np.random.Generator, fmt: str = "i
             parts.append("Objects: " + format_spatial(img.objects, fmt))
         order = rng.permutation(len(parts))
         docs.append(" ".join(parts[k] for k in order))
-        # Short chat documents in the stage-2 template, each ending with </s> in the token stream:
-        # the stand-in plays an instruction-tuned LLM (Vicuna), which knows its chat format and when
-        # to stop. Without the image the answers are only a prior; stage 2 teaches the looking.
-        if chat:
-            docs += [f"USER: {q} ASSISTANT: {a}" for q, a in img.qa[:3]]
+        if chat and img.objects:
+            docs.append(reading_conversation(img, rng, fmt))
     if chat:
-        docs += knowledge_documents(rng, len(images))
+        docs += knowledge_documents(rng, len(images) // 2)
     return docs
+
+
+def reading_conversation(img: ToyImage, rng: np.random.Generator, fmt: str = "int1000") -> str:
+    """The image's object list (the spatial representation, as the refiner writes it) followed by a
+    chat about it in the stage-2 template: "USER: Objects: ...\nq1 ASSISTANT: a1 USER: q2 ...".
+
+    The stand-in plays an instruction-tuned LLM (Vicuna), which can read a list of objects with boxes
+    and answer questions about it; a tiny LM only learns that lookup (an induction-style copy) from many
+    such conversations, so every question of the image is asked against one list. Built from the
+    train split's ground truth only; the image itself never enters the LM.
+    """
+    turns = list(img.qa) + [(f"Where is {expr}?", f"<Bbox>{format_box(box, fmt)}</Box>") for expr, box in img.boxes]
+    order = rng.permutation(len(turns))
+    chat = [f"USER: {turns[k][0]} ASSISTANT: {turns[k][1]}" for k in order]
+    chat[0] = chat[0].replace("USER: ", f"USER: Objects: {format_spatial(img.objects, fmt)}\n", 1)
+    return " ".join(chat)

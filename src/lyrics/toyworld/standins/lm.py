@@ -30,21 +30,23 @@ from lyrics.toyworld.standins.vocab import train_lm_tokenizer
 class LMStandinConfig:
     """Architecture and budget of the LM stand-in.
 
-    The defaults cost about 18 s of CPU time (one core) and reach a held-out loss of ~1.3 nats per
-    token against ln(V) ~ 7.3 for a uniform guess (the toy language is very regular).
+    Two layers suffice for the lookups the toy needs (a previous-token head and a matching head); the
+    step count is what buys them: on the default world 1500 steps (about 200 s on 2 cores) reach a
+    held-out loss of ~1.0 nats per token against ln(V) ~ 7.6 for a uniform guess, and the model then
+    answers about a third of colour questions from an object list alone (chance: a sixth).
     """
 
     hidden_size: int = 128
-    layers: int = 3
+    layers: int = 2
     heads: int = 4
     intermediate_size: int = 344
     max_position_embeddings: int = 1024
-    block_size: int = 128
+    block_size: int = 384  # holds an object list and the conversation that reads it
     tokenizer_vocab_size: int = 2048
-    steps: int = 100
-    batch_size: int = 12
+    steps: int = 1600
+    batch_size: int = 8
     lr: float = 3e-3
-    warmup: int = 20
+    warmup: int = 50
     weight_decay: float = 0.05
     seed: int = 0
     eval_documents: int = 100
@@ -53,7 +55,7 @@ class LMStandinConfig:
     @classmethod
     def fast(cls, **overrides) -> "LMStandinConfig":
         """A budget for `lyrics quickstart --fast` (a few seconds)."""
-        values = dict(layers=2, steps=30, batch_size=8, warmup=4, eval_documents=30)
+        values = dict(steps=100, warmup=10, eval_documents=30)
         values.update(overrides)
         return cls(**values)
 

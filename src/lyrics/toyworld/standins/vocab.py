@@ -40,7 +40,11 @@ def _number_lines(repeat: int = 3) -> list[str]:
 def train_lm_tokenizer(texts: Iterable[str], vocab_size: int = 2048) -> PreTrainedTokenizerFast:
     """Byte-level BPE with numbers 0-999 as single tokens (see module docstring)."""
     tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # add_prefix_space: the spatial markup tokens are added tokens, which split the text before
+    # pre-tokenization, so "<T>red star</T>" gives "Ġred Ġstar", the same ids as "a red star". Without
+    # it the tag's first word is a different token ("red") from the same word in questions and
+    # answers ("Ġred"), and reading a colour out of the spatial text needs a learned word-to-word map.
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -56,7 +60,8 @@ def train_lm_tokenizer(texts: Iterable[str], vocab_size: int = 2048) -> PreTrain
         additional_special_tokens=["<image>"],
     )
     fast.add_tokens(list(SPATIAL_MARKUP_TOKENS))  # whole tokens, but not stripped when decoding
-    split_numbers = [n for n in NUMBERS if len(fast.tokenize(n)) != 1]
+    # as in box text: "(" then the number (a bare "7" would get the prefix space)
+    split_numbers = [n for n in NUMBERS if fast.tokenize(f"({n}")[1:] != [n]]
     if split_numbers:
         raise ValueError(
             f"LM tokenizer: {len(split_numbers)} numbers are not single tokens (e.g. {split_numbers[:3]}); "

@@ -1,0 +1,107 @@
+"""`lyrics quickstart --fast` end to end (the real CLI in a subprocess), then `lyrics chat` and one
+`lyrics ablate` row on its checkpoint. The run is shared by the module (about 90 s on 2 cores)."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lyrics.toyworld.ablate import ROWS, ablation_table, row_overrides
+from lyrics.toyworld.quickstart import STAGES, TOY_MODEL
+
+
+
+def _cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run([sys.executable, "-m", "lyrics", *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def fast_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("quickstart") / "run"
+    done = _cli("quickstart", "--fast", "--out", str(out))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return out, done.stdout
+
+
+def test_every_stage_ran_and_wrote_its_outputs(fast_run):
+    out, stdout = fast_run
+    summary = json.loads((out / "quickstart.json").read_text())
+    assert list(summary["timings"]) == [*STAGES, "total"]
+    assert re.search(r"wall time: \d+ s", stdout)
+    assert (out / "world" / "world.json").is_file()
+    assert (out / "standins" / "clip" / "model.safetensors").is_file() and (out / "standins" / "lm" / "model.safetensors").is_file()
+    assert any((out / "refiner").rglob("*.safetensors")) or any((out / "refiner").iterdir())
+    assert (out / "stage1" / "final" / "model.safetensors").is_file()
+    assert (out / "stage2" / "final" / "lyrics_model.safetensors").is_file()
+    report = (out / "report.html").read_text()
+    assert "<img" in report and "loss" in report.lower()
+
+
+def test_results_json_maps_metrics_to_value_and_baseline(fast_run):
+    out, _ = fast_run
+    results = json.loads((out / "results.json").read_text())
+    for split in ("test", "zeroshot"):
+        for key in ("captioning/CIDEr", "vqa/accuracy", "vqa/color", "rec/Acc@0.5", "pope_random/F1", "pope_adversarial/F1"):
+            entry = results[f"{split}/{key}"]
+            assert set(entry) == {"value", "baseline"} and all(isinstance(v, float) for v in entry.values())
+
+
+def test_fast_budget_learns_the_answer_formats(fast_run):
+    """In 90 s the fast budget learns each task's answer format, not yet to beat the baselines (the
+    default budget's measured table is in the README): every REC answer is a box the official parser
+    reads, VQA answers are words of the training answer vocabulary, and the stage-2 loss falls."""
+    out, _ = fast_run
+    details = json.loads((out / "eval" / "stage2-details.json").read_text())
+    assert details["test/rec"]["metrics"]["no_box"] == 0.0
+    answers = {a["multiple_choice_answer"] for a in json.loads((out / "world/vqav2/v2_mscoco_toytrain_annotations.json").read_text())["annotations"]}
+    predictions = [json.loads(line)["prediction"] for line in Path(details["test/vqa"]["run_dir"], "predictions.seed0.shard0of1.jsonl").read_text().splitlines()]
+    assert predictions and sum(p.strip() in answers for p in predictions) >= 0.9 * len(predictions)
+    losses = [json.loads(line)["loss"] for line in (out / "stage2" / "logs" / "train.jsonl").read_text().splitlines()]
+    assert sum(losses[-3:]) / 3 < 0.8 * losses[0]
+
+
+def test_chat_answers_on_the_quickstart_checkpoint_and_draws_boxes(fast_run, tmp_path):
+    out, _ = fast_run
+    image = sorted((out / "world" / "images" / "toytest").glob("*.jpg"))[0]
+    picture = tmp_path / "answer.png"
+    done = _cli("chat", "--model", str(out / "stage2" / "final"), "--image", str(image), "--prompt", "Where is the star?", "--save-vis", str(picture), "--max-new-tokens", "24")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip()
+    assert picture.is_file() and picture.stat().st_size > 0
+
+
+def test_one_ablation_row_reuses_the_run_and_reports_its_difference(fast_run):
+    from lyrics.toyworld.ablate import run_ablation
+    from lyrics.toyworld.quickstart import FAST
+
+    out, _ = fast_run
+    table = run_ablation(out, FAST, rows=["no_pretraining"], log=lambda _: None)
+    assert set(table) == {"no_pretraining"} and "colour VQA" in table["no_pretraining"]
+    assert not (out / "ablate" / "no_pretraining" / "stage1").exists()  # this row skips stage 1
+    summary = json.loads((out / "ablation.json").read_text())
+    assert summary["rows"] == table and summary["budget"]["stage2_steps"] == FAST.stage2_steps
+
+
+def test_ablation_rows_change_exactly_their_switch():
+    assert row_overrides("full", TOY_MODEL) == ({}, True)
+    assert row_overrides("no_pretraining", TOY_MODEL) == ({}, False)
+    assert row_overrides("no_grounding_queries", TOY_MODEL)[0] == {"mqformer_config": {"num_grounding_query_tokens": 0}}
+    assert row_overrides("spatial_text_switch", TOY_MODEL)[0] == {"spatial_text_in_prompt": not TOY_MODEL["spatial_text_in_prompt"]}
+    with pytest.raises(ValueError, match="unknown ablation row"):
+        row_overrides("no_such_row", TOY_MODEL)
+    rendered = ablation_table({"full": {"colour VQA": 40.0}, "no_pretraining": {"colour VQA": 30.0}})
+    assert rendered.row_count == 2 and set(ROWS) >= {"full", "no_pretraining"}
+
+
+def test_a_folder_with_another_run_is_refused(tmp_path):
+    from lyrics.toyworld.quickstart import FAST, Quickstart
+
+    (tmp_path / "quickstart.json").write_text(json.dumps({"seed": 5, "budget": {}, "model": {}}))
+    with pytest.raises(ValueError, match="different"):
+        Quickstart(tmp_path, FAST, seed=0).run()
+    assert not (tmp_path / "world").exists()  # refused before any stage ran
