@@ -15,15 +15,17 @@ from lyrics.toyworld.quickstart import STAGES, TOY_MODEL
 
 
 
-def _cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+def _cli(*args: str, timeout: int = 600, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "200", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run([sys.executable, "-m", "lyrics", *args], capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run([sys.executable, "-m", "lyrics", *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
 def fast_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("quickstart") / "run"
-    done = _cli("quickstart", "--fast", "--out", str(out))
+    # a relative --out, as in the README's `make demo`
+    cwd = tmp_path_factory.mktemp("quickstart")
+    done = _cli("quickstart", "--fast", "--out", "runs/fast", cwd=cwd)
+    out = cwd / "runs" / "fast"
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return out, done.stdout
 

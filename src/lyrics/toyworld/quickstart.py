@@ -134,8 +134,10 @@ class Quickstart:
         log: Callable[[str], None] = print,
         shared: str | Path | None = None,
     ):
-        self.out = Path(out)
-        self.shared = Path(shared) if shared is not None else self.out
+        # Absolute paths: the refine manifest and the recipe configs are read relative to their own
+        # folders, so a relative `--out runs/quickstart` would otherwise point every image elsewhere.
+        self.out = Path(out).resolve()
+        self.shared = Path(shared).resolve() if shared is not None else self.out
         self.budget = budget
         self.seed = seed
         self.model = json.loads(json.dumps(model or TOY_MODEL))
@@ -185,6 +187,11 @@ class Quickstart:
             proc.join()
             if proc.exitcode != 0:
                 raise RuntimeError(f"the refine job failed (exit code {proc.exitcode}); rerun to resume")
+        # Every toy image is well formed, so any skipped image is a bug to report, not to train around.
+        errors = store / "errors.jsonl"
+        if errors.is_file() and errors.read_text().strip():
+            lines = errors.read_text().splitlines()
+            raise RuntimeError(f"the refiner skipped {len(lines)} toy images (first: {lines[0]}); see {errors}")
 
     def stage_features(self) -> None:
         """Cache the frozen CLIP stand-in's features once; both stages and every ablation reuse them."""
