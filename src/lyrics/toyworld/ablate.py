@@ -17,7 +17,6 @@ comes out, in either direction.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -66,17 +65,14 @@ def row_overrides(row: str, model: dict[str, Any]) -> tuple[dict[str, Any], bool
 
 def run_ablation(out: str | Path, budget: Budget, rows: list[str] | None = None, seed: int = 0, log=print) -> dict[str, dict[str, Any]]:
     """Run every row (reusing finished ones) and write `OUT/ablation.json`."""
+    from lyrics.data.io import atomic_write_text
     from lyrics.presets import _merge
     from lyrics.toyworld.results import evaluate_quickstart
 
     out = Path(out)
     rows = rows or list(ROWS)
     base = Quickstart(out, budget, seed=seed, log=log)
-    base.timed("world", base.stage_world)
-    base.timed("standins", base.stage_standins)
-    base.timed("refine", base.stage_refine)
-    base.timed("features", base.stage_features)
-    base.timed("records", base.stage_records)
+    base.prepare()
     table: dict[str, dict[str, Any]] = {}
     for row in rows:
         overrides, pretrain = row_overrides(row, base.model)
@@ -87,7 +83,7 @@ def run_ablation(out: str | Path, budget: Budget, rows: list[str] | None = None,
         results = run.timed(f"{row}: evaluate", lambda: evaluate_quickstart(run, checkpoint, splits=("test",)))
         table[row] = {name: results[key]["value"] for name, key in SUMMARY.items() if key in results}
     summary = {"budget": {"stage1_steps": budget.stage1_steps, "stage2_steps": budget.stage2_steps, "seed": seed}, "rows": table}
-    (out / "ablation.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_text(out / "ablation.json", json.dumps(summary, indent=2))
     return table
 
 
@@ -114,7 +110,3 @@ def ablation_table(table: dict[str, dict[str, Any]]):
         out.add_row(ROWS.get(row, row), *cells, PAPER_DELTAS.get(row, ""))
     return out
 
-
-def scaled(budget: Budget, factor: float) -> Budget:
-    """The same budget with step counts scaled (ablations can trade precision for time)."""
-    return replace(budget, stage1_steps=max(1, int(budget.stage1_steps * factor)), stage2_steps=max(1, int(budget.stage2_steps * factor)))

@@ -188,10 +188,11 @@ class Quickstart:
             if proc.exitcode != 0:
                 raise RuntimeError(f"the refine job failed (exit code {proc.exitcode}); rerun to resume")
         # Every toy image is well formed, so any skipped image is a bug to report, not to train around.
-        errors = store / "errors.jsonl"
-        if errors.is_file() and errors.read_text().strip():
-            lines = errors.read_text().splitlines()
-            raise RuntimeError(f"the refiner skipped {len(lines)} toy images (first: {lines[0]}); see {errors}")
+        from lyrics.refiner.store import open_store
+
+        skipped = open_store(store).errors()
+        if skipped:
+            raise RuntimeError(f"the refiner skipped {len(skipped)} toy images (first: {skipped[0]}); see {store}")
 
     def stage_features(self) -> None:
         """Cache the frozen CLIP stand-in's features once; both stages and every ablation reuse them."""
@@ -330,6 +331,14 @@ class Quickstart:
         self.log(f"quickstart: {stage} done in {self.timings[stage]:.1f} s")
         return value
 
+    def prepare(self) -> None:
+        """The stages that do not depend on the model (reused by every `lyrics ablate` row)."""
+        self.timed("world", self.stage_world)
+        self.timed("standins", self.stage_standins)
+        self.timed("refine", self.stage_refine)
+        self.timed("features", self.stage_features)
+        self.timed("records", self.stage_records)
+
     def run(self) -> QuickstartResult:
         from lyrics.data.io import atomic_write_text
         from lyrics.toyworld.report import write_report
@@ -340,11 +349,7 @@ class Quickstart:
         summary = {"budget": asdict(self.budget), "seed": self.seed, "model": self.model, "timings": self.timings}
         self.check_previous(json.loads(json.dumps(summary, default=str)))
         atomic_write_text(self.out / "quickstart.json", json.dumps(summary, indent=2, default=str))
-        self.timed("world", self.stage_world)
-        self.timed("standins", self.stage_standins)
-        self.timed("refine", self.stage_refine)
-        self.timed("features", self.stage_features)
-        self.timed("records", self.stage_records)
+        self.prepare()
         stage1 = self.timed("stage1", self.stage_stage1)
         checkpoint = self.timed("stage2", lambda: self.stage_stage2(stage1))
         results = self.timed("evaluate", lambda: evaluate_quickstart(self, checkpoint))
