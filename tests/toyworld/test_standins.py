@@ -17,7 +17,7 @@ from lyrics.toyworld.standins import (
     train_lm_standin,
     train_standins,
 )
-from lyrics.toyworld.standins.corpus import StandinData, lm_documents
+from lyrics.toyworld.standins.corpus import StandinData, document_text, lm_documents
 from lyrics.toyworld.standins.vocab import train_clip_tokenizer, train_lm_tokenizer, train_mqformer_tokenizer
 
 TINY_CLIP = ClipStandinConfig(image_size=56, patch_size=14, vision_hidden_size=32, vision_layers=1, text_hidden_size=32,
@@ -33,7 +33,7 @@ def data(tiny_world):
 
 @pytest.fixture(scope="module")
 def documents(data):
-    return lm_documents(data.train, np.random.default_rng(0))
+    return [document_text(doc) for doc in lm_documents(data.train, np.random.default_rng(0))]
 
 
 def test_corpus_reads_every_kind_of_text(data, documents):
@@ -45,6 +45,39 @@ def test_corpus_reads_every_kind_of_text(data, documents):
     for piece in ("Question: ", " Answer: ", "<Bbox>(", "</Box>", "<br><T>", "</T>"):
         assert piece in text
     assert "<boxes>" not in text  # dialogue placeholders are replaced by box text
+
+
+def test_reading_drills_ask_about_their_list_and_carry_loss_only_on_the_answer(data, documents):
+    from lyrics.toyworld.annotate import split_tag_pool
+    from lyrics.toyworld.standins.corpus import reading_drill
+    from lyrics.toyworld.standins.lm import token_stream
+
+    pool = split_tag_pool("train")
+    rng = np.random.default_rng(0)
+    images = [i for i in data.train if len(i.objects) >= 3]
+    kinds = {"What color": 0, "Is there": 0, "Where is": 0}
+    for img in images * 4:
+        doc = reading_drill(img, rng, pool)
+        (_, head), (listed, in_list), (question, in_question), (answer, supervised) = doc
+        assert (head, in_list, in_question, supervised) == (False, False, False, True)
+        tags = [t.split("</T>")[0] for t in listed.split("<T>")[1:]]
+        assert 1 <= len(tags) <= len(img.objects) and set(tags) <= {t for t, _ in img.objects}
+        kind = next(k for k in kinds if question.startswith("\n" + k))
+        kinds[kind] += 1
+        if kind == "What color":
+            shape = question.split("the ")[1].split("?")[0]
+            assert [t.split()[0] for t in tags if t.endswith(shape)] == [answer.strip()]
+        elif kind == "Is there":
+            asked = " ".join(question.split(" in the image?")[0].split()[3:])
+            assert asked in pool and (answer == " yes") == (asked in tags)  # never a zero-shot pair
+        else:
+            assert answer.startswith(" <Bbox>(") and answer.endswith("</Box>")
+    assert min(kinds.values()) > 0
+    # only the answer (and the closing </s>) carries next-token loss
+    tokenizer = train_lm_tokenizer(documents)
+    doc = reading_drill(images[0], rng, pool)
+    ids, labels = token_stream(tokenizer, [doc])
+    assert tokenizer.decode(ids[labels != -100]).replace(" ", "") == (doc[-1][0] + "</s>").replace(" ", "")
 
 
 def test_lm_tokenizer_numbers_markup_and_round_trip(documents, tmp_path):

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from lyrics.toyworld.standins.clip import ClipStandinConfig, evaluate_retrieval, train_clip_standin
-from lyrics.toyworld.standins.corpus import StandinData, lm_documents, world_identity
+from lyrics.toyworld.standins.corpus import StandinData, document_text, lm_documents, world_identity
 from lyrics.toyworld.standins.lm import LMStandinConfig, evaluate_lm, train_lm_standin
 from lyrics.toyworld.standins.training import LOG_NAME, save_atomically
 from lyrics.toyworld.standins.vocab import train_mqformer_tokenizer
@@ -55,7 +55,7 @@ def build_mqformer_tokenizer(
     from lyrics.tokenization import mqformer_token_ids
 
     data = data or StandinData.load(world_dir)
-    tokenizer = train_mqformer_tokenizer(lm_documents(data.train, np.random.default_rng(0)), vocab_size=vocab_size)
+    tokenizer = train_mqformer_tokenizer(map(document_text, lm_documents(data.train, np.random.default_rng(0))), vocab_size=vocab_size)
     ids = mqformer_token_ids(tokenizer)
 
     def write(directory: Path) -> None:

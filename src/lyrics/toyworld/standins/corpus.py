@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from lyrics.refiner.spatial import box_from_pixels, format_box, format_spatial
+from lyrics.toyworld.annotate import split_tag_pool
+from lyrics.toyworld.language import article
 from lyrics.toyworld.layouts import annotation_id
 from lyrics.toyworld.world import load_manifest
 
@@ -199,12 +201,25 @@ def knowledge_documents(rng: np.random.Generator, count: int) -> list[str]:
     return docs
 
 
-def lm_documents(images: list[ToyImage], rng: np.random.Generator, fmt: str = "int1000", chat: bool = True) -> list[str]:
+# A training document for the LM stand-in: (text, carries next-token loss) segments. In a reading
+# drill only the answer carries loss: the object list and the question are unpredictable where they
+# stand, and their loss would swamp the few answer tokens that teach the model to read the list.
+Segment = tuple[str, bool]
+Document = list[Segment]
+
+
+def document_text(document: Document) -> str:
+    return "".join(text for text, _ in document)
+
+
+def lm_documents(
+    images: list[ToyImage], rng: np.random.Generator, fmt: str = "int1000", chat: bool = True, drills_per_image: int = 4
+) -> list[Document]:
     """Per image, one text document mixing every kind of toy-world text the LLM will meet
     (captions, question/answer pairs, referring expressions with boxes, the spatial representation,
-    referential dialogue; parts shuffled so no fixed order is learned), plus, with `chat`, one
-    conversation that reads the image's object list and short knowledge documents."""
-    docs = []
+    referential dialogue; parts shuffled so no fixed order is learned), plus, with `chat`,
+    `drills_per_image` reading drills and short knowledge documents, all in a random order."""
+    docs: list[Document] = []
     for img in images:
         parts = [c[:1].upper() + c[1:] for c in img.captions[:2]]
         parts += [f"Question: {q} Answer: {a}" for q, a in img.qa]
@@ -213,25 +228,49 @@ def lm_documents(images: list[ToyImage], rng: np.random.Generator, fmt: str = "i
         if img.objects:
             parts.append("Objects: " + format_spatial(img.objects, fmt))
         order = rng.permutation(len(parts))
-        docs.append(" ".join(parts[k] for k in order))
-        if chat and img.objects:
-            docs.append(reading_conversation(img, rng, fmt))
+        docs.append([(" ".join(parts[k] for k in order), True)])
     if chat:
-        docs += knowledge_documents(rng, len(images) // 2)
+        docs += [[(doc, True)] for doc in knowledge_documents(rng, len(images) // 2)]
+        pool = split_tag_pool("train")
+        docs += [reading_drill(img, rng, pool, fmt) for img in images if img.objects for _ in range(drills_per_image)]
+        docs = [docs[k] for k in rng.permutation(len(docs))]
     return docs
 
 
-def reading_conversation(img: ToyImage, rng: np.random.Generator, fmt: str = "int1000") -> str:
-    """The image's object list (the spatial representation, as the refiner writes it) followed by a
-    chat about it in the stage-2 template: "USER: Objects: ...\nq1 ASSISTANT: a1 USER: q2 ...".
+def reading_drill(img: ToyImage, rng: np.random.Generator, pool: list[str], fmt: str = "int1000") -> Document:
+    """One question about an object list, in the stage-2 template: "USER: Objects: <list>\nq ASSISTANT: a".
 
     The stand-in plays an instruction-tuned LLM (Vicuna), which can read a list of objects with boxes
     and answer questions about it; a tiny LM only learns that lookup (an induction-style copy) from many
-    such conversations, so every question of the image is asked against one list. Built from the
-    train split's ground truth only; the image itself never enters the LM.
+    short, dense examples. The list is a random subset of the image's ground-truth objects (1 to all,
+    in a random order: the refiner orders objects by score, not position) and the question one of
+    * "What color is the <shape>?" for a shape that occurs once in the list,
+    * "Is there a <tag> in the image?", yes for a listed tag, no for a tag of `pool` (the tags the
+      train split may name) that is not listed, most often one sharing its colour or shape with a
+      listed object (POPE's adversarial negatives),
+    * "Where is the <tag>?" answered with the object's box.
+    Built from the train split's ground truth only; the image itself never enters the LM.
     """
-    turns = list(img.qa) + [(f"Where is {expr}?", f"<Bbox>{format_box(box, fmt)}</Box>") for expr, box in img.boxes]
-    order = rng.permutation(len(turns))
-    chat = [f"USER: {turns[k][0]} ASSISTANT: {turns[k][1]}" for k in order]
-    chat[0] = chat[0].replace("USER: ", f"USER: Objects: {format_spatial(img.objects, fmt)}\n", 1)
-    return " ".join(chat)
+    count = int(rng.integers(1, len(img.objects) + 1))
+    objects = [img.objects[k] for k in rng.permutation(len(img.objects))[:count]]
+    tags = [tag for tag, _ in objects]
+    kind = int(rng.integers(3))
+    shapes = [tag.split()[-1] for tag in tags]
+    unique_shapes = [i for i, shape in enumerate(shapes) if shapes.count(shape) == 1]
+    if kind == 0 and unique_shapes:
+        i = unique_shapes[int(rng.integers(len(unique_shapes)))]
+        question, answer = f"What color is the {shapes[i]}?", tags[i].split()[0]
+    elif kind == 2:
+        unique = [i for i, tag in enumerate(tags) if tags.count(tag) == 1] or [0]
+        i = unique[int(rng.integers(len(unique)))]
+        question, answer = f"Where is the {tags[i]}?", f"<Bbox>{format_box(objects[i][1], fmt)}</Box>"
+    else:
+        absent = [tag for tag in pool if tag not in tags]
+        near = [tag for tag in absent if any(set(tag.split()) & set(t.split()) for t in tags)]
+        if rng.random() < 0.5 or not absent:
+            asked, answer = tags[int(rng.integers(len(tags)))], "yes"
+        else:
+            source = near if near and rng.random() < 0.6 else absent
+            asked, answer = source[int(rng.integers(len(source)))], "no"
+        question = f"Is there {article(asked)} in the image?"
+    return [("USER: Objects: ", False), (format_spatial(objects, fmt), False), (f"\n{question} ASSISTANT:", False), (f" {answer}", True)]
