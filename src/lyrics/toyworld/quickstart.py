@@ -9,7 +9,8 @@ layouts and read back by the official-format readers and converters; the refiner
 with the official scorers. `OUT/results.json` maps each metric to `{"value": v, "baseline": b}`.
 
 The toy model is tiny (a 4-layer MQ-Former of width 128, 8 + 8 queries, a 2-layer LLaMA stand-in),
-so it runs on one CPU thread; budgets are in `Budget` (`DEFAULT` < 10 min, `FAST` < 90 s on 2 cores).
+so it runs on one CPU thread; budgets are in `Budget` (targets on 2 cores: `DEFAULT` < 10 min, `FAST` < 90 s;
+the README gives measured times, which vary with the machine: 650 s and 107 s on a slow day).
 """
 
 from __future__ import annotations
@@ -41,9 +42,8 @@ class Budget:
     eval_batch: int = 32
 
 
-# Where the default's ~9 minutes go on 2 cores: the LM stand-in ~3.5 (reading an object list is what
-# it must learn, and that appears only after ~1500 steps), refine ~0.7, stage 1 ~1, stage 2 ~2.5,
-# evaluation ~0.5.
+# Where the default's ~9 minutes go on 2 cores: the LM stand-in ~3 (reading an object list is what it
+# must learn, from reading drills), refine ~0.7, stage 1 ~1.3, stage 2 ~3.5, evaluation ~0.5.
 DEFAULT = Budget(
     world=WorldSizes(train=1200, val=60, test=200, zeroshot=120), fast_standins=False,
     stage1_steps=80, stage1_batch=24, stage2_steps=800, stage2_lr=2e-3, eval_limit=400,
