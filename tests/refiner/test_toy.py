@@ -142,3 +142,20 @@ def test_scenes_of_the_toy_world_generator():
             hits[obj.visible_fraction == 1.0].append(match)
     assert len(hits[True]) > 50 and len(hits[False]) > 10
     assert np.mean(hits[True]) >= 0.97 and np.mean(hits[True] + hits[False]) >= 0.95
+
+
+def test_batched_rasterization_equals_one_template_at_a_time():
+    rng = np.random.default_rng(0)
+    rows, cols = np.arange(5, 47, dtype=np.float64), np.arange(3, 61, dtype=np.float64)
+    boxes = np.array([[10.5, 8.5, 40.5, 30.5], [2.0, 1.0, 70.3, 52.8], [20.0, 20.0, 20.5, 21.0]]) + rng.normal(0, 0.3, (3, 4))
+    for group, stacked in toy._BATCHES:  # every polygon template, in one box
+        many = toy.rasterize_many(stacked, boxes[:1], rows, cols)
+        assert many.shape == (len(group), len(rows), len(cols))
+        for k, index in enumerate(group):
+            assert np.array_equal(many[k], toy.rasterize(toy.TEMPLATES[index][1], boxes[0], rows, cols))
+    for index in (0, 1, len(toy.TEMPLATES) - 1):  # one template (the circle too), in several boxes
+        edges = toy._EDGES[index]
+        many = toy.rasterize_many(None if edges is None else tuple(c[None] for c in edges), boxes, rows, cols)
+        assert many.any() and not many.all()
+        for k, box in enumerate(boxes):
+            assert np.array_equal(many[k], toy.rasterize(toy.TEMPLATES[index][1], box, rows, cols))
