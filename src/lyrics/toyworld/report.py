@@ -119,6 +119,8 @@ def _vqa_examples(quickstart, checkpoint: Path, limit: int = 8) -> list[dict[str
 
 def write_report(quickstart, checkpoint: Path, results: dict[str, dict[str, float]]) -> Path:
     """Write `OUT/report.html` (and `OUT/report/*.png`)."""
+    from lyrics.data.io import atomic_write_text
+
     out = quickstart.out
     assets = out / "report"
     assets.mkdir(parents=True, exist_ok=True)
@@ -158,5 +160,5 @@ def write_report(quickstart, checkpoint: Path, results: dict[str, dict[str, floa
     parts += [f"<tr><td>{esc(r['question'])}</td><td>{esc(r['answer'])}</td><td>{esc(r['truth'])}</td></tr>" for r in vqa]
     parts.append("</table></body></html>")
     path = out / "report.html"
-    path.write_text("\n".join(parts))
+    atomic_write_text(path, "\n".join(parts))
     return path

@@ -32,6 +32,7 @@ def _benchmarks(world: Path, split: str) -> list[tuple[str, str, Path, str, Path
 
 def evaluate_quickstart(quickstart, checkpoint: Path, splits: tuple[str, ...] = ("test", "zeroshot"), out_name: str = "results.json") -> dict[str, dict[str, float]]:
     """Score `checkpoint` and write `OUT/results.json`; returns the same mapping."""
+    from lyrics.data.io import atomic_write_text
     from lyrics.eval.predictor import LyricsPredictor
     from lyrics.eval.runner import EvalConfig, run_eval
 
@@ -57,8 +58,8 @@ def evaluate_quickstart(quickstart, checkpoint: Path, splits: tuple[str, ...] = 
                 by_type, base_by_type = vqa_by_question_type(outcome.run_dir, config, quickstart.world)
                 for qtype, value in by_type.items():
                     results[f"{split}/vqa/{qtype}"] = {"value": value, "baseline": base_by_type[qtype]}
-    (out / out_name).write_text(json.dumps(results, indent=2))
-    (out / "eval" / f"{checkpoint.parent.name}-details.json").write_text(json.dumps(details, indent=2))
+    atomic_write_text(out / out_name, json.dumps(results, indent=2))
+    atomic_write_text(out / "eval" / f"{checkpoint.parent.name}-details.json", json.dumps(details, indent=2))
     return results
 
 
