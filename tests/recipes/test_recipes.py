@@ -119,3 +119,30 @@ def test_bad_recipe_configs_are_named(tmp_path):
     assert result.exit_code == 2 and "must be one of" in result.output
     typo = write(tmp_path / "typo.yaml", {"recipe": "stage1", "trainers": {}})
     assert "unknown section" in runner.invoke(app, ["train", str(typo)]).output
+
+
+def test_recipes_build_the_same_model_for_the_same_seed(world):
+    """Fresh parameters come from the trainer seed, not from whatever the global RNG holds."""
+    from lyrics.recipes.stage1 import Stage1Recipe
+    from lyrics.recipes.stage2 import Stage2Recipe
+
+    trainer = {"output_dir": "unused", "max_steps": 1, "seed": 3}
+    stage1 = {
+        "recipe": "stage1", "trainer": trainer,
+        "model": {"preset": "tiny", "mqformer_tokenizer": str(world / "mq_tokenizer"), "vision_model": str(world / "vision")},
+        "data": {"captions": str(world / "captions.json"), "images": str(world / "images")},
+    }  # fmt: skip
+    stage2 = {
+        "recipe": "stage2", "trainer": trainer,
+        "model": {"preset": "tiny", "text_model": str(world / "llm"), "vision_model": str(world / "vision")},
+        "data": {},
+    }  # fmt: skip
+    for recipe, config in ((Stage1Recipe, stage1), (Stage2Recipe, stage2)):
+        states = []
+        for noise in (1, 2):
+            torch.manual_seed(noise)
+            built = recipe(config)
+            built._setup_model()
+            states.append({k: v.clone() for k, v in built.model.state_dict().items()})
+        assert states[0].keys() == states[1].keys()
+        assert all(torch.equal(states[0][k], states[1][k]) for k in states[0]), recipe.__name__

@@ -134,8 +134,14 @@ class Stage1Recipe:
             self.encoder.to(self.trainer.accelerator.device)
 
     def _setup_model(self) -> None:
+        from accelerate.utils import set_seed
+
         from lyrics.models.pretraining import LyricsForPretraining
         from lyrics.tokenization import load_mqformer_tokenizer
+
+        # Seeded before the model is built: new parameters (projection, LoRA, fresh heads) come from the
+        # global RNG, and the Trainer seeds only after it is given the model.
+        set_seed(self.trainer_config.seed)
 
         m, data = self.cfg["model"], self.cfg["data"]
         self.tokenizer = load_mqformer_tokenizer(m.get("mqformer_tokenizer", "google-bert/bert-base-uncased"))

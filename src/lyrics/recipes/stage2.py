@@ -101,11 +101,16 @@ class Stage2Recipe:
         )  # fmt: skip
 
     def _setup_model(self) -> None:
+        from accelerate.utils import set_seed
         from transformers import AutoTokenizer
 
         from lyrics.models.conditional_generation import LyricsForConditionalGeneration
         from lyrics.models.processing import ChatTemplate, LyricsProcessor, load_image_processor
         from lyrics.presets import load_config
+
+        # Seeded before the model is built: new parameters (projection, LoRA, fresh heads) come from the
+        # global RNG, and the Trainer seeds only after it is given the model.
+        set_seed(self.trainer_config.seed)
 
         m = self.cfg["model"]
         for key in ("text_model", "vision_model"):
