@@ -1,0 +1,112 @@
+"""How well the LM stand-in reads an object list: the ceiling of the toy quickstart (README).
+
+Trains the LM stand-in (`lyrics.toyworld.standins.lm`) on a generated default-size toy world, then
+asks it reading drills about val-split object lists (`corpus.reading_drill`, never seen in training)
+and scores its greedy answers per question kind:
+
+  * colour: "What color is the <shape>?" for a shape that occurs once in the list (chance: 1/6);
+  * exist-yes / exist-no: "Is there a <tag> in the image?" for a listed / an unlisted tag;
+  * where: "Where is the <tag>?", right when the answered box has IoU >= 0.5 with the listed one.
+
+The variants the README reports: `--layers 3`; `--tag-tokens` (every tag one token of the LM's
+vocabulary); `--only-existence --drills-per-image 30 --repeat 1` (fresh existence drills only).
+
+Usage: python bench/lm_reading.py [--world /tmp/lm_reading_world] [--steps 1000] [--layers 2]
+       [--drills-per-image 4] [--only-existence] [--repeat 1] [--tag-tokens] [--questions 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lyrics.models.processing import IGNORE_INDEX
+from lyrics.toyworld import spec
+from lyrics.toyworld.annotate import split_tag_pool
+from lyrics.toyworld.standins.corpus import StandinData, document_text, lm_documents, reading_drill
+from lyrics.toyworld.standins.lm import LMStandinConfig, blocks, build_model, token_stream
+from lyrics.toyworld.standins.training import epoch_order, seed_everything, train_loop
+from lyrics.toyworld.standins.vocab import train_lm_tokenizer
+from lyrics.toyworld.world import WorldSizes, generate_world
+
+
+def box_iou(a: list[int], b: list[int]) -> float:
+    ix, iy = max(0, min(a[2], b[2]) - max(a[0], b[0])), max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
+    return ix * iy / union if union > 0 else 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--world", type=Path, default=Path("/tmp/lm_reading_world"))
+    parser.add_argument("--steps", type=int, default=LMStandinConfig.steps)
+    parser.add_argument("--layers", type=int, default=LMStandinConfig.layers)
+    parser.add_argument("--drills-per-image", type=int, default=LMStandinConfig.drills_per_image)
+    parser.add_argument("--only-existence", action="store_true", help="train on existence drills only")
+    parser.add_argument("--repeat", type=int, default=1, help="copies of each training document")
+    parser.add_argument("--tag-tokens", action="store_true", help="add every tag to the LM vocabulary as one token")
+    parser.add_argument("--questions", type=int, default=6, help="drills asked per val image")
+    args = parser.parse_args()
+
+    if not (args.world / "world.json").is_file():
+        generate_world(args.world, seed=0, sizes=WorldSizes(train=1200, val=60, test=200, zeroshot=120))
+    data = StandinData.load(args.world)
+    config = LMStandinConfig(steps=args.steps, layers=args.layers, drills_per_image=args.drills_per_image)
+    generator = seed_everything(config.seed)
+    documents = lm_documents(data.train, np.random.default_rng(config.seed), drills_per_image=config.drills_per_image)
+    if args.only_existence:
+        documents = [d for d in documents if len(d) == 4 and "Is there" in d[2][0]]
+    documents = documents * args.repeat
+    tokenizer = train_lm_tokenizer(map(document_text, documents), vocab_size=config.tokenizer_vocab_size)
+    if args.tag_tokens:
+        from tokenizers import AddedToken
+
+        tokenizer.add_tokens([AddedToken(tag, lstrip=True, single_word=True) for tag in spec.all_tags()])
+    model = build_model(config, tokenizer)
+    ids, labels = (blocks(t, config.block_size) for t in token_stream(tokenizer, documents))
+    keep = (labels[:, 1:] != IGNORE_INDEX).any(dim=1)
+    ids, labels = ids[keep], labels[keep]
+    order = epoch_order(len(ids), config.steps * config.batch_size, generator)
+
+    def batch_at(step: int) -> dict[str, torch.Tensor]:
+        rows = order[step * config.batch_size : (step + 1) * config.batch_size]
+        return {"input_ids": ids[rows], "labels": labels[rows]}
+
+    start = time.perf_counter()
+    log = train_loop("lm_reading", {}, model, batch_at, lambda m, b: m(**b).loss, config.steps, config.lr, config.warmup, config.weight_decay)
+    seconds = time.perf_counter() - start
+
+    model.eval()
+    rng, pool = np.random.default_rng(123), split_tag_pool("train")
+    right: dict[str, list[bool]] = {}
+    for image in data.val:
+        for _ in range(args.questions):
+            drill = reading_drill(image, rng, pool)
+            question, answer = drill[2][0], drill[3][0].strip()
+            kind = "colour" if "color" in question else "where" if "Where" in question else f"exist-{answer}"
+            encoded = tokenizer("".join(text for text, _ in drill[:3]), return_tensors="pt")
+            with torch.no_grad():
+                out = model.generate(**encoded, max_new_tokens=20, do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+            said = tokenizer.decode(out[0, encoded.input_ids.shape[1] :], skip_special_tokens=True).strip()
+            if kind == "where":
+                got, truth = ([int(n) for n in re.findall(r"\d+", text)] for text in (said, answer))
+                ok = len(got) == 4 and box_iou(got, truth) >= 0.5
+            else:
+                ok = said == answer
+            right.setdefault(kind, []).append(ok)
+    print(
+        f"LM stand-in, {config.layers} layers, {config.steps} steps ({seconds:.0f} s), {len(documents)} training documents"
+        f"{', existence drills only' if args.only_existence else ''}{', tags as tokens' if args.tag_tokens else ''}; "
+        f"final train loss {log.final_loss:.3f}"
+    )
+    for kind in sorted(right):
+        print(f"  {kind:10s} {100 * np.mean(right[kind]):5.1f}% right of {len(right[kind])}")
+
+
+if __name__ == "__main__":
+    main()
