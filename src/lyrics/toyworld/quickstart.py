@@ -10,7 +10,7 @@ with the official scorers. `OUT/results.json` maps each metric to `{"value": v, 
 
 The toy model is tiny (a 4-layer MQ-Former of width 128, 8 + 8 queries, a 2-layer LLaMA stand-in),
 so it runs on one CPU thread; budgets are in `Budget` (targets on 2 cores: `DEFAULT` < 10 min, `FAST` < 90 s;
-the README gives measured times, which vary with the machine: 650 s and 107 s on a slow day).
+the README gives measured times, which vary with the machine: 653 s and 130 s on a slow day).
 """
 
 from __future__ import annotations
