@@ -129,25 +129,22 @@ _EDGES = [None if polygon is None else polygon_edges(polygon) for _, polygon in 
 
 
 def stack_edges(edge_sets: Sequence[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
-    """Several polygons' `polygon_edges` as one `(T, E, 1, 1)` set for `rasterize_many`; shorter
-    polygons are padded with edges far below the image (they never cross a pixel row)."""
-    count = max(len(edges[0]) for edges in edge_sets)
-    stacked = []
-    for k, fill in enumerate((0.0, 1e9, 1e9, 0.0)):
-        values = np.full((len(edge_sets), count), fill)
-        for i, edges in enumerate(edge_sets):
-            values[i, : len(edges[k])] = edges[k][:, 0, 0]
-        stacked.append(values[:, :, None, None])
-    return tuple(stacked)
+    """Polygons with the same number of edges, their `polygon_edges` stacked into one `(T, E, 1, 1)`
+    set for `rasterize_many`."""
+    return tuple(np.stack([edges[k] for edges in edge_sets]) for k in range(4))
 
 
-# The polygon templates in batches of equal edge count (no padded edges to test); the circle, index
-# 0, is the only template without edges.
-_BATCHES = [
-    (group, stack_edges([_EDGES[index] for index in group]))
-    for count in sorted({len(edges[0]) for edges in _EDGES if edges is not None})
-    for group in [[index for index, edges in enumerate(_EDGES) if edges is not None and len(edges[0]) == count]]
-]
+def _batches_by_edge_count() -> list[tuple[list[int], tuple[np.ndarray, ...]]]:
+    """The polygon templates (every one but the circle, index 0) grouped by edge count, each group
+    with its stacked edges: one `rasterize_many` call per group in the shape search."""
+    groups: dict[int, list[int]] = {}
+    for index, edges in enumerate(_EDGES):
+        if edges is not None:
+            groups.setdefault(len(edges[0]), []).append(index)
+    return [(group, stack_edges([_EDGES[index] for index in group])) for _, group in sorted(groups.items())]
+
+
+_BATCHES = _batches_by_edge_count()
 
 
 def rasterize(polygon: np.ndarray | tuple | None, box: Sequence[float], rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -171,9 +168,10 @@ def _unit_coordinates(boxes: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> 
 
 def rasterize_many(edges: tuple[np.ndarray, ...] | None, boxes: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """`rasterize` for T polygons (`stack_edges`, each `(T, E, 1, 1)`; None: the ellipse) in K boxes
-    `(K, 4)`, with T and K equal or one of them 1: `(max(T, K), len(rows), len(cols))` booleans. One numpy expression
-    instead of one call per template and box: the shape search of `fit_shapes` tries ~60 templates
-    and ~20 boxes per object, and per-call overhead was most of the toy refiner's time."""
+    `(K, 4)`, with T and K equal or one of them 1: `(max(T, K), len(rows), len(cols))` booleans.
+    One numpy expression instead of one call per template and box: the shape search of `fit_shapes`
+    tries ~60 templates and ~20 boxes per object, and the per-call overhead was a large share of
+    the toy refiner's time."""
     u, v = _unit_coordinates(boxes, rows, cols)
     if edges is None:
         return (u * u + v * v <= 1.0)[:, 0]
