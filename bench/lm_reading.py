@@ -6,7 +6,8 @@ and scores its greedy answers per question kind:
 
   * colour: "What color is the <shape>?" for a shape that occurs once in the list (chance: 1/6);
   * exist-yes / exist-no: "Is there a <tag> in the image?" for a listed / an unlisted tag;
-  * where: "Where is the <tag>?", right when the answered box has IoU >= 0.5 with the listed one.
+  * where: "Where is the <tag>?", right when the first box of the answer has IoU >= 0.5 with the
+    listed one.
 
 The variants the README reports: `--layers 3`; `--tag-tokens` (every tag one token of the LM's
 vocabulary); `--only-existence --drills-per-image 30 --repeat 1` (fresh existence drills only).
@@ -18,27 +19,20 @@ Usage: python bench/lm_reading.py [--world /tmp/lm_reading_world] [--steps 1000]
 from __future__ import annotations
 
 import argparse
-import re
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from lyrics.models.processing import IGNORE_INDEX
+from lyrics.refiner.spatial import box_iou, parse_first_box
 from lyrics.toyworld import spec
 from lyrics.toyworld.annotate import split_tag_pool
 from lyrics.toyworld.standins.corpus import StandinData, document_text, lm_documents, reading_drill
-from lyrics.toyworld.standins.lm import LMStandinConfig, blocks, build_model, token_stream
-from lyrics.toyworld.standins.training import epoch_order, seed_everything, train_loop
+from lyrics.toyworld.standins.lm import LMStandinConfig, fit_lm
+from lyrics.toyworld.standins.training import seed_everything
 from lyrics.toyworld.standins.vocab import train_lm_tokenizer
 from lyrics.toyworld.world import WorldSizes, generate_world
-
-
-def box_iou(a: list[int], b: list[int]) -> float:
-    ix, iy = max(0, min(a[2], b[2]) - max(a[0], b[0])), max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
-    return ix * iy / union if union > 0 else 0.0
 
 
 def main() -> None:
@@ -67,18 +61,8 @@ def main() -> None:
         from tokenizers import AddedToken
 
         tokenizer.add_tokens([AddedToken(tag, lstrip=True, single_word=True) for tag in spec.all_tags()])
-    model = build_model(config, tokenizer)
-    ids, labels = (blocks(t, config.block_size) for t in token_stream(tokenizer, documents))
-    keep = (labels[:, 1:] != IGNORE_INDEX).any(dim=1)
-    ids, labels = ids[keep], labels[keep]
-    order = epoch_order(len(ids), config.steps * config.batch_size, generator)
-
-    def batch_at(step: int) -> dict[str, torch.Tensor]:
-        rows = order[step * config.batch_size : (step + 1) * config.batch_size]
-        return {"input_ids": ids[rows], "labels": labels[rows]}
-
     start = time.perf_counter()
-    log = train_loop("lm_reading", {}, model, batch_at, lambda m, b: m(**b).loss, config.steps, config.lr, config.warmup, config.weight_decay)
+    model, log = fit_lm(config, tokenizer, documents, generator)
     seconds = time.perf_counter() - start
 
     model.eval()
@@ -94,8 +78,9 @@ def main() -> None:
                 out = model.generate(**encoded, max_new_tokens=20, do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
             said = tokenizer.decode(out[0, encoded.input_ids.shape[1] :], skip_special_tokens=True).strip()
             if kind == "where":
-                got, truth = ([int(n) for n in re.findall(r"\d+", text)] for text in (said, answer))
-                ok = len(got) == 4 and box_iou(got, truth) >= 0.5
+                # the parser that scores REC (`lyrics.eval`), on the answer and on the listed box
+                got, truth = parse_first_box(said), parse_first_box(answer)
+                ok = got is not None and box_iou(got, truth) >= 0.5
             else:
                 ok = said == answer
             right.setdefault(kind, []).append(ok)

@@ -128,6 +128,29 @@ def evaluate_lm(model, tokenizer, documents: list[Document], block_size: int) ->
     return {"loss": total / count, "uniform_loss": math.log(len(tokenizer)), "tokens": count}
 
 
+def fit_lm(config: LMStandinConfig, tokenizer, documents: list[Document], generator: torch.Generator):
+    """Build the stand-in for `tokenizer` and train it on `documents` (blocks of `config.block_size`,
+    loss on supervised segments only); returns `(model, log)`. `generator` orders the blocks; seed
+    the global RNG first (`seed_everything`), which initialises the model."""
+    model = build_model(config, tokenizer)
+    train_blocks, train_labels = (blocks(t, config.block_size) for t in token_stream(tokenizer, documents))
+    keep = (train_labels[:, 1:] != IGNORE_INDEX).any(dim=1)  # a block inside one object list has no loss
+    train_blocks, train_labels = train_blocks[keep], train_labels[keep]
+    order = epoch_order(len(train_blocks), config.steps * config.batch_size, generator)
+
+    def batch_at(step: int) -> dict[str, torch.Tensor]:
+        rows = order[step * config.batch_size : (step + 1) * config.batch_size]
+        return {"input_ids": train_blocks[rows], "labels": train_labels[rows]}
+
+    def loss_fn(model, batch):
+        return model(**batch).loss
+
+    log = train_loop("lm_standin", asdict(config), model, batch_at, loss_fn, config.steps, config.lr, config.warmup, config.weight_decay)
+    log.metrics["train_tokens"] = int(train_blocks.numel())
+    log.metrics["uniform_loss"] = math.log(len(tokenizer))
+    return model, log
+
+
 def train_lm_standin(
     world_dir: str | Path, out_dir: str | Path, config: LMStandinConfig | None = None, data: StandinData | None = None
 ) -> TrainLog:
@@ -146,22 +169,7 @@ def train_lm_standin(
         data.val[: config.eval_documents], np.random.default_rng(config.seed + 1), chat=config.chat_documents, drills_per_image=config.drills_per_image
     )
     tokenizer = train_lm_tokenizer(map(document_text, train_docs), vocab_size=config.tokenizer_vocab_size)
-    model = build_model(config, tokenizer)
-    train_blocks, train_labels = (blocks(t, config.block_size) for t in token_stream(tokenizer, train_docs))
-    keep = (train_labels[:, 1:] != IGNORE_INDEX).any(dim=1)  # a block inside one object list has no loss
-    train_blocks, train_labels = train_blocks[keep], train_labels[keep]
-    order = epoch_order(len(train_blocks), config.steps * config.batch_size, generator)
-
-    def batch_at(step: int) -> dict[str, torch.Tensor]:
-        rows = order[step * config.batch_size : (step + 1) * config.batch_size]
-        return {"input_ids": train_blocks[rows], "labels": train_labels[rows]}
-
-    def loss_fn(model, batch):
-        return model(**batch).loss
-
-    log = train_loop("lm_standin", asdict(config), model, batch_at, loss_fn, config.steps, config.lr, config.warmup, config.weight_decay)
-    log.metrics["train_tokens"] = int(train_blocks.numel())
-    log.metrics["uniform_loss"] = math.log(len(tokenizer))
+    model, log = fit_lm(config, tokenizer, train_docs, generator)
     if val_docs:
         log.metrics["val"] = evaluate_lm(model, tokenizer, val_docs, config.block_size)
 
