@@ -42,8 +42,8 @@ class Budget:
     eval_batch: int = 32
 
 
-# Where the default's ~9 minutes go on 2 cores: the LM stand-in ~3 (reading an object list is what it
-# must learn, from reading drills), refine ~0.7, stage 1 ~1.3, stage 2 ~3.5, evaluation ~0.5.
+# Where the default's 9-11 minutes go on 2 cores (README): the LM stand-in ~3.5 (reading an object list
+# is what it must learn, from reading drills), refine ~0.8, stage 1 ~1.3, stage 2 ~4, evaluation ~0.7.
 DEFAULT = Budget(
     world=WorldSizes(train=1200, val=60, test=200, zeroshot=120), fast_standins=False,
     stage1_steps=80, stage1_batch=24, stage2_steps=800, stage2_lr=2e-3, eval_limit=400,
