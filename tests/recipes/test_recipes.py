@@ -80,7 +80,7 @@ def test_stage1_then_stage2_then_merge(world, tmp_path):
         "data": {"records": str(tmp_path / "records.json"), "images": str(world / "images"), "refiner_store": str(world / "store")},
         "trainer": {"output_dir": str(tmp_path / "run2"), "max_steps": 2, "batch_size": 2, "log_every": 1, "save_every": 0, "progress": False},
     })  # fmt: skip
-    result = runner.invoke(app, ["train", str(stage2), "--set", "trainer.lr=1e-3"])
+    result = runner.invoke(app, ["train", str(stage2), "--set", "trainer.lr=1e-3", "--set", "model.loss_reduction=sample"])
     assert result.exit_code == 0, result.output + repr(result.exception)
     final2 = tmp_path / "run2" / "final"
 
@@ -110,6 +110,24 @@ def test_stage1_then_stage2_then_merge(world, tmp_path):
     merged = LyricsForConditionalGeneration.from_pretrained(tmp_path / "merged")
     full = proc.training_batch([conv + [{"from": "gpt", "value": "a red circle"}]])
     torch.testing.assert_close(merged(**full, **visual).logits, model(**full, **visual).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_per_sample_loss_weighs_each_sample_alike():
+    from lyrics.recipes.stage2 import per_sample_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 7)
+    labels = torch.full((2, 5), -100)
+    labels[0, 4] = 3  # one response token
+    labels[1, 1:4] = torch.tensor([1, 2, 5])  # three
+    ce = -logits.log_softmax(-1)
+    first = ce[0, 3, 3]
+    second = (ce[1, 0, 1] + ce[1, 1, 2] + ce[1, 2, 5]) / 3
+    assert per_sample_loss(logits, labels).item() == pytest.approx(((first + second) / 2).item(), rel=1e-6)
+    token_mean = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten())
+    assert token_mean.item() == pytest.approx(((first + 3 * second) / 4).item(), rel=1e-6)
+    labels[1] = -100  # a sample without a response does not count
+    assert per_sample_loss(logits, labels).item() == pytest.approx(first.item(), rel=1e-6)
 
 
 def test_bad_recipe_configs_are_named(tmp_path):

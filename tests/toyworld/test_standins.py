@@ -76,7 +76,8 @@ def test_reading_drills_ask_about_their_list_and_carry_loss_only_on_the_answer(d
     # only the answer (and the closing </s>) carries next-token loss
     tokenizer = train_lm_tokenizer(documents)
     doc = reading_drill(images[0], rng, pool)
-    ids, labels = token_stream(tokenizer, [doc])
+    ids, labels, weights = token_stream(tokenizer, [doc], drill_weight=3.0)
+    assert torch.equal(weights, torch.full_like(weights, 3.0))
     assert tokenizer.decode(ids[labels != -100]).replace(" ", "") == (doc[-1][0] + "</s>").replace(" ", "")
 
 
@@ -169,6 +170,25 @@ def test_lm_standin_learns_and_loads_back(tiny_world, data, tmp_path, one_thread
     assert evaluate_lm(model, tokenizer, docs, TINY_LM.block_size)["loss"] == pytest.approx(log.metrics["val"]["loss"], abs=1e-6)
     saved = json.loads((tmp_path / "lm" / "train_log.json").read_text())
     assert saved["final_loss"] == pytest.approx(log.final_loss) and len(saved["loss"]) == TINY_LM.steps
+
+
+def test_supervised_loss_is_the_causal_lm_loss(data, documents, one_thread):
+    from lyrics.toyworld.standins.lm import LMStandinConfig, build_model, supervised_loss, token_stream
+
+    tokenizer = train_lm_tokenizer(documents)
+    documents = lm_documents(data.train, np.random.default_rng(0))  # with drills: labels -100 on their lists
+    drills, plain = [d for d in documents if len(d) > 1], [d for d in documents if len(d) == 1]
+    documents = drills[:3] + plain[:1] + drills[3:10]
+    torch.manual_seed(0)
+    model = build_model(LMStandinConfig(hidden_size=32, intermediate_size=64, heads=2), tokenizer).eval()
+    ids, labels, weights = (t[:512].view(4, 128) for t in token_stream(tokenizer, documents, drill_weight=5.0))
+    assert (labels == -100).any() and (labels != -100).any() and set(weights.unique().tolist()) == {1.0, 5.0}
+    with torch.no_grad():
+        assert supervised_loss(model, ids, labels).item() == pytest.approx(model(input_ids=ids, labels=labels).loss.item(), rel=1e-5)
+        weighted = supervised_loss(model, ids, labels, weights).item()
+        per_token = torch.nn.functional.cross_entropy(model(input_ids=ids).logits[:, :-1].transpose(1, 2), labels[:, 1:], reduction="none")
+        w = weights[:, 1:] * (labels[:, 1:] != -100)
+        assert weighted == pytest.approx(((per_token * w).sum() / w.sum()).item(), rel=1e-5)
 
 
 def test_train_standins_reuses_finished_runs(tiny_world, tmp_path, one_thread):

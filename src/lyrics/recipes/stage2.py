@@ -15,6 +15,9 @@ YAML sections:
     max_length: 512
     mqformer_tokenizer: null      # instruction-aware models: defaults to the stage-1 checkpoint's tokenizer
     system_prompt: "..."          # optional: replaces Vicuna's system line in the chat template
+    loss_reduction: token         # token: mean over every response token of the batch (LLaVA, BLIP-2);
+                                  # sample: mean per sample, then over samples (a one-word answer
+                                  # weighs as much as a caption)
   data:
     records: records.json         # `lyrics convert` output (one file or a list) ...
     mixture:                      # ... or Table 6-style weighted sources
@@ -34,6 +37,7 @@ from typing import Any
 
 import torch
 
+from lyrics.models.processing import IGNORE_INDEX
 from lyrics.recipes.stage1 import make_augment, open_refiner_store
 from lyrics.training.trainer import Trainer, TrainerConfig
 
@@ -87,6 +91,27 @@ class Stage2Collator:
         return batch
 
 
+def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy averaged over each sample's response tokens, then over the samples
+    that have any. With the usual token mean a batch of captions and one-word VQA answers is ruled by
+    the captions; this weighs every instruction alike."""
+    targets = labels[:, 1:]
+    per_token = torch.nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
+    ).view_as(targets)
+    counts = (targets != IGNORE_INDEX).sum(dim=1)
+    has = counts > 0
+    return (per_token.sum(dim=1)[has] / counts[has]).mean()
+
+
+def per_sample_step(model, batch: dict[str, Any]):
+    """`model(**batch)` with the loss of `per_sample_loss` (`model.loss_reduction: sample`)."""
+    labels = batch["labels"]
+    output = model(**{k: v for k, v in batch.items() if k != "labels"})
+    output.loss = per_sample_loss(output.logits, labels)
+    return output
+
+
 class Stage2Recipe:
     def __init__(self, config: dict[str, Any]):
         self.cfg = config
@@ -97,7 +122,7 @@ class Stage2Recipe:
         self._setup_data()
         self.trainer = Trainer(
             self.trainer_config, self.model, self.dataset, Stage2Collator(self.processor),
-            lambda model, batch: model(**batch), sampler_fn=self.sampler_fn, on_epoch=self.dataset.set_epoch,
+            self.step_fn, sampler_fn=self.sampler_fn, on_epoch=self.dataset.set_epoch,
         )  # fmt: skip
 
     def _setup_model(self) -> None:
@@ -141,6 +166,10 @@ class Stage2Recipe:
 
             print(load_mqformer_from_blip2(self.model.mqformer, m["blip2"]).summary())
         self.model.enable_lora()
+        reduction = m.get("loss_reduction", "token")
+        if reduction not in ("token", "sample"):
+            raise ValueError(f"model.loss_reduction must be 'token' or 'sample', got {reduction!r}")
+        self.step_fn = (lambda model, batch: model(**batch)) if reduction == "token" else per_sample_step
 
     def _setup_data(self) -> None:
         from lyrics.data.dataset import InstructionDataset
