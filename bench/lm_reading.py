@@ -12,7 +12,7 @@ and scores its greedy answers per question kind:
 The variants the README reports: `--layers 3`; `--tag-tokens` (every tag one token of the LM's
 vocabulary); `--only-existence --drills-per-image 30 --repeat 1` (fresh existence drills only).
 
-Usage: python bench/lm_reading.py [--world /tmp/lm_reading_world] [--steps 1000] [--layers 2]
+Usage: python bench/lm_reading.py [--world /tmp/lm_reading_world] [--steps 2000] [--layers 2]
        [--drills-per-image 4] [--only-existence] [--repeat 1] [--tag-tokens] [--questions 6]
 """
 

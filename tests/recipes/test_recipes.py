@@ -130,6 +130,17 @@ def test_per_sample_loss_weighs_each_sample_alike():
     assert per_sample_loss(logits, labels).item() == pytest.approx(first.item(), rel=1e-6)
 
 
+def test_unknown_loss_reduction_is_named_before_the_llm_loads(tmp_path):
+    from lyrics.recipes.stage2 import Stage2Recipe
+
+    recipe = Stage2Recipe({
+        "recipe": "stage2", "trainer": {"output_dir": str(tmp_path)},
+        "model": {"preset": "tiny", "text_model": str(tmp_path / "absent"), "vision_model": str(tmp_path / "absent"), "loss_reduction": "mean"},
+    })  # fmt: skip
+    with pytest.raises(ValueError, match="model.loss_reduction must be 'token' or 'sample', got 'mean'"):
+        recipe._setup_model()
+
+
 def test_bad_recipe_configs_are_named(tmp_path):
     runner = CliRunner()
     bad = write(tmp_path / "bad.yaml", {"recipe": "stage3"})

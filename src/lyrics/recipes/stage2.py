@@ -141,6 +141,9 @@ class Stage2Recipe:
         for key in ("text_model", "vision_model"):
             if not m.get(key):
                 raise ValueError(f"model.{key} is required for stage 2")
+        reduction = m.get("loss_reduction", "token")  # checked before the LLM loads
+        if reduction not in ("token", "sample"):
+            raise ValueError(f"model.loss_reduction must be 'token' or 'sample', got {reduction!r}")
         config = load_config(m.get("preset", "paper"), m.get("overrides") or {})
         tokenizer = AutoTokenizer.from_pretrained(str(m["text_model"]))
         image_processor = load_image_processor(m["vision_model"])
@@ -166,9 +169,6 @@ class Stage2Recipe:
 
             print(load_mqformer_from_blip2(self.model.mqformer, m["blip2"]).summary())
         self.model.enable_lora()
-        reduction = m.get("loss_reduction", "token")
-        if reduction not in ("token", "sample"):
-            raise ValueError(f"model.loss_reduction must be 'token' or 'sample', got {reduction!r}")
         self.step_fn = (lambda model, batch: model(**batch)) if reduction == "token" else per_sample_step
 
     def _setup_data(self) -> None:

@@ -131,7 +131,7 @@ def evaluate_lm(model, tokenizer, documents: list[Document], block_size: int) ->
         n = int((target[:, 1:] != IGNORE_INDEX).sum())  # the tokens the loss averages over
         if n == 0:
             continue
-        total += model(input_ids=batch, labels=target).loss.item() * n
+        total += supervised_loss(model, batch, target).item() * n
         count += n
     return {"loss": total / count, "uniform_loss": math.log(len(tokenizer)), "tokens": count}
 
