@@ -10,16 +10,19 @@ and scores its greedy answers per question kind:
     listed one.
 
 The variants the README reports: `--layers 3`; `--tag-tokens` (every tag one token of the LM's
-vocabulary); `--only-existence --drills-per-image 30 --repeat 1` (fresh existence drills only).
+vocabulary); `--only-existence --drills-per-image 30 --repeat 1` (fresh existence drills only);
+`--pack` and `--pack --isolate`, with `--drills-per-image 8` (`LMStandinConfig.pack_drills`).
 
 Usage: python bench/lm_reading.py [--world /tmp/lm_reading_world] [--steps 2000] [--layers 2]
        [--drills-per-image 4] [--only-existence] [--repeat 1] [--tag-tokens] [--questions 6]
+       [--pack [--isolate]]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -45,12 +48,16 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="copies of each training document")
     parser.add_argument("--tag-tokens", action="store_true", help="add every tag to the LM vocabulary as one token")
     parser.add_argument("--questions", type=int, default=6, help="drills asked per val image")
+    parser.add_argument("--pack", action="store_true", help="pack_drills: every drill whole in one 256-token block (batch 12)")
+    parser.add_argument("--isolate", action="store_true", help="with --pack: each document attends to itself only")
     args = parser.parse_args()
 
     if not (args.world / "world.json").is_file():
         generate_world(args.world, seed=0, sizes=WorldSizes(train=1200, val=60, test=200, zeroshot=120))
     data = StandinData.load(args.world)
     config = LMStandinConfig(steps=args.steps, layers=args.layers, drills_per_image=args.drills_per_image)
+    if args.pack:
+        config = replace(config, pack_drills=True, isolate_documents=args.isolate, block_size=256, batch_size=12)
     generator = seed_everything(config.seed)
     documents = lm_documents(data.train, np.random.default_rng(config.seed), drills_per_image=config.drills_per_image)
     if args.only_existence:

@@ -50,7 +50,7 @@ def test_corpus_reads_every_kind_of_text(data, documents):
 def test_reading_drills_ask_about_their_list_and_carry_loss_only_on_the_answer(data, documents):
     from lyrics.toyworld.annotate import split_tag_pool
     from lyrics.toyworld.standins.corpus import reading_drill
-    from lyrics.toyworld.standins.lm import token_stream
+    from lyrics.toyworld.standins.lm import _encode
 
     pool = split_tag_pool("train")
     rng = np.random.default_rng(0)
@@ -76,7 +76,8 @@ def test_reading_drills_ask_about_their_list_and_carry_loss_only_on_the_answer(d
     # only the answer (and the closing </s>) carries next-token loss
     tokenizer = train_lm_tokenizer(documents)
     doc = reading_drill(images[0], rng, pool)
-    ids, labels, weights = token_stream(tokenizer, [doc], drill_weight=3.0)
+    ids, labels, weights = _encode(tokenizer, [doc], drill_weight=3.0)[0]
+    ids, labels, weights = torch.tensor(ids), torch.tensor(labels), torch.tensor(weights)
     assert torch.equal(weights, torch.full_like(weights, 3.0))
     assert tokenizer.decode(ids[labels != -100]).replace(" ", "") == (doc[-1][0] + "</s>").replace(" ", "")
 
@@ -166,14 +167,14 @@ def test_lm_standin_learns_and_loads_back(tiny_world, data, tmp_path, one_thread
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "lm").eval()
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "lm")
     assert type(model).__name__ == "LlamaForCausalLM" and model.config.vocab_size == len(tokenizer)
-    docs = lm_documents(data.val[: TINY_LM.eval_documents], np.random.default_rng(TINY_LM.seed + 1))
+    docs = lm_documents(data.val[: TINY_LM.eval_documents], np.random.default_rng(TINY_LM.seed + 1), drills_per_image=TINY_LM.drills_per_image)
     assert evaluate_lm(model, tokenizer, docs, TINY_LM.block_size)["loss"] == pytest.approx(log.metrics["val"]["loss"], abs=1e-6)
     saved = json.loads((tmp_path / "lm" / "train_log.json").read_text())
     assert saved["final_loss"] == pytest.approx(log.final_loss) and len(saved["loss"]) == TINY_LM.steps
 
 
 def test_supervised_loss_is_the_causal_lm_loss(data, documents, one_thread):
-    from lyrics.toyworld.standins.lm import LMStandinConfig, build_model, supervised_loss, token_stream
+    from lyrics.toyworld.standins.lm import LMStandinConfig, build_model, pack_blocks, supervised_loss
 
     tokenizer = train_lm_tokenizer(documents)
     documents = lm_documents(data.train, np.random.default_rng(0))  # with drills: labels -100 on their lists
@@ -181,14 +182,62 @@ def test_supervised_loss_is_the_causal_lm_loss(data, documents, one_thread):
     documents = drills[:3] + plain[:1] + drills[3:10]
     torch.manual_seed(0)
     model = build_model(LMStandinConfig(hidden_size=32, intermediate_size=64, heads=2), tokenizer).eval()
-    ids, labels, weights = (t[:512].view(4, 128) for t in token_stream(tokenizer, documents, drill_weight=5.0))
-    assert (labels == -100).any() and (labels != -100).any() and set(weights.unique().tolist()) == {1.0, 5.0}
+    packed = pack_blocks(tokenizer, documents, 192, drill_weight=5.0)
+    ids, labels, weights = (packed[k][:4] for k in ("input_ids", "labels", "weights"))
+    assert (labels == -100).any() and (labels != -100).any() and {1.0, 5.0} <= set(weights.unique().tolist())
     with torch.no_grad():
         assert supervised_loss(model, ids, labels).item() == pytest.approx(model(input_ids=ids, labels=labels).loss.item(), rel=1e-5)
         weighted = supervised_loss(model, ids, labels, weights).item()
         per_token = torch.nn.functional.cross_entropy(model(input_ids=ids).logits[:, :-1].transpose(1, 2), labels[:, 1:], reduction="none")
         w = weights[:, 1:] * (labels[:, 1:] != -100)
         assert weighted == pytest.approx(((per_token * w).sum() / w.sum()).item(), rel=1e-5)
+
+
+def test_packed_blocks_hold_whole_drills_that_see_only_themselves(data, documents, one_thread):
+    from lyrics.toyworld.standins.lm import LMStandinConfig, _encode, build_model, pack_blocks
+
+    tokenizer = train_lm_tokenizer(documents)
+    documents = lm_documents(data.train, np.random.default_rng(0), drills_per_image=4)
+    packed = pack_blocks(tokenizer, documents, 192, drill_weight=3.0)
+    ids, labels, weights, positions = (packed[k] for k in ("input_ids", "labels", "weights", "position_ids"))
+    assert ids.shape == labels.shape == weights.shape == positions.shape and ids.shape[1] == 192
+    assert (weights == 0).float().mean() < 0.02  # plain text fills the room a waiting drill leaves
+    # every drill appears whole, from its <s> (position 0) to its </s>, inside one block
+    encoded = [e for d, e in zip(documents, _encode(tokenizer, documents, 3.0)) if len(d) > 1 and len(e[0]) <= 192]
+    rows = [r.tolist() for r in ids]
+    found = 0
+    for drill_ids, _, _ in encoded:
+        n = len(drill_ids)
+        hits = [(r, i) for r, row in enumerate(rows) for i in range(192 - n + 1) if row[i : i + n] == drill_ids]
+        assert hits and all(positions[r, i : i + n].tolist() == list(range(n)) for r, i in hits)
+        found += 1
+    assert found == sum(len(d) > 1 for d in documents) > 0  # no drill longer than a block here, none lost
+    assert (labels[weights == 3.0] != -100).any() and (labels[weights == 1.0] != -100).any()
+    # a document in a packed block is computed as if alone: attention stops at its <s>
+    torch.manual_seed(0)
+    model = build_model(LMStandinConfig(hidden_size=32, intermediate_size=64, heads=2), tokenizer).eval()
+    row = next(r for r in range(len(ids)) if (positions[r] == 0).sum() >= 3)
+    starts = (positions[row] == 0).nonzero().flatten().tolist() + [192]
+    with torch.no_grad():
+        together = model.model(input_ids=ids[row : row + 1], position_ids=positions[row : row + 1], use_cache=False).last_hidden_state[0]
+        for a, b in zip(starts[1:-1], starts[2:]):
+            alone = model.model(input_ids=ids[row : row + 1, a:b], use_cache=False).last_hidden_state[0]
+            assert torch.allclose(alone, together[a:b], atol=1e-5)
+        unmasked = model.model(input_ids=ids[row : row + 1], use_cache=False).last_hidden_state[0]
+        assert not torch.allclose(unmasked[starts[1] : starts[2]], together[starts[1] : starts[2]], atol=1e-3)
+
+
+def test_lm_standin_trains_on_packed_isolated_drills(data, documents, one_thread):
+    from dataclasses import replace
+
+    from lyrics.toyworld.standins.lm import fit_lm
+    from lyrics.toyworld.standins.training import seed_everything
+
+    tokenizer = train_lm_tokenizer(documents)
+    docs = lm_documents(data.train, np.random.default_rng(0), drills_per_image=2)
+    config = replace(TINY_LM, pack_drills=True, isolate_documents=True, block_size=192, steps=12)
+    _, log = fit_lm(config, tokenizer, docs, seed_everything(0))
+    assert np.mean(log.loss[-3:]) < log.loss[0] - 1.0 and log.metrics["train_tokens"] % 192 == 0
 
 
 def test_train_standins_reuses_finished_runs(tiny_world, tmp_path, one_thread):
