@@ -82,6 +82,20 @@ def test_reading_drills_ask_about_their_list_and_carry_loss_only_on_the_answer(d
     assert tokenizer.decode(ids[labels != -100]).replace(" ", "") == (doc[-1][0] + "</s>").replace(" ", "")
 
 
+def test_reading_drill_probe_options_list_enough_objects_and_can_ask_first(data):
+    """`min_objects` and `question_first` are the probes of `bench/lm_reading.py`."""
+    from lyrics.toyworld.annotate import split_tag_pool
+    from lyrics.toyworld.standins.corpus import reading_drill
+
+    pool, rng = split_tag_pool("train"), np.random.default_rng(0)
+    images = [i for i in data.train if len(i.objects) >= 3]
+    counts = [reading_drill(img, rng, pool, min_objects=3)[1][0].count("<br>") for img in images * 3]
+    assert min(counts) == 3 and max(counts) > 3
+    assert min(reading_drill(img, rng, pool)[1][0].count("<br>") for img in images * 3) == 1  # default: 1 to all
+    (head, _), _, (tail, _), (answer, supervised) = reading_drill(images[0], rng, pool, question_first=True)
+    assert head.startswith("USER: ") and head.endswith("?\nObjects: ") and tail == " ASSISTANT:" and supervised
+
+
 def test_lm_tokenizer_numbers_markup_and_round_trip(documents, tmp_path):
     from transformers import AutoTokenizer
 

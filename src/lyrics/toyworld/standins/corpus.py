@@ -213,7 +213,13 @@ def document_text(document: Document) -> str:
 
 
 def lm_documents(
-    images: list[ToyImage], rng: np.random.Generator, fmt: str = "int1000", chat: bool = True, drills_per_image: int = 4
+    images: list[ToyImage],
+    rng: np.random.Generator,
+    fmt: str = "int1000",
+    chat: bool = True,
+    drills_per_image: int = 4,
+    drill_min_objects: int = 1,
+    question_first: bool = False,
 ) -> list[Document]:
     """Per image, one text document mixing every kind of toy-world text the LLM will meet
     (captions, question/answer pairs, referring expressions with boxes, the spatial representation,
@@ -232,12 +238,14 @@ def lm_documents(
     if chat:
         docs += [[(doc, True)] for doc in knowledge_documents(rng, len(images) // 2)]
         pool = split_tag_pool("train")
-        docs += [reading_drill(img, rng, pool, fmt) for img in images if img.objects for _ in range(drills_per_image)]
+        docs += [reading_drill(img, rng, pool, fmt, drill_min_objects, question_first) for img in images if img.objects for _ in range(drills_per_image)]
         docs = [docs[k] for k in rng.permutation(len(docs))]
     return docs
 
 
-def reading_drill(img: ToyImage, rng: np.random.Generator, pool: list[str], fmt: str = "int1000") -> Document:
+def reading_drill(
+    img: ToyImage, rng: np.random.Generator, pool: list[str], fmt: str = "int1000", min_objects: int = 1, question_first: bool = False
+) -> Document:
     """One question about an object list, in the stage-2 template: "USER: Objects: <list>\nq ASSISTANT: a".
 
     The stand-in plays an instruction-tuned LLM (Vicuna), which can read a list of objects with boxes
@@ -250,8 +258,11 @@ def reading_drill(img: ToyImage, rng: np.random.Generator, pool: list[str], fmt:
       listed object (POPE's adversarial negatives),
     * "Where is the <tag>?" answered with the object's box.
     Built from the train split's ground truth only; the image itself never enters the LM.
+    `min_objects` (lists at least that many objects) and `question_first` ("USER: q\nObjects: <list>
+    ASSISTANT: a") are probes of `bench/lm_reading.py`: neither taught the 2-layer stand-in to pick
+    the asked object's box out of a list of two or more (README, "What the toy model is").
     """
-    count = int(rng.integers(1, len(img.objects) + 1))
+    count = int(rng.integers(min(min_objects, len(img.objects)), len(img.objects) + 1))
     objects = [img.objects[k] for k in rng.permutation(len(img.objects))[:count]]
     tags = [tag for tag, _ in objects]
     kind = int(rng.integers(3))
@@ -273,4 +284,6 @@ def reading_drill(img: ToyImage, rng: np.random.Generator, pool: list[str], fmt:
             source = near if near and rng.random() < 0.6 else absent
             asked, answer = source[int(rng.integers(len(source)))], "no"
         question = f"Is there {article(asked)} in the image?"
+    if question_first:
+        return [(f"USER: {question}\nObjects: ", False), (format_spatial(objects, fmt), False), (" ASSISTANT:", False), (f" {answer}", True)]
     return [("USER: Objects: ", False), (format_spatial(objects, fmt), False), (f"\n{question} ASSISTANT:", False), (f" {answer}", True)]
