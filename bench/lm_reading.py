@@ -14,11 +14,12 @@ and scores its greedy answers per question kind:
 The variants the README reports: `--layers 3`; `--tag-tokens` (every tag one token of the LM's
 vocabulary); `--only existence --drills-per-image 30` (fresh existence drills only; `--only where` likewise);
 `--pack` and `--pack --isolate`, with `--drills-per-image 8` (`LMStandinConfig.pack_drills`);
-`--min-objects 2` (no drill lists one object alone).
+`--min-objects 2` (no drill lists one object alone); `--question-first`; `--random-lists 40000`
+(extra drills about random lists that never repeat); `--steps 6000`.
 
 Usage: python bench/lm_reading.py [--world /tmp/lm_reading_world] [--steps 2000] [--layers 2]
        [--drills-per-image 4] [--only existence|where] [--repeat 1] [--tag-tokens] [--questions 6]
-       [--pack [--isolate]]
+       [--pack [--isolate]] [--min-objects 1] [--question-first] [--random-lists 0]
 """
 
 from __future__ import annotations
@@ -41,6 +42,26 @@ from lyrics.toyworld.standins.vocab import train_lm_tokenizer
 from lyrics.toyworld.world import WorldSizes, generate_world
 
 
+def random_list_drills(images, count: int, args) -> list:
+    """Drills about object lists drawn at random (train-pool tags, boxes on the 224-pixel grid), so
+    that no list repeats and a box cannot be memorised with its image."""
+    rng, pool = np.random.default_rng(7), split_tag_pool("train")
+    drills = []
+    while len(drills) < count:
+        n = int(rng.integers(1, 9))
+        objects = []
+        for tag in rng.choice(pool, size=n, replace=False):
+            x, y = np.sort(rng.integers(0, 225, size=2)), np.sort(rng.integers(0, 225, size=2))
+            if x[1] - x[0] >= 8 and y[1] - y[0] >= 8:
+                objects.append((str(tag), (x[0] / 224, y[0] / 224, x[1] / 224, y[1] / 224)))
+        if not objects:
+            continue
+        drill = reading_drill(replace(images[0], objects=objects), rng, pool, min_objects=args.min_objects, question_first=args.question_first)
+        if not args.only or {"existence": "Is there", "where": "Where is"}[args.only] in document_text(drill):
+            drills.append(drill)
+    return drills
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--world", type=Path, default=Path("/tmp/lm_reading_world"))
@@ -54,6 +75,7 @@ def main() -> None:
     parser.add_argument("--pack", action="store_true", help="pack_drills: every drill whole in one 256-token block (batch 12)")
     parser.add_argument("--isolate", action="store_true", help="with --pack: each document attends to itself only")
     parser.add_argument("--question-first", action="store_true", help="drills ask before listing: 'USER: q\\nObjects: <list> ASSISTANT:'")
+    parser.add_argument("--random-lists", type=int, default=0, help="add this many drills about fresh random object lists (no image)")
     parser.add_argument("--min-objects", type=int, default=1, help="training drills list at least this many objects")
     args = parser.parse_args()
 
@@ -70,6 +92,9 @@ def main() -> None:
     if args.only:
         asks = {"existence": "Is there", "where": "Where is"}[args.only]
         documents = [d for d in documents if len(d) == 4 and asks in document_text(d)]
+    if args.random_lists:
+        documents += random_list_drills(data.train, args.random_lists, args)
+        documents = [documents[k] for k in np.random.default_rng(1).permutation(len(documents))]
     documents = documents * args.repeat
     tokenizer = train_lm_tokenizer(map(document_text, documents), vocab_size=config.tokenizer_vocab_size)
     if args.tag_tokens:

@@ -42,7 +42,9 @@ class LMStandinConfig:
     (also with `isolate_documents`). Existence is learned by none of these, nor by 3 layers (49%), nor
     from existence drills alone (600 steps): it needs the asked tag matched against every listed
     tag, colour and shape together. Box questions asking the image's referring expressions instead
-    of tags ("Where is the small red triangle?"), packed, 8 per image: colour 79%, box 45.5%.
+    of tags ("Where is the small red triangle?"), packed, 8 per image: colour 79%, box 45.5%. The box
+    scores come from short lists: by list length the default gets 92% with one object listed, 28%
+    with two or three, 7% with four or more; it copies a box but does not pick the asked one.
     """
 
     hidden_size: int = 128
