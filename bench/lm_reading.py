@@ -42,6 +42,10 @@ from lyrics.toyworld.standins.vocab import train_lm_tokenizer
 from lyrics.toyworld.world import WorldSizes, generate_world
 
 
+# What a drill of each `--only` kind asks.
+ASKS = {"existence": "Is there", "where": "Where is"}
+
+
 def random_list_drills(images, count: int, args) -> list:
     """Drills about object lists drawn at random (train-pool tags, boxes on the 224-pixel grid), so
     that no list repeats and a box cannot be memorised with its image."""
@@ -57,7 +61,7 @@ def random_list_drills(images, count: int, args) -> list:
         if not objects:
             continue
         drill = reading_drill(replace(images[0], objects=objects), rng, pool, min_objects=args.min_objects, question_first=args.question_first)
-        if not args.only or {"existence": "Is there", "where": "Where is"}[args.only] in document_text(drill):
+        if not args.only or ASKS[args.only] in document_text(drill):
             drills.append(drill)
     return drills
 
@@ -82,16 +86,17 @@ def main() -> None:
     if not (args.world / "world.json").is_file():
         generate_world(args.world, seed=0, sizes=WorldSizes(train=1200, val=60, test=200, zeroshot=120))
     data = StandinData.load(args.world)
-    config = LMStandinConfig(steps=args.steps, layers=args.layers, drills_per_image=args.drills_per_image)
+    config = LMStandinConfig(
+        steps=args.steps, layers=args.layers, drills_per_image=args.drills_per_image, pack_drills=args.pack, isolate_documents=args.isolate
+    )
     if args.pack:
-        config = replace(config, pack_drills=True, isolate_documents=args.isolate, block_size=256, batch_size=12)
+        config = replace(config, block_size=256, batch_size=12)
     generator = seed_everything(config.seed)
     documents = lm_documents(
         data.train, np.random.default_rng(config.seed), drills_per_image=config.drills_per_image, drill_min_objects=args.min_objects, question_first=args.question_first
     )
     if args.only:
-        asks = {"existence": "Is there", "where": "Where is"}[args.only]
-        documents = [d for d in documents if len(d) == 4 and asks in document_text(d)]
+        documents = [d for d in documents if len(d) == 4 and ASKS[args.only] in document_text(d)]
     if args.random_lists:
         documents += random_list_drills(data.train, args.random_lists, args)
         documents = [documents[k] for k in np.random.default_rng(1).permutation(len(documents))]
@@ -111,10 +116,10 @@ def main() -> None:
     for image in data.val:
         for _ in range(args.questions):
             drill = reading_drill(image, rng, pool, question_first=args.question_first)
-            question, answer = "".join(text for text, _ in drill[:3]), drill[3][0].strip()
-            kind = "colour" if "color" in question else "where" if "Where" in question else f"exist-{answer}"
+            prompt, answer = "".join(text for text, _ in drill[:3]), drill[3][0].strip()
+            kind = "colour" if "color" in prompt else "where" if "Where" in prompt else f"exist-{answer}"
             listed = drill[1][0].count("<br>")
-            encoded = tokenizer("".join(text for text, _ in drill[:3]), return_tensors="pt")
+            encoded = tokenizer(prompt, return_tensors="pt")
             with torch.no_grad():
                 out = model.generate(**encoded, max_new_tokens=20, do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
             said = tokenizer.decode(out[0, encoded.input_ids.shape[1] :], skip_special_tokens=True).strip()

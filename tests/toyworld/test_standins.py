@@ -252,6 +252,8 @@ def test_lm_standin_trains_on_packed_isolated_drills(data, documents, one_thread
     config = replace(TINY_LM, pack_drills=True, isolate_documents=True, block_size=192, steps=12)
     _, log = fit_lm(config, tokenizer, docs, seed_everything(0))
     assert np.mean(log.loss[-3:]) < log.loss[0] - 1.0 and log.metrics["train_tokens"] % 192 == 0
+    with pytest.raises(ValueError, match="isolate_documents needs pack_drills"):
+        replace(TINY_LM, isolate_documents=True)  # a stream has no document boundaries to isolate
 
 
 def test_train_standins_reuses_finished_runs(tiny_world, tmp_path, one_thread):

@@ -73,6 +73,11 @@ class LMStandinConfig:
     pack_drills: bool = False
     isolate_documents: bool = False
 
+    def __post_init__(self) -> None:
+        if self.isolate_documents and not self.pack_drills:
+            # Cut from one stream, a block has no document boundaries to isolate.
+            raise ValueError("LMStandinConfig.isolate_documents needs pack_drills=True")
+
     @classmethod
     def fast(cls, **overrides) -> "LMStandinConfig":
         """A budget for `lyrics quickstart --fast` (a few seconds)."""
