@@ -1,0 +1,160 @@
+"""Can a from-scratch LM of the stand-in's size learn to look an object up in a list, in the budget?
+
+`bench/lm_reading.py` measures the trained LM stand-in on toy-world lists. This script isolates the
+skill it lacks: random object lists in the spatial representation the stage-2 prompt uses
+(`<br><T>colour shape</T><Bbox>(x1,y1),(x2,y2)</Box></br>`), one question, loss on the answer
+only, nothing else in the corpus, every list fresh. A word-level vocabulary (one token per word, tag
+part, punctuation mark and number) removes tokenisation from the question. The model is
+transformers' Llama at `LMStandinConfig`'s width, depth and heads.
+
+  * where: "Where is the <tag>?" -> the tag's box. Scored teacher-forced per answer token, so the
+    first coordinate shows the lookup (chance with k listed: 1/k) and the rest show whether the model
+    continues the box it started (an induction copy) or draws each coordinate anew.
+  * exists: "Is there a <tag> in image?" -> yes / no, half negatives, most sharing colour or shape
+    with a listed object (POPE's adversarial negatives; chance 50%).
+
+Options: `--merged-coords` writes each coordinate with its punctuation as one token ("(x1," "y1),"
+"(x2," "y2)"), so continuing a box is a one-token induction; `--single-tags` makes each tag one token.
+
+Usage: python bench/lm_lookup.py [--task where|exists] [--steps 1500] [--lr 1e-3] [--max-objects 3]
+       [--merged-coords] [--single-tags] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import numpy as np
+import torch
+
+from lyrics.toyworld.standins.lm import LMStandinConfig
+
+COLOURS = [f"c{i}" for i in range(6)]
+SHAPES = [f"s{i}" for i in range(5)]
+TAGS = [(c, s) for c in COLOURS for s in SHAPES]
+GRID = sorted({min(999, round(i / 224 * 1000)) for i in range(225)})  # int1000 of a 224-pixel grid
+WORDS = ["<pad>", "<s>", "<br>", "</br>", "<T>", "</T>", "<Bbox>", "</Box>", "(", ")", ",", "USER:", "Objects:", "\n"]
+WORDS += ["Where", "is", "the", "?", "Is", "there", "a", "in", "image", "ASSISTANT:", "yes", "no"]
+VOCAB = WORDS + COLOURS + SHAPES + [f"{c}_{s}" for c, s in TAGS] + [str(v) for v in GRID]
+VOCAB += [f"({v}," for v in GRID] + [f"{v})," for v in GRID] + [f"{v})" for v in GRID]
+INDEX = {word: i for i, word in enumerate(VOCAB)}
+
+
+class Drills:
+    def __init__(self, args, seed: int):
+        self.args, self.rng = args, np.random.default_rng(seed)
+
+    def tag(self, t) -> list[str]:
+        return [f"{t[0]}_{t[1]}"] if self.args.single_tags else list(t)
+
+    def box(self, b) -> list[str]:
+        if self.args.merged_coords:
+            return ["<Bbox>", f"({b[0]},", f"{b[1]}),", f"({b[2]},", f"{b[3]})", "</Box>"]
+        return ["<Bbox>", "(", str(b[0]), ",", str(b[1]), ")", ",", "(", str(b[2]), ",", str(b[3]), ")", "</Box>"]
+
+    def sample(self) -> tuple[list[int], list[int], int]:
+        """(prompt ids, answer ids, objects listed)."""
+        rng = self.rng
+        k = int(rng.integers(1, self.args.max_objects + 1))
+        listed = [TAGS[j] for j in rng.choice(len(TAGS), k, replace=False)]
+        boxes = []
+        for _ in listed:
+            x, y = np.sort(rng.choice(GRID, 2)), np.sort(rng.choice(GRID, 2))
+            boxes.append([int(x[0]), int(y[0]), int(x[1]), int(y[1])])
+        words = ["<s>", "USER:", "Objects:"]
+        for t, b in zip(listed, boxes):
+            words += ["<br>", "<T>", *self.tag(t), "</T>", *self.box(b), "</br>"]
+        if self.args.task == "where":
+            i = int(rng.integers(k))
+            words += ["\n", "Where", "is", "the", *self.tag(listed[i]), "?", "ASSISTANT:"]
+            answer = self.box(boxes[i])
+        else:
+            if rng.random() < 0.5:
+                asked, answer = listed[int(rng.integers(k))], ["yes"]
+            else:
+                absent = [t for t in TAGS if t not in listed]
+                near = [t for t in absent if any(t[0] == u[0] or t[1] == u[1] for u in listed)]
+                source = near if near and rng.random() < 0.6 else absent
+                asked, answer = source[int(rng.integers(len(source)))], ["no"]
+            words += ["\n", "Is", "there", "a", *self.tag(asked), "in", "image", "?", "ASSISTANT:"]
+        return [INDEX[w] for w in words], [INDEX[w] for w in answer], k
+
+    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = [self.sample() for _ in range(n)]
+        length = max(len(p) + len(a) for p, a, _ in rows)
+        ids, labels = torch.zeros(n, length, dtype=torch.long), torch.full((n, length), -100)
+        for i, (p, a, _) in enumerate(rows):  # right padding: causal attention never sees it
+            ids[i, : len(p) + len(a)] = torch.tensor(p + a)
+            labels[i, len(p) : len(p) + len(a)] = torch.tensor(a)
+        return ids, labels
+
+
+@torch.no_grad()
+def score(model, drills: Drills, n: int) -> dict[str, list]:
+    """Teacher-forced greedy hits per answer position, by objects listed (1, 2, 3, 4+)."""
+    model.eval()
+    hits: dict[str, list] = {}
+    for _ in range(n):
+        prompt, answer, k = drills.sample()
+        logits = model(torch.tensor([prompt + answer])).logits[0, len(prompt) - 1 : -1]
+        hits.setdefault(f"{min(k, 4)}{'+' if k >= 4 else ''} listed", []).append(logits.argmax(-1).numpy() == np.array(answer))
+    model.train()
+    return hits
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=["where", "exists"], default="where")
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--lr", type=float, default=1e-3, help="the LM stand-in trains at 3e-3")
+    parser.add_argument("--max-objects", type=int, default=3)
+    parser.add_argument("--merged-coords", action="store_true")
+    parser.add_argument("--single-tags", action="store_true")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    standin = LMStandinConfig()
+    config = LlamaConfig(
+        vocab_size=len(VOCAB), hidden_size=standin.hidden_size, intermediate_size=standin.intermediate_size,
+        num_hidden_layers=standin.layers, num_attention_heads=standin.heads, num_key_value_heads=standin.heads,
+        max_position_embeddings=512, tie_word_embeddings=True, pad_token_id=0,
+    )  # fmt: skip
+    model = LlamaForCausalLM(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=standin.weight_decay)
+    warmup = standin.warmup
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps))
+    )
+    train, held_out = Drills(args, seed=0), Drills(args, seed=1)
+    start = time.perf_counter()
+    for step in range(args.steps):
+        ids, labels = train.batch(standin.batch_size)
+        loss = model(ids, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+        if step % 500 == 0 or step == args.steps - 1:
+            print(f"step {step:5d}  answer loss {loss.item():.3f}  ({time.perf_counter() - start:.0f} s)", flush=True)
+    hits = score(model, held_out, 400)
+    options = [f"--{name.replace('_', '-')}" for name in ("merged_coords", "single_tags") if getattr(args, name)]
+    print(f"{args.task}, up to {args.max_objects} objects, {args.steps} steps of {standin.batch_size}, lr {args.lr:g} {' '.join(options)}")
+    for listed in sorted(hits):
+        per_token = 100 * np.mean(hits[listed], axis=0)
+        whole = 100 * np.mean([h.all() for h in hits[listed]])
+        k = int(listed[0])
+        if args.task == "where":
+            first = 1 if args.merged_coords else 2  # the first coordinate: the lookup
+            print(f"  {listed:9s} first coordinate {per_token[first]:5.1f}% (a random listed one: {100 / k:.0f}%), whole box {whole:5.1f}%, per token {np.round(per_token).astype(int).tolist()}")
+        else:
+            print(f"  {listed:9s} {whole:5.1f}% right (chance 50%)")
+
+
+if __name__ == "__main__":
+    main()
