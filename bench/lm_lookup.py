@@ -17,7 +17,7 @@ Options: `--merged-coords` writes each coordinate with its punctuation as one to
 "(x2," "y2)"), so continuing a box is a one-token induction; `--single-tags` makes each tag one token.
 
 Usage: python bench/lm_lookup.py [--task where|exists] [--steps 1500] [--lr 1e-3] [--max-objects 3]
-       [--merged-coords] [--single-tags] [--threads 2]
+       [--merged-coords] [--single-tags] [--threads 2] [--layers 2] [--hidden-size 128]
 """
 
 from __future__ import annotations
@@ -113,6 +113,8 @@ def main() -> None:
     parser.add_argument("--merged-coords", action="store_true")
     parser.add_argument("--single-tags", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--layers", type=int, default=LMStandinConfig.layers)
+    parser.add_argument("--hidden-size", type=int, default=LMStandinConfig.hidden_size, help="the MLP is 8/3 as wide")
     args = parser.parse_args()
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -120,8 +122,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     standin = LMStandinConfig()
     config = LlamaConfig(
-        vocab_size=len(VOCAB), hidden_size=standin.hidden_size, intermediate_size=standin.intermediate_size,
-        num_hidden_layers=standin.layers, num_attention_heads=standin.heads, num_key_value_heads=standin.heads,
+        vocab_size=len(VOCAB), hidden_size=args.hidden_size, intermediate_size=args.hidden_size * 8 // 3 + 3,
+        num_hidden_layers=args.layers, num_attention_heads=standin.heads, num_key_value_heads=standin.heads,
         max_position_embeddings=512, tie_word_embeddings=True, pad_token_id=0,
     )  # fmt: skip
     model = LlamaForCausalLM(config)
@@ -144,7 +146,7 @@ def main() -> None:
             print(f"step {step:5d}  answer loss {loss.item():.3f}  ({time.perf_counter() - start:.0f} s)", flush=True)
     hits = score(model, held_out, 400)
     options = [f"--{name.replace('_', '-')}" for name in ("merged_coords", "single_tags") if getattr(args, name)]
-    print(f"{args.task}, up to {args.max_objects} objects, {args.steps} steps of {standin.batch_size}, lr {args.lr:g} {' '.join(options)}")
+    print(f"{args.task}, {args.layers} layers of {args.hidden_size}, up to {args.max_objects} objects, {args.steps} steps of {standin.batch_size}, lr {args.lr:g} {' '.join(options)}")
     for listed in sorted(hits):
         per_token = 100 * np.mean(hits[listed], axis=0)
         whole = 100 * np.mean([h.all() for h in hits[listed]])
