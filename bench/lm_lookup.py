@@ -17,7 +17,7 @@ Options: `--merged-coords` writes each coordinate with its punctuation as one to
 "(x2," "y2)"), so continuing a box is a one-token induction; `--single-tags` makes each tag one token.
 
 Usage: python bench/lm_lookup.py [--task where|exists] [--steps 1500] [--lr 1e-3] [--max-objects 3]
-       [--merged-coords] [--single-tags] [--threads 2] [--layers 2] [--hidden-size 128]
+       [--questions 1] [--merged-coords] [--single-tags] [--init-std 0.02] [--threads 2] [--layers 2] [--hidden-size 128]
 """
 
 from __future__ import annotations
@@ -54,8 +54,9 @@ class Drills:
             return ["<Bbox>", f"({b[0]},", f"{b[1]}),", f"({b[2]},", f"{b[3]})", "</Box>"]
         return ["<Bbox>", "(", str(b[0]), ",", str(b[1]), ")", ",", "(", str(b[2]), ",", str(b[3]), ")", "</Box>"]
 
-    def sample(self) -> tuple[list[int], list[int], int]:
-        """(prompt ids, answer ids, objects listed)."""
+    def sample(self, questions: int = 1) -> tuple[list[int], list[int], int]:
+        """(ids, the positions of answer tokens, objects listed): one list, then `questions` turns
+        "q ASSISTANT: a" about it (more than one: the dense supervision of multi-query recall)."""
         rng = self.rng
         k = int(rng.integers(1, self.args.max_objects + 1))
         listed = [TAGS[j] for j in rng.choice(len(TAGS), k, replace=False)]
@@ -66,28 +67,35 @@ class Drills:
         words = ["<s>", "USER:", "Objects:"]
         for t, b in zip(listed, boxes):
             words += ["<br>", "<T>", *self.tag(t), "</T>", *self.box(b), "</br>"]
+        answers: list[int] = []
+        for _ in range(questions):
+            question, answer = self.turn(listed, boxes)
+            words += question
+            answers += range(len(words), len(words) + len(answer))
+            words += answer
+        return [INDEX[w] for w in words], answers, k
+
+    def turn(self, listed, boxes) -> tuple[list[str], list[str]]:
+        rng = self.rng
         if self.args.task == "where":
-            i = int(rng.integers(k))
-            words += ["\n", "Where", "is", "the", *self.tag(listed[i]), "?", "ASSISTANT:"]
-            answer = self.box(boxes[i])
+            i = int(rng.integers(len(listed)))
+            return ["\n", "Where", "is", "the", *self.tag(listed[i]), "?", "ASSISTANT:"], self.box(boxes[i])
+        if rng.random() < 0.5:
+            asked, answer = listed[int(rng.integers(len(listed)))], ["yes"]
         else:
-            if rng.random() < 0.5:
-                asked, answer = listed[int(rng.integers(k))], ["yes"]
-            else:
-                absent = [t for t in TAGS if t not in listed]
-                near = [t for t in absent if any(t[0] == u[0] or t[1] == u[1] for u in listed)]
-                source = near if near and rng.random() < 0.6 else absent
-                asked, answer = source[int(rng.integers(len(source)))], ["no"]
-            words += ["\n", "Is", "there", "a", *self.tag(asked), "in", "image", "?", "ASSISTANT:"]
-        return [INDEX[w] for w in words], [INDEX[w] for w in answer], k
+            absent = [t for t in TAGS if t not in listed]
+            near = [t for t in absent if any(t[0] == u[0] or t[1] == u[1] for u in listed)]
+            source = near if near and rng.random() < 0.6 else absent
+            asked, answer = source[int(rng.integers(len(source)))], ["no"]
+        return ["\n", "Is", "there", "a", *self.tag(asked), "in", "image", "?", "ASSISTANT:"], answer
 
     def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = [self.sample() for _ in range(n)]
-        length = max(len(p) + len(a) for p, a, _ in rows)
+        rows = [self.sample(self.args.questions) for _ in range(n)]
+        length = max(len(ids) for ids, _, _ in rows)
         ids, labels = torch.zeros(n, length, dtype=torch.long), torch.full((n, length), -100)
-        for i, (p, a, _) in enumerate(rows):  # right padding: causal attention never sees it
-            ids[i, : len(p) + len(a)] = torch.tensor(p + a)
-            labels[i, len(p) : len(p) + len(a)] = torch.tensor(a)
+        for i, (row, answers, _) in enumerate(rows):  # right padding: causal attention never sees it
+            ids[i, : len(row)] = torch.tensor(row)
+            labels[i, answers] = ids[i, answers]
         return ids, labels
 
 
@@ -97,9 +105,9 @@ def score(model, drills: Drills, n: int) -> dict[str, list]:
     model.eval()
     hits: dict[str, list] = {}
     for _ in range(n):
-        prompt, answer, k = drills.sample()
-        logits = model(torch.tensor([prompt + answer])).logits[0, len(prompt) - 1 : -1]
-        hits.setdefault(f"{min(k, 4)}{'+' if k >= 4 else ''} listed", []).append(logits.argmax(-1).numpy() == np.array(answer))
+        ids, answer, k = drills.sample()  # one question, as the stage-2 prompt asks
+        logits = model(torch.tensor([ids])).logits[0, answer[0] - 1 : -1]
+        hits.setdefault(f"{min(k, 4)}{'+' if k >= 4 else ''} listed", []).append(logits.argmax(-1).numpy() == np.array(ids[answer[0] :]))
     model.train()
     return hits
 
@@ -112,6 +120,8 @@ def main() -> None:
     parser.add_argument("--max-objects", type=int, default=3)
     parser.add_argument("--merged-coords", action="store_true")
     parser.add_argument("--single-tags", action="store_true")
+    parser.add_argument("--questions", type=int, default=1, help="training turns about each list (scored on one)")
+    parser.add_argument("--init-std", type=float, default=0.02, help="LlamaConfig.initializer_range (the stand-in: 0.02)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--layers", type=int, default=LMStandinConfig.layers)
     parser.add_argument("--hidden-size", type=int, default=LMStandinConfig.hidden_size, help="the MLP is 8/3 as wide")
@@ -124,7 +134,7 @@ def main() -> None:
     config = LlamaConfig(
         vocab_size=len(VOCAB), hidden_size=args.hidden_size, intermediate_size=args.hidden_size * 8 // 3 + 3,
         num_hidden_layers=args.layers, num_attention_heads=standin.heads, num_key_value_heads=standin.heads,
-        max_position_embeddings=512, tie_word_embeddings=True, pad_token_id=0,
+        max_position_embeddings=512, tie_word_embeddings=True, pad_token_id=0, initializer_range=args.init_std,
     )  # fmt: skip
     model = LlamaForCausalLM(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=standin.weight_decay)
@@ -146,7 +156,7 @@ def main() -> None:
             print(f"step {step:5d}  answer loss {loss.item():.3f}  ({time.perf_counter() - start:.0f} s)", flush=True)
     hits = score(model, held_out, 400)
     options = [f"--{name.replace('_', '-')}" for name in ("merged_coords", "single_tags") if getattr(args, name)]
-    print(f"{args.task}, {args.layers} layers of {args.hidden_size}, up to {args.max_objects} objects, {args.steps} steps of {standin.batch_size}, lr {args.lr:g} {' '.join(options)}")
+    print(f"{args.task}, {args.layers} layers of {args.hidden_size}, up to {args.max_objects} objects, {args.questions} questions each, {args.steps} steps of {standin.batch_size}, lr {args.lr:g}, init std {args.init_std:g} {' '.join(options)}")
     for listed in sorted(hits):
         per_token = 100 * np.mean(hits[listed], axis=0)
         whole = 100 * np.mean([h.all() for h in hits[listed]])

@@ -81,22 +81,27 @@ def main() -> None:
     parser.add_argument("--question-first", action="store_true", help="drills ask before listing: 'USER: q\\nObjects: <list> ASSISTANT:'")
     parser.add_argument("--random-lists", type=int, default=0, help="add this many drills about fresh random object lists (no image)")
     parser.add_argument("--min-objects", type=int, default=1, help="training drills list at least this many objects")
+    parser.add_argument("--drill-questions", type=int, default=1, help="questions per training drill (LMStandinConfig.drill_questions)")
+    parser.add_argument("--init-std", type=float, default=LMStandinConfig.initializer_range, help="LMStandinConfig.initializer_range")
+    parser.add_argument("--block-size", type=int, default=256, help="with --pack: block length (batch: 3072 tokens / block)")
     args = parser.parse_args()
 
     if not (args.world / "world.json").is_file():
         generate_world(args.world, seed=0, sizes=WorldSizes(train=1200, val=60, test=200, zeroshot=120))
     data = StandinData.load(args.world)
     config = LMStandinConfig(
-        steps=args.steps, layers=args.layers, drills_per_image=args.drills_per_image, pack_drills=args.pack, isolate_documents=args.isolate
-    )
+        steps=args.steps, layers=args.layers, drills_per_image=args.drills_per_image, pack_drills=args.pack, isolate_documents=args.isolate,
+        drill_questions=args.drill_questions, initializer_range=args.init_std,
+    )  # fmt: skip
     if args.pack:
-        config = replace(config, block_size=256, batch_size=12)
+        config = replace(config, block_size=args.block_size, batch_size=3072 // args.block_size)
     generator = seed_everything(config.seed)
     documents = lm_documents(
-        data.train, np.random.default_rng(config.seed), drills_per_image=config.drills_per_image, drill_min_objects=args.min_objects, question_first=args.question_first
-    )
+        data.train, np.random.default_rng(config.seed), drills_per_image=config.drills_per_image, drill_min_objects=args.min_objects,
+        question_first=args.question_first, drill_questions=args.drill_questions,
+    )  # fmt: skip
     if args.only:
-        documents = [d for d in documents if len(d) == 4 and ASKS[args.only] in document_text(d)]
+        documents = [d for d in documents if len(d) > 1 and ASKS[args.only] in document_text(d)]
     if args.random_lists:
         documents += random_list_drills(data.train, args.random_lists, args)
         documents = [documents[k] for k in np.random.default_rng(1).permutation(len(documents))]

@@ -22,8 +22,10 @@ from lyrics.toyworld.standins.vocab import train_clip_tokenizer, train_lm_tokeni
 
 TINY_CLIP = ClipStandinConfig(image_size=56, patch_size=14, vision_hidden_size=32, vision_layers=1, text_hidden_size=32,
                               text_layers=1, heads=2, projection_dim=16, steps=4, batch_size=8, warmup=1, eval_images=6)
+# One stream of short blocks, one question per drill: the tiny path (the packed default is tested below).
 TINY_LM = LMStandinConfig(hidden_size=32, layers=1, heads=2, intermediate_size=64, block_size=32, steps=16, batch_size=4, lr=1e-2,
-                          warmup=1, eval_documents=4)
+                          warmup=1, eval_documents=4, pack_drills=False, isolate_documents=False, drill_questions=1,
+                          initializer_range=0.02)
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +96,34 @@ def test_reading_drill_probe_options_list_enough_objects_and_can_ask_first(data)
     assert min(reading_drill(img, rng, pool)[1][0].count("<br>") for img in images * 3) == 1  # default: 1 to all
     (head, _), _, (tail, _), (answer, supervised) = reading_drill(images[0], rng, pool, question_first=True)
     assert head.startswith("USER: ") and head.endswith("?\nObjects: ") and tail == " ASSISTANT:" and supervised
+
+
+def test_reading_drill_asks_several_questions_about_one_list(data):
+    """`questions` > 1: one list, then that many supervised turns (multi-query recall)."""
+    from lyrics.toyworld.annotate import split_tag_pool
+    from lyrics.toyworld.standins.corpus import reading_drill
+
+    pool, rng = split_tag_pool("train"), np.random.default_rng(0)
+    images = [i for i in data.train if len(i.objects) >= 3]
+    for img in images[:5]:
+        doc = reading_drill(img, rng, pool, questions=5)
+        assert len(doc) == 2 + 2 * 5 and doc[0] == ("USER: Objects: ", False) and not doc[1][1]
+        turns = doc[2:]
+        assert all(q.startswith("\n") and q.endswith(" ASSISTANT:") and not sq for q, sq in turns[0::2])
+        assert all(sa and a.startswith(" ") for a, sa in turns[1::2])
+        assert document_text(doc).count("<br>") == doc[1][0].count("<br>")  # the list is given once
+    assert len(reading_drill(images[0], rng, pool)) == 4  # the default: one question
+
+
+def test_lm_standin_initial_weights_follow_initializer_range(documents):
+    from lyrics.toyworld.standins.lm import build_model
+
+    tokenizer = train_lm_tokenizer(documents)
+    torch.manual_seed(0)
+    for std in (0.02, 0.1):
+        model = build_model(LMStandinConfig(hidden_size=64, intermediate_size=128, heads=2, initializer_range=std), tokenizer)
+        assert model.config.initializer_range == std
+        assert model.model.layers[0].self_attn.q_proj.weight.std().item() == pytest.approx(std, rel=0.1)
 
 
 def test_lm_tokenizer_numbers_markup_and_round_trip(documents, tmp_path):

@@ -220,11 +220,13 @@ def lm_documents(
     drills_per_image: int = 4,
     drill_min_objects: int = 1,
     question_first: bool = False,
+    drill_questions: int = 1,
 ) -> list[Document]:
     """Per image, one text document mixing every kind of toy-world text the LLM will meet
     (captions, question/answer pairs, referring expressions with boxes, the spatial representation,
     referential dialogue; parts shuffled so no fixed order is learned), plus, with `chat`,
-    `drills_per_image` reading drills and short knowledge documents, all in a random order."""
+    `drills_per_image` reading drills (of `drill_questions` questions each) and short knowledge
+    documents, all in a random order."""
     docs: list[Document] = []
     for img in images:
         parts = [c[:1].upper() + c[1:] for c in img.captions[:2]]
@@ -238,52 +240,69 @@ def lm_documents(
     if chat:
         docs += [[(doc, True)] for doc in knowledge_documents(rng, len(images) // 2)]
         pool = split_tag_pool("train")
-        docs += [reading_drill(img, rng, pool, fmt, drill_min_objects, question_first) for img in images if img.objects for _ in range(drills_per_image)]
+        docs += [reading_drill(img, rng, pool, fmt, drill_min_objects, question_first, drill_questions) for img in images if img.objects for _ in range(drills_per_image)]
         docs = [docs[k] for k in rng.permutation(len(docs))]
     return docs
 
 
 def reading_drill(
-    img: ToyImage, rng: np.random.Generator, pool: list[str], fmt: str = "int1000", min_objects: int = 1, question_first: bool = False
+    img: ToyImage,
+    rng: np.random.Generator,
+    pool: list[str],
+    fmt: str = "int1000",
+    min_objects: int = 1,
+    question_first: bool = False,
+    questions: int = 1,
 ) -> Document:
-    """One question about an object list, in the stage-2 template: "USER: Objects: <list>\nq ASSISTANT: a".
+    """Questions about an object list, in the stage-2 template: "USER: Objects: <list>\nq ASSISTANT: a".
 
     The stand-in plays an instruction-tuned LLM (Vicuna), which can read a list of objects with boxes
     and answer questions about it; a tiny LM only learns that lookup (an induction-style copy) from many
     short, dense examples. The list is a random subset of the image's ground-truth objects (1 to all,
-    in a random order: the refiner orders objects by score, not position) and the question one of
+    in a random order: the refiner orders objects by score, not position) and each question one of
     * "What color is the <shape>?" for a shape that occurs once in the list,
     * "Is there a <tag> in the image?", yes for a listed tag, no for a tag of `pool` (the tags the
       train split may name) that is not listed, most often one sharing its colour or shape with a
       listed object (POPE's adversarial negatives),
     * "Where is the <tag>?" answered with the object's box.
     Built from the train split's ground truth only; the image itself never enters the LM.
-    `min_objects` (lists at least that many objects) and `question_first` ("USER: q\nObjects: <list>
-    ASSISTANT: a") are probes of `bench/lm_reading.py`: neither taught the 2-layer stand-in to pick
-    the asked object's box out of a list of two or more (README, "What the toy model is").
+    With `questions` > 1 the list is followed by that many turns "\nq ASSISTANT: a", each answer
+    supervised: many queries against one list (multi-query associative recall) is what let a
+    from-scratch LM learn a lookup at all; with one query per list it stays at chance
+    (`bench/lm_lookup.py`). `min_objects` (lists at least that many objects) and `question_first`
+    ("USER: q\nObjects: <list> ASSISTANT: a", one question) are probes of `bench/lm_reading.py`:
+    neither taught the 2-layer stand-in to pick the asked object's box out of a list of two or more
+    (README, "What the toy model is").
     """
     count = int(rng.integers(min(min_objects, len(img.objects)), len(img.objects) + 1))
     objects = [img.objects[k] for k in rng.permutation(len(img.objects))[:count]]
-    tags = [tag for tag, _ in objects]
+    turns = [_drill_turn([tag for tag, _ in objects], objects, rng, pool, fmt) for _ in range(questions)]
+    if question_first:
+        question, answer = turns[0]
+        return [(f"USER: {question}\nObjects: ", False), (format_spatial(objects, fmt), False), (" ASSISTANT:", False), (f" {answer}", True)]
+    document: Document = [("USER: Objects: ", False), (format_spatial(objects, fmt), False)]
+    for question, answer in turns:
+        document += [(f"\n{question} ASSISTANT:", False), (f" {answer}", True)]
+    return document
+
+
+def _drill_turn(tags: list[str], objects: list, rng: np.random.Generator, pool: list[str], fmt: str) -> tuple[str, str]:
+    """One question of `reading_drill` about the listed `objects` (with their `tags`) and its answer."""
     kind = int(rng.integers(3))
     shapes = [tag.split()[-1] for tag in tags]
     unique_shapes = [i for i, shape in enumerate(shapes) if shapes.count(shape) == 1]
     if kind == 0 and unique_shapes:
         i = unique_shapes[int(rng.integers(len(unique_shapes)))]
-        question, answer = f"What color is the {shapes[i]}?", tags[i].split()[0]
-    elif kind == 2:
+        return f"What color is the {shapes[i]}?", tags[i].split()[0]
+    if kind == 2:
         unique = [i for i, tag in enumerate(tags) if tags.count(tag) == 1] or [0]
         i = unique[int(rng.integers(len(unique)))]
-        question, answer = f"Where is the {tags[i]}?", f"<Bbox>{format_box(objects[i][1], fmt)}</Box>"
+        return f"Where is the {tags[i]}?", f"<Bbox>{format_box(objects[i][1], fmt)}</Box>"
+    absent = [tag for tag in pool if tag not in tags]
+    near = [tag for tag in absent if any(set(tag.split()) & set(t.split()) for t in tags)]
+    if rng.random() < 0.5 or not absent:
+        asked, answer = tags[int(rng.integers(len(tags)))], "yes"
     else:
-        absent = [tag for tag in pool if tag not in tags]
-        near = [tag for tag in absent if any(set(tag.split()) & set(t.split()) for t in tags)]
-        if rng.random() < 0.5 or not absent:
-            asked, answer = tags[int(rng.integers(len(tags)))], "yes"
-        else:
-            source = near if near and rng.random() < 0.6 else absent
-            asked, answer = source[int(rng.integers(len(source)))], "no"
-        question = f"Is there {article(asked)} in the image?"
-    if question_first:
-        return [(f"USER: {question}\nObjects: ", False), (format_spatial(objects, fmt), False), (" ASSISTANT:", False), (f" {answer}", True)]
-    return [("USER: Objects: ", False), (format_spatial(objects, fmt), False), (f"\n{question} ASSISTANT:", False), (f" {answer}", True)]
+        source = near if near and rng.random() < 0.6 else absent
+        asked, answer = source[int(rng.integers(len(source)))], "no"
+    return f"Is there {article(asked)} in the image?", answer
