@@ -14,10 +14,12 @@ transformers' Llama at `LMStandinConfig`'s width, depth and heads.
     with a listed object (POPE's adversarial negatives; chance 50%).
 
 Options: `--merged-coords` writes each coordinate with its punctuation as one token ("(x1," "y1),"
-"(x2," "y2)"), so continuing a box is a one-token induction; `--single-tags` makes each tag one token.
+"(x2," "y2)"), so continuing a box is a one-token induction; `--single-tags` makes each tag one token;
+`--tag-first` answers with the object's list entry, "<T>tag</T><Bbox>...", so the box follows the
+tag at the same offsets as in the list (scored teacher-forced, so the tag is given).
 
 Usage: python bench/lm_lookup.py [--task where|exists] [--steps 1500] [--lr 1e-3] [--max-objects 3]
-       [--questions 1] [--merged-coords] [--single-tags] [--init-std 0.02] [--threads 2] [--layers 2] [--hidden-size 128]
+       [--questions 1] [--merged-coords] [--single-tags] [--tag-first] [--init-std 0.02] [--threads 2] [--layers 2] [--hidden-size 128]
 """
 
 from __future__ import annotations
@@ -79,7 +81,8 @@ class Drills:
         rng = self.rng
         if self.args.task == "where":
             i = int(rng.integers(len(listed)))
-            return ["\n", "Where", "is", "the", *self.tag(listed[i]), "?", "ASSISTANT:"], self.box(boxes[i])
+            named = ["<T>", *self.tag(listed[i]), "</T>"] if self.args.tag_first else []
+            return ["\n", "Where", "is", "the", *self.tag(listed[i]), "?", "ASSISTANT:"], named + self.box(boxes[i])
         if rng.random() < 0.5:
             asked, answer = listed[int(rng.integers(len(listed)))], ["yes"]
         else:
@@ -120,6 +123,7 @@ def main() -> None:
     parser.add_argument("--max-objects", type=int, default=3)
     parser.add_argument("--merged-coords", action="store_true")
     parser.add_argument("--single-tags", action="store_true")
+    parser.add_argument("--tag-first", action="store_true", help="answer '<T>tag</T><Bbox>...', the list entry's own order")
     parser.add_argument("--questions", type=int, default=1, help="training turns about each list (scored on one)")
     parser.add_argument("--init-std", type=float, default=0.02, help="LlamaConfig.initializer_range (the stand-in: 0.02)")
     parser.add_argument("--threads", type=int, default=2)
@@ -155,14 +159,14 @@ def main() -> None:
         if step % 500 == 0 or step == args.steps - 1:
             print(f"step {step:5d}  answer loss {loss.item():.3f}  ({time.perf_counter() - start:.0f} s)", flush=True)
     hits = score(model, held_out, 400)
-    options = [f"--{name.replace('_', '-')}" for name in ("merged_coords", "single_tags") if getattr(args, name)]
+    options = [f"--{name.replace('_', '-')}" for name in ("merged_coords", "single_tags", "tag_first") if getattr(args, name)]
     print(f"{args.task}, {args.layers} layers of {args.hidden_size}, up to {args.max_objects} objects, {args.questions} questions each, {args.steps} steps of {standin.batch_size}, lr {args.lr:g}, init std {args.init_std:g} {' '.join(options)}")
     for listed in sorted(hits):
         per_token = 100 * np.mean(hits[listed], axis=0)
         whole = 100 * np.mean([h.all() for h in hits[listed]])
         k = int(listed[0])
         if args.task == "where":
-            first = 1 if args.merged_coords else 2  # the first coordinate: the lookup
+            first = (1 if args.merged_coords else 2) + (len(train.tag(TAGS[0])) + 2 if args.tag_first else 0)  # the lookup
             print(f"  {listed:9s} first coordinate {per_token[first]:5.1f}% (a random listed one: {100 / k:.0f}%), whole box {whole:5.1f}%, per token {np.round(per_token).astype(int).tolist()}")
         else:
             print(f"  {listed:9s} {whole:5.1f}% right (chance 50%)")
