@@ -17,9 +17,14 @@ Options: `--merged-coords` writes each coordinate with its punctuation as one to
 "(x2," "y2)"), so continuing a box is a one-token induction; `--single-tags` makes each tag one token;
 `--tag-first` answers with the object's list entry, "<T>tag</T><Bbox>...", so the box follows the
 tag at the same offsets as in the list (scored teacher-forced, so the tag is given).
+`--attn-supervision W` adds W x the cross-entropy of one last-layer head's attention against where each
+answer token sits in the asked entry's box (the circuit spelled out, with eager attention), and
+`--bind-supervision` also shows two first-layer heads the tag's colour and shape at that lookup's key
+(the entry's first coordinate) and query; `--rope-theta` sets the RoPE base.
 
 Usage: python bench/lm_lookup.py [--task where|exists] [--steps 1500] [--lr 1e-3] [--max-objects 3]
        [--questions 1] [--merged-coords] [--single-tags] [--tag-first] [--init-std 0.02] [--threads 2] [--layers 2] [--hidden-size 128]
+       [--attn-supervision 0] [--bind-supervision] [--rope-theta 1e4]
 """
 
 from __future__ import annotations
@@ -69,20 +74,46 @@ class Drills:
         words = ["<s>", "USER:", "Objects:"]
         for t, b in zip(listed, boxes):
             words += ["<br>", "<T>", *self.tag(t), "</T>", *self.box(b), "</br>"]
+        entries = self.entries(words)
         answers: list[int] = []
+        self.last_sources, self.last_binds = [], []
         for _ in range(questions):
-            question, answer = self.turn(listed, boxes)
+            question, answer, asked = self.turn(listed, boxes)
+            if asked is not None and not self.args.tag_first:
+                self.supervise(len(words), question, entries[asked][0], len(self.box(boxes[asked])))
             words += question
             answers += range(len(words), len(words) + len(answer))
             words += answer
         return [INDEX[w] for w in words], answers, k
+
+    def supervise(self, at: int, question: list[str], entry: int, box_tokens: int) -> None:
+        """Attention targets for a "where" turn starting at position `at`, about the entry at `entry`.
+
+        `last_sources`: (answer position, the entry's position of the same box token): one last-layer
+        head should attend there to copy it (`--attn-supervision`). `last_binds`: (first-layer head,
+        position, tag word): heads 1 and 2 gather the colour and shape at the entry's first coordinate
+        and at the answer position that predicts it, i.e. the lookup's key and query
+        (`--bind-supervision`)."""
+        answer_at = at + len(question)
+        box_at = entry + 5  # "<br> <T> colour shape </T>" then "<Bbox>"
+        self.last_sources += [(answer_at + j, box_at + j) for j in range(box_tokens)]
+        if not self.args.single_tags:
+            first = 1 if self.args.merged_coords else 2  # "<Bbox>" ("(") then the first coordinate
+            key, query, asked = box_at + first, answer_at + first - 1, at + 4  # "\n Where is the" colour shape
+            self.last_binds += [(1, key, entry + 2), (2, key, entry + 3), (1, query, asked), (2, query, asked + 1)]
+
+    @staticmethod
+    def entries(words: list[str]) -> list[tuple[int, int]]:
+        """(start, end) of each "<br> ... </br>" list entry in `words`."""
+        starts = [i for i, w in enumerate(words) if w == "<br>"]
+        return [(s, words.index("</br>", s) + 1) for s in starts]
 
     def turn(self, listed, boxes) -> tuple[list[str], list[str]]:
         rng = self.rng
         if self.args.task == "where":
             i = int(rng.integers(len(listed)))
             named = ["<T>", *self.tag(listed[i]), "</T>"] if self.args.tag_first else []
-            return ["\n", "Where", "is", "the", *self.tag(listed[i]), "?", "ASSISTANT:"], named + self.box(boxes[i])
+            return ["\n", "Where", "is", "the", *self.tag(listed[i]), "?", "ASSISTANT:"], named + self.box(boxes[i]), i
         if rng.random() < 0.5:
             asked, answer = listed[int(rng.integers(len(listed)))], ["yes"]
         else:
@@ -90,16 +121,20 @@ class Drills:
             near = [t for t in absent if any(t[0] == u[0] or t[1] == u[1] for u in listed)]
             source = near if near and rng.random() < 0.6 else absent
             asked, answer = source[int(rng.integers(len(source)))], ["no"]
-        return ["\n", "Is", "there", "a", *self.tag(asked), "in", "image", "?", "ASSISTANT:"], answer
+        return ["\n", "Is", "there", "a", *self.tag(asked), "in", "image", "?", "ASSISTANT:"], answer, None
 
-    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = [self.sample(self.args.questions) for _ in range(n)]
+    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int, int]], list[tuple[int, int, int, int]]]:
+        rows, sources, binds = [], [], []
+        for i in range(n):
+            rows.append(self.sample(self.args.questions))
+            sources += [(i, p - 1, s) for p, s in self.last_sources]  # the position whose output is token p
+            binds += [(i, *b) for b in self.last_binds]
         length = max(len(ids) for ids, _, _ in rows)
         ids, labels = torch.zeros(n, length, dtype=torch.long), torch.full((n, length), -100)
         for i, (row, answers, _) in enumerate(rows):  # right padding: causal attention never sees it
             ids[i, : len(row)] = torch.tensor(row)
             labels[i, answers] = ids[i, answers]
-        return ids, labels
+        return ids, labels, sources, binds
 
 
 @torch.no_grad()
@@ -126,6 +161,9 @@ def main() -> None:
     parser.add_argument("--tag-first", action="store_true", help="answer '<T>tag</T><Bbox>...', the list entry's own order")
     parser.add_argument("--questions", type=int, default=1, help="training turns about each list (scored on one)")
     parser.add_argument("--init-std", type=float, default=0.02, help="LlamaConfig.initializer_range (the stand-in: 0.02)")
+    parser.add_argument("--attn-supervision", type=float, default=0.0, help="weight of a loss showing one last-layer head the source of each answer token")
+    parser.add_argument("--bind-supervision", action="store_true", help="also show two first-layer heads the tag words (needs --attn-supervision)")
+    parser.add_argument("--rope-theta", type=float, default=10000.0, help="RoPE base (Llama 2: 1e4, Llama 3: 5e5)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--layers", type=int, default=LMStandinConfig.layers)
     parser.add_argument("--hidden-size", type=int, default=LMStandinConfig.hidden_size, help="the MLP is 8/3 as wide")
@@ -139,7 +177,9 @@ def main() -> None:
         vocab_size=len(VOCAB), hidden_size=args.hidden_size, intermediate_size=args.hidden_size * 8 // 3 + 3,
         num_hidden_layers=args.layers, num_attention_heads=standin.heads, num_key_value_heads=standin.heads,
         max_position_embeddings=512, tie_word_embeddings=True, pad_token_id=0, initializer_range=args.init_std,
+        rope_theta=args.rope_theta,
     )  # fmt: skip
+    config._attn_implementation = "eager" if args.attn_supervision > 0 else "sdpa"  # eager returns attention weights
     model = LlamaForCausalLM(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=standin.weight_decay)
     warmup = standin.warmup
@@ -149,8 +189,24 @@ def main() -> None:
     train, held_out = Drills(args, seed=0), Drills(args, seed=1)
     start = time.perf_counter()
     for step in range(args.steps):
-        ids, labels = train.batch(standin.batch_size)
-        loss = model(ids, labels=labels).loss
+        ids, labels, sources, binds = train.batch(standin.batch_size)
+        out = model(ids, labels=labels, output_attentions=args.attn_supervision > 0)
+        loss = out.loss
+        if args.attn_supervision > 0 and sources:
+            # one head of the last layer is shown where the answer token sits in the asked entry
+            attn = out.attentions[-1][:, 0]
+            b, q, k = (torch.tensor(c) for c in zip(*sources))
+            attn_loss = -(attn[b, q, k] + 1e-6).log().mean()
+            if step % 100 == 0:
+                print(f"step {step:5d}  answer loss {loss.item():.3f}  attention loss {attn_loss.item():.3f}", flush=True)
+            loss = loss + args.attn_supervision * attn_loss
+            if args.bind_supervision and binds:
+                # two first-layer heads are shown the tag words that the lookup's keys and query need
+                b, h, q, k = (torch.tensor(c) for c in zip(*binds))
+                bind_loss = -(out.attentions[0][b, h, q, k] + 1e-6).log().mean()
+                if step % 100 == 0:
+                    print(f"step {step:5d}  bind loss {bind_loss.item():.3f}", flush=True)
+                loss = loss + args.attn_supervision * bind_loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -159,7 +215,8 @@ def main() -> None:
         if step % 500 == 0 or step == args.steps - 1:
             print(f"step {step:5d}  answer loss {loss.item():.3f}  ({time.perf_counter() - start:.0f} s)", flush=True)
     hits = score(model, held_out, 400)
-    options = [f"--{name.replace('_', '-')}" for name in ("merged_coords", "single_tags", "tag_first") if getattr(args, name)]
+    options = [f"--{name.replace('_', '-')}" for name in ("merged_coords", "single_tags", "tag_first", "bind_supervision") if getattr(args, name)]
+    options += [f"--attn-supervision {args.attn_supervision:g}"] * (args.attn_supervision > 0) + [f"--rope-theta {args.rope_theta:g}"] * (args.rope_theta != 1e4)
     print(f"{args.task}, {args.layers} layers of {args.hidden_size}, up to {args.max_objects} objects, {args.questions} questions each, {args.steps} steps of {standin.batch_size}, lr {args.lr:g}, init std {args.init_std:g} {' '.join(options)}")
     for listed in sorted(hits):
         per_token = 100 * np.mean(hits[listed], axis=0)
