@@ -61,9 +61,10 @@ class Drills:
             return ["<Bbox>", f"({b[0]},", f"{b[1]}),", f"({b[2]},", f"{b[3]})", "</Box>"]
         return ["<Bbox>", "(", str(b[0]), ",", str(b[1]), ")", ",", "(", str(b[2]), ",", str(b[3]), ")", "</Box>"]
 
-    def sample(self, questions: int = 1) -> tuple[list[int], list[int], int]:
-        """(ids, the positions of answer tokens, objects listed): one list, then `questions` turns
-        "q ASSISTANT: a" about it (more than one: the dense supervision of multi-query recall)."""
+    def sample(self, questions: int = 1) -> tuple[list[int], list[int], int, list[tuple[int, int]], list[tuple[int, int, int]]]:
+        """(ids, the positions of answer tokens, objects listed, attention sources, binds; see
+        `supervise`): one list, then `questions` turns "q ASSISTANT: a" about it (more than one: the
+        dense supervision of multi-query recall)."""
         rng = self.rng
         k = int(rng.integers(1, self.args.max_objects + 1))
         listed = [TAGS[j] for j in rng.choice(len(TAGS), k, replace=False)]
@@ -74,39 +75,35 @@ class Drills:
         words = ["<s>", "USER:", "Objects:"]
         for t, b in zip(listed, boxes):
             words += ["<br>", "<T>", *self.tag(t), "</T>", *self.box(b), "</br>"]
-        entries = self.entries(words)
+        starts = [i for i, w in enumerate(words) if w == "<br>"]  # each list entry's first position
         answers: list[int] = []
-        self.last_sources, self.last_binds = [], []
+        sources: list[tuple[int, int]] = []
+        binds: list[tuple[int, int, int]] = []
         for _ in range(questions):
             question, answer, asked = self.turn(listed, boxes)
             if asked is not None and not self.args.tag_first:
-                self.supervise(len(words), question, entries[asked][0], len(self.box(boxes[asked])))
+                turn_sources, turn_binds = self.supervise(words, len(words) + len(question), starts[asked])
+                sources += turn_sources
+                binds += turn_binds
             words += question
             answers += range(len(words), len(words) + len(answer))
             words += answer
-        return [INDEX[w] for w in words], answers, k
+        return [INDEX[w] for w in words], answers, k, sources, binds
 
-    def supervise(self, at: int, question: list[str], entry: int, box_tokens: int) -> None:
-        """Attention targets for a "where" turn starting at position `at`, about the entry at `entry`.
+    def supervise(self, words: list[str], answer_at: int, entry: int) -> tuple[list[tuple[int, int]], list[tuple[int, int, int]]]:
+        """Attention targets for a "where" answer starting at `answer_at` about the list entry at `entry`.
 
-        `last_sources`: (answer position, the entry's position of the same box token): one last-layer
-        head should attend there to copy it (`--attn-supervision`). `last_binds`: (first-layer head,
-        position, tag word): heads 1 and 2 gather the colour and shape at the entry's first coordinate
-        and at the answer position that predicts it, i.e. the lookup's key and query
-        (`--bind-supervision`)."""
-        answer_at = at + len(question)
-        box_at = entry + 5  # "<br> <T> colour shape </T>" then "<Bbox>"
-        self.last_sources += [(answer_at + j, box_at + j) for j in range(box_tokens)]
-        if not self.args.single_tags:
-            first = 1 if self.args.merged_coords else 2  # "<Bbox>" ("(") then the first coordinate
-            key, query, asked = box_at + first, answer_at + first - 1, at + 4  # "\n Where is the" colour shape
-            self.last_binds += [(1, key, entry + 2), (2, key, entry + 3), (1, query, asked), (2, query, asked + 1)]
-
-    @staticmethod
-    def entries(words: list[str]) -> list[tuple[int, int]]:
-        """(start, end) of each "<br> ... </br>" list entry in `words`."""
-        starts = [i for i, w in enumerate(words) if w == "<br>"]
-        return [(s, words.index("</br>", s) + 1) for s in starts]
+        Sources: (answer position, the entry's position of the same box token): one last-layer head
+        should attend there to copy it (`--attn-supervision`). Binds: (first-layer head, position, tag
+        word): heads 1 and 2 gather the colour and shape at the entry's first coordinate and at the
+        answer position that predicts it, i.e. the lookup's key and query (`--bind-supervision`)."""
+        box_at = words.index("<Bbox>", entry)
+        sources = [(answer_at + j, box_at + j) for j in range(words.index("</Box>", box_at) + 1 - box_at)]
+        if self.args.single_tags:
+            return sources, []
+        first = 1 if self.args.merged_coords else 2  # "<Bbox>" ("(") then the first coordinate
+        key, query, asked = box_at + first, answer_at + first - 1, answer_at - 4  # "the" colour shape "?" "ASSISTANT:"
+        return sources, [(1, key, entry + 2), (2, key, entry + 3), (1, query, asked), (2, query, asked + 1)]
 
     def turn(self, listed, boxes) -> tuple[list[str], list[str]]:
         rng = self.rng
@@ -124,14 +121,12 @@ class Drills:
         return ["\n", "Is", "there", "a", *self.tag(asked), "in", "image", "?", "ASSISTANT:"], answer, None
 
     def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int, int]], list[tuple[int, int, int, int]]]:
-        rows, sources, binds = [], [], []
-        for i in range(n):
-            rows.append(self.sample(self.args.questions))
-            sources += [(i, p - 1, s) for p, s in self.last_sources]  # the position whose output is token p
-            binds += [(i, *b) for b in self.last_binds]
-        length = max(len(ids) for ids, _, _ in rows)
+        rows = [self.sample(self.args.questions) for _ in range(n)]
+        sources = [(i, p - 1, s) for i, row in enumerate(rows) for p, s in row[3]]  # the position whose output is token p
+        binds = [(i, *b) for i, row in enumerate(rows) for b in row[4]]
+        length = max(len(row[0]) for row in rows)
         ids, labels = torch.zeros(n, length, dtype=torch.long), torch.full((n, length), -100)
-        for i, (row, answers, _) in enumerate(rows):  # right padding: causal attention never sees it
+        for i, (row, answers, *_) in enumerate(rows):  # right padding: causal attention never sees it
             ids[i, : len(row)] = torch.tensor(row)
             labels[i, answers] = ids[i, answers]
         return ids, labels, sources, binds
@@ -143,7 +138,7 @@ def score(model, drills: Drills, n: int) -> dict[str, list]:
     model.eval()
     hits: dict[str, list] = {}
     for _ in range(n):
-        ids, answer, k = drills.sample()  # one question, as the stage-2 prompt asks
+        ids, answer, k, _, _ = drills.sample()  # one question, as the stage-2 prompt asks
         logits = model(torch.tensor([ids])).logits[0, answer[0] - 1 : -1]
         hits.setdefault(f"{min(k, 4)}{'+' if k >= 4 else ''} listed", []).append(logits.argmax(-1).numpy() == np.array(ids[answer[0] :]))
     model.train()

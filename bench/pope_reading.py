@@ -42,7 +42,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lyrics.inference.pipeline import LyricsPipeline
-    from lyrics.refiner.spatial import format_box
+    from lyrics.refiner.spatial import format_spatial
 
     run = args.run
     rows = [json.loads(line) for line in open(run / f"world/pope/test/coco_pope_{args.sampling}.json")][: args.limit]
@@ -55,8 +55,7 @@ def main() -> None:
     yes, no = tokenizer.convert_tokens_to_ids("Ġyes"), tokenizer.convert_tokens_to_ids("Ġno")
     said = []
     for r in rows:
-        objects = images[r["image"]]["objects"]
-        listed = "".join(f"<br><T>{o['tag']}</T><Bbox>{format_box(o['box_norm'])}</Box></br>" for o in objects)
+        listed = format_spatial((o["tag"], o["box_norm"]) for o in images[r["image"]]["objects"])
         ids = tokenizer(f"USER: Objects: {listed}\n{r['text']} ASSISTANT:", return_tensors="pt").input_ids
         with torch.no_grad():
             logits = lm(ids).logits[0, -1]
