@@ -4,10 +4,12 @@ Prints:
   * stage 1 (LyricsForPretraining, all four objectives) at the paper's MQ-Former dims with cached
     image features: samples/s, achieved FLOP/s (torch.utils.flop_counter) divided by the fp32 matmul
     FLOP/s measured in the same run (aim >= 0.5), and peak memory;
-  * stage 2 (LyricsForConditionalGeneration with LoRA) on a tiny LLaMA: steps/s and peak memory.
+  * stage 2 (LyricsForConditionalGeneration with LoRA) on a small LLaMA with Vicuna's 32k vocabulary:
+    steps/s and peak memory with the output layer computed at the response positions only (the
+    default) and at every position (`keep_all_logits=True`), and their ratio.
 
 Each measurement runs in its own process so that peak resident memory belongs to it alone.
-Usage: python bench/train.py [--batch 8] [--iters 3]
+Usage: python bench/train.py [--batch 8] [--iters 3] [--stages 1,2]
 """
 
 from __future__ import annotations
@@ -82,24 +84,33 @@ def stage1(batch: int, iters: int, queue) -> None:
     queue.put({"samples_per_s": batch / seconds, "flops": flops, "seconds": seconds, "peak_mb": _peak_mb(), "spatial_tokens": data["spatial_ids"].shape[1]})
 
 
-def stage2(batch: int, iters: int, queue) -> None:
+def stage2(batch: int, iters: int, keep_all_logits: bool, queue) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     import tempfile
 
     import tiny
     from lyrics.models.conditional_generation import LyricsForConditionalGeneration
     from lyrics.models.processing import LyricsProcessor, ProcessorConfig
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
     root = Path(tempfile.mkdtemp())
     tokenizer = tiny.llm_tokenizer()
-    tiny.save_llm(root / "llm", tokenizer)
+    llm = LlamaConfig(
+        vocab_size=32000, hidden_size=256, intermediate_size=688, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )  # fmt: skip
+    LlamaForCausalLM(llm).save_pretrained(str(root / "llm"))
+    tokenizer.save_pretrained(str(root / "llm"))
     config = tiny.lyrics_config()
-    proc = LyricsProcessor(tokenizer, ProcessorConfig(num_image_tokens=config.num_image_tokens))
+    proc = LyricsProcessor(tokenizer, ProcessorConfig(num_image_tokens=config.num_image_tokens, max_length=1024))
     model = LyricsForConditionalGeneration.from_components(config, root / "llm", processor=proc)
     model.enable_lora()
     model.train()
-    conv = [{"from": "human", "value": "<image>\nwhat color is the circle?"}, {"from": "gpt", "value": "red"}]
+    # A VQA-like sample: a long prompt (the spatial text of a few objects) and a short answer.
+    question = "<image>\n" + " ".join(["a red circle at (0.10,0.20),(0.30,0.40)"] * 12) + " what color is the circle?"
+    conv = [{"from": "human", "value": question}, {"from": "gpt", "value": "red"}]
     data = proc.training_batch([conv] * batch)
     data["image_embeds"] = torch.randn(batch, 17, 32)
     data["local_features"] = torch.randn(batch, 5, config.mqformer_config.local_feature_size)
@@ -107,12 +118,13 @@ def stage2(batch: int, iters: int, queue) -> None:
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        model(**data).loss.backward()
+        model(**data, keep_all_logits=keep_all_logits).loss.backward()
         optimizer.step()
 
     step()
     seconds = statistics.median(_timed(step) for _ in range(iters))
-    queue.put({"steps_per_s": 1 / seconds, "samples_per_s": batch / seconds, "peak_mb": _peak_mb()})
+    tokens = data["input_ids"].shape[1]
+    queue.put({"steps_per_s": 1 / seconds, "samples_per_s": batch / seconds, "peak_mb": _peak_mb(), "tokens": tokens})
 
 
 def run(target, *args) -> dict:
@@ -129,7 +141,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--iters", type=int, default=3)
+    parser.add_argument("--stages", default="1,2", help="which stages to measure, e.g. 2")
     args = parser.parse_args()
+    if "1" in args.stages.split(","):
+        measure_stage1(args)
+    if "2" in args.stages.split(","):
+        measure_stage2(args)
+
+
+def measure_stage1(args) -> None:
     peak = matmul_flops()
     print(f"threads: {torch.get_num_threads()}, fp32 matmul (2048^3): {peak / 1e9:.1f} GFLOP/s")
     s1 = run(stage1, args.batch, args.iters)
@@ -140,8 +160,19 @@ def main() -> None:
         f"{s1['flops'] / 1e9:.0f} GFLOP/step, {achieved / 1e9:.1f} GFLOP/s"
     )
     print(f"stage 1 achieved / matmul FLOP/s: {achieved / peak:.2f}  (aim >= 0.5); peak memory {s1['peak_mb']:.0f} MB")
-    s2 = run(stage2, args.batch, args.iters)
-    print(f"stage 2 (tiny LLaMA + LoRA, batch {args.batch}): {s2['steps_per_s']:.1f} steps/s, {s2['samples_per_s']:.1f} samples/s; peak memory {s2['peak_mb']:.0f} MB")
+
+
+def measure_stage2(args) -> None:
+    results = {}
+    for keep_all in (False, True):
+        s2 = results[keep_all] = run(stage2, args.batch, args.iters, keep_all)
+        where = "every position" if keep_all else "response positions"
+        print(
+            f"stage 2 (2-layer LLaMA, 32k vocab, LoRA, batch {args.batch} x {s2['tokens']} tokens), logits at {where}: "
+            f"{s2['steps_per_s']:.2f} steps/s; peak memory {s2['peak_mb']:.0f} MB"
+        )
+    sliced, full = results[False], results[True]
+    print(f"stage 2 response-only / every-position logits: {sliced['steps_per_s'] / full['steps_per_s']:.2f}x steps/s, {sliced['peak_mb'] / full['peak_mb']:.2f}x peak memory")
 
 
 if __name__ == "__main__":

@@ -56,18 +56,42 @@ def test_visual_tokens_reach_the_llm_and_loss_covers_responses_only(parts):
     model.eval()
     batch = proc.training_batch([CONV, CONV])
     visual = inputs(proc)
-    out = model(**batch, **visual)
+    out = model(**batch, **visual, keep_all_logits=True)
     # the loss is the mean cross-entropy over response positions only
     logits = out.logits[:, :-1]
     labels = batch["labels"][:, 1:]
     keep = labels != -100
     manual = torch.nn.functional.cross_entropy(logits[keep], labels[keep])
     torch.testing.assert_close(out.loss, manual)
+    # by default only the response rows are computed: the same loss and the same rows
+    sliced = model(**batch, **visual)
+    assert sliced.logits.shape == (int(keep.sum()), logits.shape[-1])
+    torch.testing.assert_close(sliced.logits, logits[keep], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sliced.loss, manual)
     # another image changes the prediction; the visual tokens sit at the image positions
-    other = model(**batch, pixel_values=visual["pixel_values"].flip(0), local_features=visual["local_features"])
+    other = model(**batch, pixel_values=visual["pixel_values"].flip(0), local_features=visual["local_features"], keep_all_logits=True)
     assert (other.logits[0] - out.logits[0]).abs().max() > 1e-4
     first_image = int((batch["input_ids"][0] == model.config.image_token_index).nonzero()[0])
     torch.testing.assert_close(other.logits[0, :first_image], out.logits[0, :first_image])
+
+
+def test_response_logits_give_the_full_logits_loss_for_both_reductions(parts, monkeypatch):
+    model, proc = build(parts)
+    model.eval()
+    long_answer = CONV[:1] + [{"from": "gpt", "value": "a red circle on a blue square"}]
+    batch = proc.training_batch([CONV, long_answer])
+    visual = inputs(proc)
+    assert model._slices_logits()  # the tiny LLaMA slices inside transformers
+    token, sample = (model(**batch, **visual, loss_reduction=r) for r in ("token", "sample"))
+    assert abs(token.loss.item() - sample.loss.item()) > 1e-4  # the two means differ on unequal answers
+    for reduction, sliced in (("token", token), ("sample", sample)):
+        full = model(**batch, **visual, loss_reduction=reduction, keep_all_logits=True)
+        torch.testing.assert_close(sliced.loss, full.loss)
+    # an LLM whose forward cannot slice its logits gets the same rows and loss
+    monkeypatch.setattr(LyricsForConditionalGeneration, "_slices_logits", lambda self: False)
+    fallback = model(**batch, **visual, loss_reduction="sample")
+    torch.testing.assert_close(fallback.logits, sample.logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fallback.loss, sample.loss)
 
 
 def test_local_features_matter(parts):

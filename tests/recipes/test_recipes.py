@@ -113,7 +113,7 @@ def test_stage1_then_stage2_then_merge(world, tmp_path):
 
 
 def test_per_sample_loss_weighs_each_sample_alike():
-    from lyrics.recipes.stage2 import per_sample_loss
+    from lyrics.models.conditional_generation import response_loss
 
     torch.manual_seed(0)
     logits = torch.randn(2, 5, 7)
@@ -123,11 +123,19 @@ def test_per_sample_loss_weighs_each_sample_alike():
     ce = -logits.log_softmax(-1)
     first = ce[0, 3, 3]
     second = (ce[1, 0, 1] + ce[1, 1, 2] + ce[1, 2, 5]) / 3
-    assert per_sample_loss(logits, labels).item() == pytest.approx(((first + second) / 2).item(), rel=1e-6)
-    token_mean = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten())
-    assert token_mean.item() == pytest.approx(((first + 3 * second) / 4).item(), rel=1e-6)
+
+    def loss(reduction):
+        predicts = labels[:, 1:] != -100
+        return response_loss(logits[:, :-1][predicts], labels[:, 1:][predicts], predicts, reduction).item()
+
+    assert loss("sample") == pytest.approx(((first + second) / 2).item(), rel=1e-6)
+    assert loss("token") == pytest.approx(((first + 3 * second) / 4).item(), rel=1e-6)
     labels[1] = -100  # a sample without a response does not count
-    assert per_sample_loss(logits, labels).item() == pytest.approx(first.item(), rel=1e-6)
+    assert loss("sample") == pytest.approx(first.item(), rel=1e-6)
+    labels[0] = -100  # nor does a batch without any: zero, not NaN
+    assert loss("sample") == 0.0 and loss("token") == 0.0
+    with pytest.raises(ValueError, match="'token' or 'sample', got 'mean'"):
+        loss("mean")
 
 
 def test_unknown_loss_reduction_is_named_before_the_llm_loads(tmp_path):

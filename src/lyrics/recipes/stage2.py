@@ -37,7 +37,6 @@ from typing import Any
 
 import torch
 
-from lyrics.models.processing import IGNORE_INDEX
 from lyrics.recipes.stage1 import make_augment, open_refiner_store
 from lyrics.training.trainer import Trainer, TrainerConfig
 
@@ -89,27 +88,6 @@ class Stage2Collator:
             )
             batch.update(visual)
         return batch
-
-
-def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Next-token cross-entropy averaged over each sample's response tokens, then over the samples
-    that have any. With the usual token mean a batch of captions and one-word VQA answers is ruled by
-    the captions; this weighs every instruction alike."""
-    targets = labels[:, 1:]
-    per_token = torch.nn.functional.cross_entropy(
-        logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
-    ).view_as(targets)
-    counts = (targets != IGNORE_INDEX).sum(dim=1)
-    has = counts > 0
-    return (per_token.sum(dim=1)[has] / counts[has]).mean()
-
-
-def per_sample_step(model, batch: dict[str, Any]):
-    """`model(**batch)` with the loss of `per_sample_loss` (`model.loss_reduction: sample`)."""
-    labels = batch["labels"]
-    output = model(**{k: v for k, v in batch.items() if k != "labels"})
-    output.loss = per_sample_loss(output.logits, labels)
-    return output
 
 
 class Stage2Recipe:
@@ -169,7 +147,7 @@ class Stage2Recipe:
 
             print(load_mqformer_from_blip2(self.model.mqformer, m["blip2"]).summary())
         self.model.enable_lora()
-        self.step_fn = (lambda model, batch: model(**batch)) if reduction == "token" else per_sample_step
+        self.step_fn = lambda model, batch: model(**batch, loss_reduction=reduction)
 
     def _setup_data(self) -> None:
         from lyrics.data.dataset import InstructionDataset
