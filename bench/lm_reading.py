@@ -15,11 +15,15 @@ The variants the README reports: `--layers 3`; `--tag-tokens` (every tag one tok
 vocabulary); `--only existence --drills-per-image 30` (fresh existence drills only; `--only where` likewise);
 `--pack` and `--pack --isolate`, with `--drills-per-image 8` (`LMStandinConfig.pack_drills`);
 `--min-objects 2` (no drill lists one object alone); `--question-first`; `--random-lists 40000`
-(extra drills about random lists that never repeat); `--steps 6000`.
+(extra drills about random lists that never repeat); `--steps 6000`; with `--pack --isolate --block-size 384
+--drill-questions 8 --init-std 0.1 --steps 1600 --pope 200`: `--layers 4`, `--min-objects 8`, `--conjunction 0.5`.
+`--pope N` also answers N test POPE questions per sampling from ground-truth lists
+(`bench/pope_reading.py`'s `lm alone`), split by what the absent object shares with the list.
 
 Usage: python bench/lm_reading.py [--world /tmp/lm_reading_world] [--steps 2000] [--layers 2]
        [--drills-per-image 4] [--only existence|where] [--repeat 1] [--tag-tokens] [--questions 6]
        [--pack [--isolate]] [--min-objects 1] [--question-first] [--random-lists 0]
+       [--drill-questions 1] [--init-std 0.02] [--block-size 256] [--conjunction 0] [--pope 0]
 """
 
 from __future__ import annotations
@@ -84,6 +88,8 @@ def main() -> None:
     parser.add_argument("--drill-questions", type=int, default=1, help="questions per training drill (LMStandinConfig.drill_questions)")
     parser.add_argument("--init-std", type=float, default=LMStandinConfig.initializer_range, help="LMStandinConfig.initializer_range")
     parser.add_argument("--block-size", type=int, default=256, help="with --pack: block length (batch: 3072 tokens / block)")
+    parser.add_argument("--conjunction", type=float, default=0.0, help="share of 'no' drills asking a conjunction foil (colour and shape listed apart)")
+    parser.add_argument("--pope", type=int, default=0, help="also answer this many test POPE questions per sampling (bench/pope_reading.py)")
     args = parser.parse_args()
 
     if not (args.world / "world.json").is_file():
@@ -98,7 +104,7 @@ def main() -> None:
     generator = seed_everything(config.seed)
     documents = lm_documents(
         data.train, np.random.default_rng(config.seed), drills_per_image=config.drills_per_image, drill_min_objects=args.min_objects,
-        question_first=args.question_first, drill_questions=args.drill_questions,
+        question_first=args.question_first, drill_questions=args.drill_questions, drill_conjunction=args.conjunction,
     )  # fmt: skip
     if args.only:
         documents = [d for d in documents if len(d) > 1 and ASKS[args.only] in document_text(d)]
@@ -144,6 +150,28 @@ def main() -> None:
     )
     for kind in sorted(right):
         print(f"  {kind:10s} {100 * np.mean(right[kind]):5.1f}% right of {len(right[kind])}")
+    if args.pope:
+        from pope_reading import lm_answers, pope_rows
+
+        for sampling in ("random", "adversarial"):
+            rows, images = pope_rows(args.world, sampling, args.pope)
+            said = lm_answers(tokenizer, model, rows, images)
+            right_pope = np.mean([s == r["label"] for s, r in zip(said, rows)])
+            print(f"  POPE {sampling:11s} {100 * right_pope:5.1f}% right of {len(rows)} (ground-truth lists; 'yes' {said.count('yes')})")
+            # Which absent objects fool it: a foil whose colour and shape are both listed (on different
+            # objects) needs them bound; one sharing one or neither does not.
+            kinds: dict[str, list[bool]] = {}
+            for s, r in zip(said, rows):
+                tags = [o["tag"].split() for o in images[r["image"]]["objects"]]
+                colour, shape = r["text"].split()[3:5]  # "Is there a(n) <colour> <shape> in the image?"
+                if r["label"] == "yes":
+                    kind = f"yes, {min(len(tags), 6)}{'+' if len(tags) >= 6 else ''} listed"
+                else:
+                    shared = (any(t[0] == colour for t in tags), any(t[-1] == shape for t in tags))
+                    kind = {(True, True): "no, colour and shape listed", (False, False): "no, neither listed"}.get(shared, "no, one listed")
+                kinds.setdefault(kind, []).append(s == r["label"])
+            for kind in sorted(kinds):
+                print(f"    {kind:28s} {100 * np.mean(kinds[kind]):5.1f}% right of {len(kinds[kind])}")
 
 
 if __name__ == "__main__":

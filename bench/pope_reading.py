@@ -32,6 +32,29 @@ def report(name: str, said: list[str], labels: list[str]) -> None:
     print(f"  {name:18s} {dict(Counter(said))}  accuracy {100 * right / len(labels):.1f}%")
 
 
+def lm_answers(tokenizer, lm, rows: list[dict], images: dict[str, dict]) -> list[str]:
+    """The LM alone on POPE `rows`: each image's ground-truth list in a reading drill's prompt, "yes" or
+    "no" by the larger next-token logit."""
+    from lyrics.refiner.spatial import format_spatial
+
+    yes, no = tokenizer.convert_tokens_to_ids("Ġyes"), tokenizer.convert_tokens_to_ids("Ġno")
+    said = []
+    for r in rows:
+        listed = format_spatial((o["tag"], o["box_norm"]) for o in images[r["image"]]["objects"])
+        ids = tokenizer(f"USER: Objects: {listed}\n{r['text']} ASSISTANT:", return_tensors="pt").input_ids
+        with torch.no_grad():
+            logits = lm(ids).logits[0, -1]
+        said.append("yes" if logits[yes] > logits[no] else "no")
+    return said
+
+
+def pope_rows(world: Path, sampling: str, limit: int) -> tuple[list[dict], dict[str, dict]]:
+    """The first `limit` test-split POPE questions of a toy world, and its images by file name."""
+    rows = [json.loads(line) for line in open(world / f"pope/test/coco_pope_{sampling}.json")][:limit]
+    images = {Path(im["file_name"]).name: im for im in json.loads((world / "world.json").read_text())["images"]}
+    return rows, images
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a `lyrics quickstart --out` folder")
@@ -42,24 +65,15 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lyrics.inference.pipeline import LyricsPipeline
-    from lyrics.refiner.spatial import format_spatial
 
     run = args.run
-    rows = [json.loads(line) for line in open(run / f"world/pope/test/coco_pope_{args.sampling}.json")][: args.limit]
+    rows, images = pope_rows(run / "world", args.sampling, args.limit)
     labels = [r["label"] for r in rows]
-    images = {Path(im["file_name"]).name: im for im in json.loads((run / "world/world.json").read_text())["images"]}
     print(f"{run}: {len(rows)} POPE {args.sampling} questions (test split)")
 
     lm_dir = run / "standins/lm"
     tokenizer, lm = AutoTokenizer.from_pretrained(lm_dir), AutoModelForCausalLM.from_pretrained(lm_dir).eval()
-    yes, no = tokenizer.convert_tokens_to_ids("Ġyes"), tokenizer.convert_tokens_to_ids("Ġno")
-    said = []
-    for r in rows:
-        listed = format_spatial((o["tag"], o["box_norm"]) for o in images[r["image"]]["objects"])
-        ids = tokenizer(f"USER: Objects: {listed}\n{r['text']} ASSISTANT:", return_tensors="pt").input_ids
-        with torch.no_grad():
-            logits = lm(ids).logits[0, -1]
-        said.append("yes" if logits[yes] > logits[no] else "no")
+    said = lm_answers(tokenizer, lm, rows, images)
     report("lm alone", said, labels)
 
     pipe = LyricsPipeline.from_pretrained(run / "stage2/final")

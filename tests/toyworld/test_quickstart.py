@@ -107,3 +107,19 @@ def test_a_folder_with_another_run_is_refused(tmp_path):
     with pytest.raises(ValueError, match="different"):
         Quickstart(tmp_path, FAST, seed=0).run()
     assert not (tmp_path / "world").exists()  # refused before any stage ran
+
+
+def test_budget_sets_the_lm_standins_steps(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    import lyrics.toyworld.standins as standins
+    from lyrics.toyworld.quickstart import DEFAULT, FAST, Quickstart
+
+    seen = []
+    monkeypatch.setattr(standins, "train_standins", lambda *a, **kw: seen.append(kw["lm"]))
+    for budget in (replace(FAST, lm_steps=7), replace(DEFAULT, lm_steps=9), FAST):
+        Quickstart(tmp_path, budget, seed=3).stage_standins()
+    fast, default, unset = seen
+    assert (fast.steps, fast.seed, fast.eval_documents) == (7, 3, 30)  # the rest of the fast budget kept
+    assert (default.steps, default.eval_documents) == (9, 100)
+    assert unset is None  # train_standins picks LMStandinConfig's own

@@ -44,13 +44,16 @@ class Budget:
     # weigh as much as a caption; the fast budget keeps "token", since in its 130 steps the per-sample
     # mean left a fifth of the REC answers without a box (the 10-token box weighs less).
     stage2_loss_reduction: str = "sample"
+    lm_steps: int | None = None  # the LM stand-in's steps; None: `LMStandinConfig`'s (or `.fast()`'s) own
 
 
-# Where the default's ~7 minutes go on 2 cores (README): the LM stand-in ~3 (reading an object list is
-# what it must learn, from reading drills), refine ~0.5, stage 1 ~0.7, stage 2 ~2.2, evaluation ~0.3.
+# Where the default's minutes go on 2 cores (README; a slow day's seconds): the LM stand-in ~250
+# (reading an object list is what it must learn, from reading drills), refine ~40, stage 1 ~45,
+# stage 2 ~150, evaluation ~35. Stage 1 is the cheapest to cut: at toy scale its ITC stays at chance
+# within the budget and Table 4's "w/o pre-training" row is within the noise.
 DEFAULT = Budget(
     world=WorldSizes(train=1200, val=60, test=200, zeroshot=120), fast_standins=False,
-    stage1_steps=80, stage1_batch=24, stage2_steps=800, stage2_lr=2e-3, eval_limit=400,
+    stage1_steps=50, stage1_batch=24, stage2_steps=720, stage2_lr=2e-3, eval_limit=400, lm_steps=1800,
 )  # fmt: skip
 FAST = Budget(
     world=WorldSizes(train=240, val=20, test=40, zeroshot=30), fast_standins=True,
@@ -160,9 +163,13 @@ class Quickstart:
         self.keys = CanonicalKeys(self.manifest)
 
     def stage_standins(self) -> None:
-        from lyrics.toyworld.standins import train_standins
+        from lyrics.toyworld.standins import LMStandinConfig, train_standins
 
-        self.standins = train_standins(self.world, self.shared / "standins", fast=self.budget.fast_standins, seed=self.seed)
+        lm = None
+        if self.budget.lm_steps is not None:
+            make = LMStandinConfig.fast if self.budget.fast_standins else LMStandinConfig
+            lm = make(seed=self.seed, steps=self.budget.lm_steps)
+        self.standins = train_standins(self.world, self.shared / "standins", fast=self.budget.fast_standins, seed=self.seed, lm=lm)
 
     def refiner_config(self):
         from lyrics.presets import load_config

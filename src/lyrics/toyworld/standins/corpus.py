@@ -221,6 +221,7 @@ def lm_documents(
     drill_min_objects: int = 1,
     question_first: bool = False,
     drill_questions: int = 1,
+    drill_conjunction: float = 0.0,
 ) -> list[Document]:
     """Per image, one text document mixing every kind of toy-world text the LLM will meet
     (captions, question/answer pairs, referring expressions with boxes, the spatial representation,
@@ -240,7 +241,7 @@ def lm_documents(
     if chat:
         docs += [[(doc, True)] for doc in knowledge_documents(rng, len(images) // 2)]
         pool = split_tag_pool("train")
-        docs += [reading_drill(img, rng, pool, fmt, drill_min_objects, question_first, drill_questions) for img in images if img.objects for _ in range(drills_per_image)]
+        docs += [reading_drill(img, rng, pool, fmt, drill_min_objects, question_first, drill_questions, drill_conjunction) for img in images if img.objects for _ in range(drills_per_image)]
         docs = [docs[k] for k in rng.permutation(len(docs))]
     return docs
 
@@ -253,6 +254,7 @@ def reading_drill(
     min_objects: int = 1,
     question_first: bool = False,
     questions: int = 1,
+    conjunction: float = 0.0,
 ) -> Document:
     """Questions about an object list, in the stage-2 template: "USER: Objects: <list>\nq ASSISTANT: a".
 
@@ -272,11 +274,13 @@ def reading_drill(
     (`bench/lm_lookup.py`). `min_objects` (lists at least that many objects) and `question_first`
     ("USER: q\nObjects: <list> ASSISTANT: a", one question) are probes of `bench/lm_reading.py`:
     neither taught the 2-layer stand-in to pick the asked object's box out of a list of two or more
-    (README, "What the toy model is").
+    (README, "What the toy model is"). `conjunction` is the share of "no" questions that ask a
+    conjunction foil (colour and shape both listed, on different objects) when the list allows one: a
+    probe as well, which moved the yes/no bias instead of teaching the binding.
     """
     count = int(rng.integers(min(min_objects, len(img.objects)), len(img.objects) + 1))
     objects = [img.objects[k] for k in rng.permutation(len(img.objects))[:count]]
-    turns = [_drill_turn([tag for tag, _ in objects], objects, rng, pool, fmt) for _ in range(questions)]
+    turns = [_drill_turn([tag for tag, _ in objects], objects, rng, pool, fmt, conjunction) for _ in range(questions)]
     if question_first:
         question, answer = turns[0]
         return [(f"USER: {question}\nObjects: ", False), (format_spatial(objects, fmt), False), (" ASSISTANT:", False), (f" {answer}", True)]
@@ -286,7 +290,7 @@ def reading_drill(
     return document
 
 
-def _drill_turn(tags: list[str], objects: list, rng: np.random.Generator, pool: list[str], fmt: str) -> tuple[str, str]:
+def _drill_turn(tags: list[str], objects: list, rng: np.random.Generator, pool: list[str], fmt: str, conjunction: float = 0.0) -> tuple[str, str]:
     """One question of `reading_drill` about the listed `objects` (with their `tags`) and its answer."""
     kind = int(rng.integers(3))
     shapes = [tag.split()[-1] for tag in tags]
@@ -303,6 +307,11 @@ def _drill_turn(tags: list[str], objects: list, rng: np.random.Generator, pool: 
     if rng.random() < 0.5 or not absent:
         asked, answer = tags[int(rng.integers(len(tags)))], "yes"
     else:
-        source = near if near and rng.random() < 0.6 else absent
+        # a conjunction foil: its colour and its shape are both listed, on different objects
+        both = [tag for tag in absent if any(t.split()[0] == tag.split()[0] for t in tags) and any(t.split()[-1] == tag.split()[-1] for t in tags)]
+        if conjunction and both and rng.random() < conjunction:
+            source = both
+        else:
+            source = near if near and rng.random() < 0.6 else absent
         asked, answer = source[int(rng.integers(len(source)))], "no"
     return f"Is there {article(asked)} in the image?", answer
