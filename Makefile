@@ -45,7 +45,7 @@ dev-install: $(VENV)/.stamp-dev
 test: $(VENV)/.stamp-dev
 	$(PY) -m pytest -q
 
-# The main job: the whole Lyrics pipeline on the toy world (8-11 minutes on 2 CPU cores).
+# The main job: the whole Lyrics pipeline on the toy world (6-9 minutes on 2 CPU cores).
 demo: $(VENV)/.stamp-demo
 	$(VENV)/bin/lyrics quickstart --out runs/quickstart
 
