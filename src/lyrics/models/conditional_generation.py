@@ -16,6 +16,8 @@ image encoder are referenced by `text_model_name_or_path` / `vision_model_name_o
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import os
 import shutil
 import tempfile
@@ -250,34 +252,24 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
             local_features=local_features, local_attention_mask=local_attention_mask,
             qformer_input_ids=qformer_input_ids, qformer_attention_mask=qformer_attention_mask,
         )  # fmt: skip
-        if labels is None or keep_all_logits:
-            output = self.language_model(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)
-            if labels is not None:
-                targets = labels[:, 1:]
-                predicts = targets != IGNORE_INDEX
-                output.loss = response_loss(output.logits[:, :-1][predicts], targets[predicts], predicts, loss_reduction)
-            return output
+        if labels is None:
+            return self.language_model(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)
         targets = labels[:, 1:]
         predicts = targets != IGNORE_INDEX  # position t predicts token t + 1
-        keep = torch.cat([predicts, predicts.new_zeros(len(predicts), 1)], dim=1)
-        if self._slices_logits():
+        if not keep_all_logits and self._slices_logits():
+            keep = torch.cat([predicts, predicts.new_zeros(len(predicts), 1)], dim=1)
             output = self.language_model(inputs_embeds=embeds, attention_mask=attention_mask, logits_to_keep=keep, **kwargs)
-        else:  # a causal LM whose forward cannot slice: every logit, then the response rows
+            rows = output.logits
+        else:  # every logit; a causal LM whose forward cannot slice keeps only the response rows
             output = self.language_model(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)
-            output.logits = output.logits[keep]
-        output.loss = response_loss(output.logits, targets[predicts], predicts, loss_reduction)
+            rows = output.logits[:, :-1][predicts]
+            if not keep_all_logits:
+                output.logits = rows
+        output.loss = response_loss(rows, targets[predicts], predicts, loss_reduction)
         return output
 
     def _slices_logits(self) -> bool:
-        """Whether the LLM's forward takes a boolean `(B, T)` `logits_to_keep` (transformers models
-        that slice through `modeling_utils.slice_logits_to_keep`)."""
-        import inspect
-
-        import transformers.modeling_utils
-
-        return hasattr(transformers.modeling_utils, "slice_logits_to_keep") and (
-            "logits_to_keep" in inspect.signature(self.llm.forward).parameters
-        )
+        return _slices_logits(type(self.llm))
 
     @torch.no_grad()
     def generate(
@@ -389,6 +381,17 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
             _replace_dir(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@functools.cache
+def _slices_logits(llm_class: type) -> bool:
+    """Whether `llm_class.forward` takes a boolean `(B, T)` `logits_to_keep` (transformers models that
+    slice through `modeling_utils.slice_logits_to_keep`). Asked once per class, not at every step."""
+    import transformers.modeling_utils
+
+    return hasattr(transformers.modeling_utils, "slice_logits_to_keep") and (
+        "logits_to_keep" in inspect.signature(llm_class.forward).parameters
+    )
 
 
 def response_loss(logits: torch.Tensor, targets: torch.Tensor, predicts: torch.Tensor, reduction: str = "token") -> torch.Tensor:

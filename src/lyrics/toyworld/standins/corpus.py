@@ -307,11 +307,13 @@ def _drill_turn(tags: list[str], objects: list, rng: np.random.Generator, pool: 
     if rng.random() < 0.5 or not absent:
         asked, answer = tags[int(rng.integers(len(tags)))], "yes"
     else:
-        # a conjunction foil: its colour and its shape are both listed, on different objects
-        both = [tag for tag in absent if any(t.split()[0] == tag.split()[0] for t in tags) and any(t.split()[-1] == tag.split()[-1] for t in tags)]
-        if conjunction and both and rng.random() < conjunction:
-            source = both
-        else:
+        source = None
+        if conjunction:  # a conjunction foil: its colour and its shape are both listed, on different objects
+            colours, listed_shapes = {t.split()[0] for t in tags}, set(shapes)
+            both = [tag for tag in absent if tag.split()[0] in colours and tag.split()[-1] in listed_shapes]
+            if both and rng.random() < conjunction:
+                source = both
+        if source is None:
             source = near if near and rng.random() < 0.6 else absent
         asked, answer = source[int(rng.integers(len(source)))], "no"
     return f"Is there {article(asked)} in the image?", answer
