@@ -16,14 +16,17 @@ vocabulary); `--only existence --drills-per-image 30` (fresh existence drills on
 `--pack` and `--pack --isolate`, with `--drills-per-image 8` (`LMStandinConfig.pack_drills`);
 `--min-objects 2` (no drill lists one object alone); `--question-first`; `--random-lists 40000`
 (extra drills about random lists that never repeat); `--steps 6000`; with `--pack --isolate --block-size 384
---drill-questions 8 --init-std 0.1 --steps 1600 --pope 200`: `--layers 4`, `--min-objects 8`, `--conjunction 0.5`.
+--drill-questions 8 --init-std 0.1 --steps 1600 --pope 200`: `--layers 4`, `--min-objects 8`, `--conjunction 0.5`;
+and at `--steps 1800 --min-objects 8`: `--kinds 1 4 1` and `--kinds 1 8 1` (how often each question is asked),
+`--prefix 0.5` (half the drills with a caption before the list).
 `--pope N` also answers N test POPE questions per sampling from ground-truth lists
 (`bench/pope_reading.py`'s `lm alone`), split by what the absent object shares with the list.
 
 Usage: python bench/lm_reading.py [--world /tmp/lm_reading_world] [--steps 2000] [--layers 2]
        [--drills-per-image 4] [--only existence|where] [--repeat 1] [--tag-tokens] [--questions 6]
        [--pack [--isolate]] [--min-objects 1] [--question-first] [--random-lists 0]
-       [--drill-questions 1] [--init-std 0.02] [--block-size 256] [--conjunction 0] [--pope 0]
+       [--drill-questions 1] [--init-std 0.02] [--block-size 256] [--conjunction 0]
+       [--kinds COLOUR EXISTENCE BOX] [--prefix 0] [--pope 0]
 """
 
 from __future__ import annotations
@@ -89,6 +92,8 @@ def main() -> None:
     parser.add_argument("--init-std", type=float, default=LMStandinConfig.initializer_range, help="LMStandinConfig.initializer_range")
     parser.add_argument("--block-size", type=int, default=256, help="with --pack: block length (batch: 3072 tokens / block)")
     parser.add_argument("--conjunction", type=float, default=0.0, help="share of 'no' drills asking a conjunction foil (colour and shape listed apart)")
+    parser.add_argument("--kinds", type=float, nargs=3, help="weights of the drills' colour, existence and box questions (default: equal)")
+    parser.add_argument("--prefix", type=float, default=0.0, help="share of drills with a caption before the list")
     parser.add_argument("--pope", type=int, default=0, help="also answer this many test POPE questions per sampling (bench/pope_reading.py)")
     args = parser.parse_args()
 
@@ -105,6 +110,7 @@ def main() -> None:
     documents = lm_documents(
         data.train, np.random.default_rng(config.seed), drills_per_image=config.drills_per_image, drill_min_objects=args.min_objects,
         question_first=args.question_first, drill_questions=args.drill_questions, drill_conjunction=args.conjunction,
+        drill_kinds=tuple(args.kinds) if args.kinds else None, drill_prefix=args.prefix,
     )  # fmt: skip
     if args.only:
         documents = [d for d in documents if len(d) > 1 and ASKS[args.only] in document_text(d)]

@@ -14,7 +14,7 @@ test-split POPE file and prints the answers given and the accuracy (chance 50%):
 When `lm alone` and `w/o LoRA` read above chance and `stage 2` does not, stage 2's LoRA overrode a
 reading the LM had (README, "What the toy model is").
 
-Usage: python bench/pope_reading.py RUN_DIR [--sampling adversarial] [--limit 80]
+Usage: python bench/pope_reading.py RUN_DIR [--sampling adversarial] [--limit 80] [--lm-prefix TEXT ...]
 """
 
 from __future__ import annotations
@@ -32,16 +32,16 @@ def report(name: str, said: list[str], labels: list[str]) -> None:
     print(f"  {name:18s} {dict(Counter(said))}  accuracy {100 * right / len(labels):.1f}%")
 
 
-def lm_answers(tokenizer, lm, rows: list[dict], images: dict[str, dict]) -> list[str]:
-    """The LM alone on POPE `rows`: each image's ground-truth list in a reading drill's prompt, "yes" or
-    "no" by the larger next-token logit."""
+def lm_answers(tokenizer, lm, rows: list[dict], images: dict[str, dict], prefix: str = "") -> list[str]:
+    """The LM alone on POPE `rows`: each image's ground-truth list in a reading drill's prompt (with
+    `prefix` between "USER: " and the list), "yes" or "no" by the larger next-token logit."""
     from lyrics.refiner.spatial import format_spatial
 
     yes, no = tokenizer.convert_tokens_to_ids("Ġyes"), tokenizer.convert_tokens_to_ids("Ġno")
     said = []
     for r in rows:
         listed = format_spatial((o["tag"], o["box_norm"]) for o in images[r["image"]]["objects"])
-        ids = tokenizer(f"USER: Objects: {listed}\n{r['text']} ASSISTANT:", return_tensors="pt").input_ids
+        ids = tokenizer(f"USER: {prefix}Objects: {listed}\n{r['text']} ASSISTANT:", return_tensors="pt").input_ids
         with torch.no_grad():
             logits = lm(ids).logits[0, -1]
         said.append("yes" if logits[yes] > logits[no] else "no")
@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="a `lyrics quickstart --out` folder")
     parser.add_argument("--sampling", choices=["random", "popular", "adversarial"], default="adversarial")
     parser.add_argument("--limit", type=int, default=80)
+    parser.add_argument("--lm-prefix", action="append", default=[], help="also ask the LM alone with this text before the list (repeatable)")
     args = parser.parse_args()
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -75,6 +76,8 @@ def main() -> None:
     tokenizer, lm = AutoTokenizer.from_pretrained(lm_dir), AutoModelForCausalLM.from_pretrained(lm_dir).eval()
     said = lm_answers(tokenizer, lm, rows, images)
     report("lm alone", said, labels)
+    for prefix in args.lm_prefix:  # stage 2 puts the image's tokens there: does other text there hurt the reading?
+        report(f"lm, {prefix[:12]!r}", lm_answers(tokenizer, lm, rows, images, prefix.replace("\\n", "\n")), labels)
 
     pipe = LyricsPipeline.from_pretrained(run / "stage2/final")
     paths = [run / "world/images/toytest" / r["image"] for r in rows]

@@ -115,6 +115,31 @@ def test_reading_drill_asks_several_questions_about_one_list(data):
     assert len(reading_drill(images[0], rng, pool)) == 4  # the default: one question
 
 
+def test_reading_drill_kinds_weigh_the_questions(data):
+    """`kinds` (colour, existence, box) sets how often each question is asked; a zero weight never asks it."""
+    from lyrics.toyworld.annotate import split_tag_pool
+    from lyrics.toyworld.standins.corpus import reading_drill
+
+    pool, rng = split_tag_pool("train"), np.random.default_rng(0)
+    images = [i for i in data.train if len(i.objects) >= 3]
+    text = "".join(document_text(reading_drill(img, rng, pool, questions=8, kinds=(1, 3, 0))) for img in images)
+    colour, exists = text.count("What color"), text.count("Is there")
+    assert "Where is" not in text and exists > 2 * colour > 0
+
+
+def test_reading_drill_prefix_puts_a_caption_before_the_list(data):
+    """`prefix`: some drills read the list behind other text, as stage 2 puts the image's tokens there."""
+    from lyrics.toyworld.annotate import split_tag_pool
+    from lyrics.toyworld.standins.corpus import reading_drill
+
+    pool, rng = split_tag_pool("train"), np.random.default_rng(0)
+    heads = [(img, reading_drill(img, rng, pool, prefix=0.5)[0]) for img in data.train[:20]]
+    prefixed = [(img, head) for img, (head, _) in heads if head != "USER: Objects: "]
+    assert 0 < len(prefixed) < len(heads) and all(not supervised for _, (_, supervised) in heads)
+    for img, head in prefixed:
+        assert head.startswith("USER: ") and head.endswith("\nObjects: ") and head[6:-10] in img.captions
+
+
 def test_lm_standin_initial_weights_follow_initializer_range(documents):
     from lyrics.toyworld.standins.lm import build_model
 

@@ -119,7 +119,8 @@ def train_standins(
 
     world = world_identity(world_dir)
     for name, config, trainer in (("clip", clip, train_clip_standin), ("lm", lm, train_lm_standin)):
-        done = _finished(out / name, asdict(config), world)
+        # compared as saved (JSON): a tuple field reads back as a list
+        done = _finished(out / name, json.loads(json.dumps(asdict(config))), world)
         logs[name] = done if done is not None else trainer(world_dir, out / name, config, data=get_data()).to_dict()
 
     tok_dir = out / "mqformer_tokenizer"

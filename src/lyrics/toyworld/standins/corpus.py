@@ -222,6 +222,8 @@ def lm_documents(
     question_first: bool = False,
     drill_questions: int = 1,
     drill_conjunction: float = 0.0,
+    drill_kinds: tuple[float, float, float] | None = None,
+    drill_prefix: float = 0.0,
 ) -> list[Document]:
     """Per image, one text document mixing every kind of toy-world text the LLM will meet
     (captions, question/answer pairs, referring expressions with boxes, the spatial representation,
@@ -241,7 +243,7 @@ def lm_documents(
     if chat:
         docs += [[(doc, True)] for doc in knowledge_documents(rng, len(images) // 2)]
         pool = split_tag_pool("train")
-        docs += [reading_drill(img, rng, pool, fmt, drill_min_objects, question_first, drill_questions, drill_conjunction) for img in images if img.objects for _ in range(drills_per_image)]
+        docs += [reading_drill(img, rng, pool, fmt, drill_min_objects, question_first, drill_questions, drill_conjunction, drill_kinds, drill_prefix) for img in images if img.objects for _ in range(drills_per_image)]
         docs = [docs[k] for k in rng.permutation(len(docs))]
     return docs
 
@@ -255,6 +257,8 @@ def reading_drill(
     question_first: bool = False,
     questions: int = 1,
     conjunction: float = 0.0,
+    kinds: tuple[float, float, float] | None = None,
+    prefix: float = 0.0,
 ) -> Document:
     """Questions about an object list, in the stage-2 template: "USER: Objects: <list>\nq ASSISTANT: a".
 
@@ -276,23 +280,34 @@ def reading_drill(
     neither taught the 2-layer stand-in to pick the asked object's box out of a list of two or more
     (README, "What the toy model is"). `conjunction` is the share of "no" questions that ask a
     conjunction foil (colour and shape both listed, on different objects) when the list allows one: a
-    probe as well, which moved the yes/no bias instead of teaching the binding.
+    probe as well, which moved the yes/no bias instead of teaching the binding. `kinds` weighs the
+    three questions (colour, existence, box; None: equally likely). `prefix` is the share of drills
+    with one of the image's captions between "USER: " and the list: in stage 2 the image's query
+    tokens sit there, and an LM that only ever saw the list right after "USER: " reads it worse
+    behind anything else (README, "What the toy model is").
     """
     count = int(rng.integers(min(min_objects, len(img.objects)), len(img.objects) + 1))
     objects = [img.objects[k] for k in rng.permutation(len(img.objects))[:count]]
-    turns = [_drill_turn([tag for tag, _ in objects], objects, rng, pool, fmt, conjunction) for _ in range(questions)]
+    turns = [_drill_turn([tag for tag, _ in objects], objects, rng, pool, fmt, conjunction, kinds) for _ in range(questions)]
     if question_first:
         question, answer = turns[0]
         return [(f"USER: {question}\nObjects: ", False), (format_spatial(objects, fmt), False), (" ASSISTANT:", False), (f" {answer}", True)]
-    document: Document = [("USER: Objects: ", False), (format_spatial(objects, fmt), False)]
+    head = "USER: Objects: "
+    if prefix and img.captions and rng.random() < prefix:
+        head = f"USER: {img.captions[int(rng.integers(len(img.captions)))]}\nObjects: "
+    document: Document = [(head, False), (format_spatial(objects, fmt), False)]
     for question, answer in turns:
         document += [(f"\n{question} ASSISTANT:", False), (f" {answer}", True)]
     return document
 
 
-def _drill_turn(tags: list[str], objects: list, rng: np.random.Generator, pool: list[str], fmt: str, conjunction: float = 0.0) -> tuple[str, str]:
+def _drill_turn(
+    tags: list[str], objects: list, rng: np.random.Generator, pool: list[str], fmt: str, conjunction: float = 0.0,
+    kinds: tuple[float, float, float] | None = None,
+) -> tuple[str, str]:
     """One question of `reading_drill` about the listed `objects` (with their `tags`) and its answer."""
-    kind = int(rng.integers(3))
+    # 0 colour, 1 existence, 2 box; the unweighted draw stays `integers` so the default corpus is unchanged
+    kind = int(rng.integers(3)) if kinds is None else int(rng.choice(3, p=np.asarray(kinds) / sum(kinds)))
     shapes = [tag.split()[-1] for tag in tags]
     unique_shapes = [i for i, shape in enumerate(shapes) if shapes.count(shape) == 1]
     if kind == 0 and unique_shapes:

@@ -83,6 +83,15 @@ class LMStandinConfig:
     # 1.75 (README, "What the toy model is").
     drill_questions: int = 1
     initializer_range: float = 0.02
+    # Probes of stage 2's POPE, none the default (README, "What the toy model is", with the numbers):
+    # drills list at least this many of the image's objects (`reading_drill(min_objects=...)`; 8 =
+    # the whole image, as POPE's prompt does: the only end-to-end run with POPE F1 above always-yes,
+    # barely, and REC fell); weigh their colour, existence and box questions (`kinds`; 1:4:1 let the
+    # LM alone read POPE in 1800 steps as well as 4000 unweighted, not the stage-2 model); and put a
+    # caption before the list in this share of drills (`prefix`, where stage 2 puts the image tokens).
+    drill_min_objects: int = 1
+    drill_kinds: tuple[float, float, float] | None = None
+    drill_prefix: float = 0.0
 
     def __post_init__(self) -> None:
         if self.isolate_documents and not self.pack_drills:
@@ -296,7 +305,10 @@ def train_lm_standin(
     config = config or LMStandinConfig()
     generator = seed_everything(config.seed)
     data = data or StandinData.load(world_dir)
-    drills = dict(chat=config.chat_documents, drills_per_image=config.drills_per_image, drill_questions=config.drill_questions)
+    drills = dict(
+        chat=config.chat_documents, drills_per_image=config.drills_per_image, drill_questions=config.drill_questions,
+        drill_min_objects=config.drill_min_objects, drill_kinds=config.drill_kinds, drill_prefix=config.drill_prefix,
+    )  # fmt: skip
     train_docs = lm_documents(data.train, np.random.default_rng(config.seed), **drills)
     val_docs = lm_documents(data.val[: config.eval_documents], np.random.default_rng(config.seed + 1), **drills)
     tokenizer = train_lm_tokenizer(map(document_text, train_docs), vocab_size=config.tokenizer_vocab_size)
