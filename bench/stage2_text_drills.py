@@ -20,15 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from lyrics.toyworld import quickstart as Q
-from lyrics.toyworld.standins import train_standins
 from lyrics.toyworld.standins.lm import LMStandinConfig
 
 LM = LMStandinConfig(pack_drills=True, isolate_documents=True, block_size=384, batch_size=8, drill_questions=8, initializer_range=0.1, steps=1600)
 SHOWN = ("vqa/color", "vqa/existence", "rec/Acc@0.5", "pope_random/accuracy", "pope_random/F1", "pope_adversarial/F1")
-
-
-def _standins(self) -> None:
-    self.standins = train_standins(self.world, self.shared / "standins", seed=self.seed, lm=LM)
 
 
 def drill_records(run: Path) -> None:
@@ -60,13 +55,12 @@ def main() -> None:
     args = parser.parse_args()
     from lyrics.toyworld.results import evaluate_quickstart
 
-    Q.Quickstart.stage_standins = _standins
-    base = Q.Quickstart(args.run, Q.DEFAULT).run()
+    base = Q.Quickstart(args.run, Q.DEFAULT, lm=LM).run()
     drill_records(args.run)
     show("no drills", base.results)
     for weight in args.weight:
         Q.MIXTURE["reading_drills"] = ("alpaca", [], None, weight)
-        run = Q.Quickstart(args.run / "var" / f"text={weight:g}", Q.DEFAULT, shared=args.run)
+        run = Q.Quickstart(args.run / "var" / f"text={weight:g}", Q.DEFAULT, shared=args.run, lm=LM)
         run.prepare()
         checkpoint = run.stage_stage2(args.run / "stage1" / "final")
         show(f"drills {weight:g}", evaluate_quickstart(run, checkpoint, splits=("test",)))

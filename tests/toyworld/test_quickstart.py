@@ -1,6 +1,7 @@
 """`lyrics quickstart --fast` end to end (the real CLI in a subprocess), then `lyrics chat` and one
 `lyrics ablate` row on its checkpoint. The run is shared by the module (about 90 s on 2 cores)."""
 
+import dataclasses
 import json
 import os
 import re
@@ -123,3 +124,21 @@ def test_budget_sets_the_lm_standins_steps(tmp_path, monkeypatch):
     assert (fast.steps, fast.seed, fast.eval_documents) == (7, 3, 30)  # the rest of the fast budget kept
     assert (default.steps, default.eval_documents) == (9, 100)
     assert unset is None  # train_standins picks LMStandinConfig's own
+
+
+def test_an_lm_config_replaces_the_budgets_and_is_recorded(tmp_path, monkeypatch):
+    """`Quickstart(lm=...)` trains that LM stand-in, and a folder holding a run with another LM is refused."""
+    import lyrics.toyworld.standins as standins
+    from lyrics.toyworld.quickstart import DEFAULT, FAST, Quickstart
+    from lyrics.toyworld.standins import LMStandinConfig
+
+    seen = []
+    monkeypatch.setattr(standins, "train_standins", lambda *a, **kw: seen.append(kw["lm"]))
+    lm = LMStandinConfig(steps=5, drill_min_objects=8, drill_kinds=(1, 4, 1))
+    Quickstart(tmp_path, DEFAULT, lm=lm).stage_standins()
+    assert seen == [lm]
+    summary = {"seed": 0, "budget": {}, "model": {}, "lm": json.loads(json.dumps(dataclasses.asdict(lm)))}
+    (tmp_path / "quickstart.json").write_text(json.dumps(summary))
+    with pytest.raises(ValueError, match="different lm"):
+        Quickstart(tmp_path, FAST).check_previous({"seed": 0, "budget": {}, "model": {}})
+    Quickstart(tmp_path, FAST, lm=lm).check_previous(summary)  # the same LM: accepted

@@ -129,7 +129,8 @@ class Quickstart:
     """Runs the stages in order into `out`; each stage's outputs are reused when already complete.
 
     `shared` holds what does not depend on the model (world, stand-ins, refiner store, feature cache,
-    records); `lyrics ablate` points several runs at one `shared` folder.
+    records); `lyrics ablate` points several runs at one `shared` folder. `lm` replaces the LM
+    stand-in's configuration that the budget implies (the probes of README, "What the toy model is").
     """
 
     def __init__(
@@ -140,6 +141,7 @@ class Quickstart:
         model: dict[str, Any] | None = None,
         log: Callable[[str], None] = print,
         shared: str | Path | None = None,
+        lm: Any = None,
     ):
         # Absolute paths: the refine manifest and the recipe configs are read relative to their own
         # folders, so a relative `--out runs/quickstart` would otherwise point every image elsewhere.
@@ -149,6 +151,7 @@ class Quickstart:
         self.seed = seed
         self.model = json.loads(json.dumps(model or TOY_MODEL))
         self.log = log
+        self.lm = lm  # an `LMStandinConfig`, or None
         self.timings: dict[str, float] = {}
         self.world = self.shared / "world"
         self.store_dir = self.shared / "refiner"
@@ -165,8 +168,8 @@ class Quickstart:
     def stage_standins(self) -> None:
         from lyrics.toyworld.standins import LMStandinConfig, train_standins
 
-        lm = None
-        if self.budget.lm_steps is not None:
+        lm = self.lm
+        if lm is None and self.budget.lm_steps is not None:
             make = LMStandinConfig.fast if self.budget.fast_standins else LMStandinConfig
             lm = make(seed=self.seed, steps=self.budget.lm_steps)
         self.standins = train_standins(self.world, self.shared / "standins", fast=self.budget.fast_standins, seed=self.seed, lm=lm)
@@ -319,8 +322,8 @@ class Quickstart:
 
     # --- driver ---------------------------------------------------------------------------------
     def check_previous(self, summary: dict[str, Any]) -> None:
-        """Finished stages are reused, so a folder that holds a run with another budget, seed or model
-        is refused rather than silently mixed into this one."""
+        """Finished stages are reused, so a folder that holds a run with another budget, seed, model or
+        LM stand-in is refused rather than silently mixed into this one."""
         previous = self.out / "quickstart.json"
         if not previous.is_file():
             return
@@ -328,8 +331,8 @@ class Quickstart:
             old = json.loads(previous.read_text())
         except json.JSONDecodeError:
             return  # written atomically, so only a foreign file; it is replaced at the end
-        for key in ("budget", "seed", "model"):
-            if key in old and old[key] != summary[key]:
+        for key in ("budget", "seed", "model", "lm"):  # "lm" is absent where the budget's LM was used
+            if (key in old or key == "lm") and old.get(key) != summary.get(key):
                 raise ValueError(
                     f"{self.out} holds a quickstart run with a different {key} ({previous}); "
                     "choose another --out or delete that folder"
@@ -359,6 +362,8 @@ class Quickstart:
         start = time.perf_counter()
         self.out.mkdir(parents=True, exist_ok=True)
         summary = {"budget": asdict(self.budget), "seed": self.seed, "model": self.model, "timings": self.timings}
+        if self.lm is not None:
+            summary["lm"] = asdict(self.lm)
         self.check_previous(json.loads(json.dumps(summary, default=str)))
         atomic_write_text(self.out / "quickstart.json", json.dumps(summary, indent=2, default=str))
         self.prepare()
