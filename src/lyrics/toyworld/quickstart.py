@@ -21,9 +21,12 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lyrics.toyworld.world import WorldSizes
+
+if TYPE_CHECKING:
+    from lyrics.toyworld.standins.lm import LMStandinConfig
 
 
 @dataclass
@@ -141,7 +144,7 @@ class Quickstart:
         model: dict[str, Any] | None = None,
         log: Callable[[str], None] = print,
         shared: str | Path | None = None,
-        lm: Any = None,
+        lm: LMStandinConfig | None = None,
     ):
         # Absolute paths: the refine manifest and the recipe configs are read relative to their own
         # folders, so a relative `--out runs/quickstart` would otherwise point every image elsewhere.
@@ -151,7 +154,7 @@ class Quickstart:
         self.seed = seed
         self.model = json.loads(json.dumps(model or TOY_MODEL))
         self.log = log
-        self.lm = lm  # an `LMStandinConfig`, or None
+        self.lm = lm
         self.timings: dict[str, float] = {}
         self.world = self.shared / "world"
         self.store_dir = self.shared / "refiner"

@@ -284,7 +284,8 @@ def reading_drill(
     three questions (colour, existence, box; None: equally likely). `prefix` is the share of drills
     with one of the image's captions between "USER: " and the list: in stage 2 the image's query
     tokens sit there, and an LM that only ever saw the list right after "USER: " reads it worse
-    behind anything else (README, "What the toy model is").
+    behind anything else; trained so, it read as well behind a caption as without, but worse in both
+    (README, "What the toy model is").
     """
     count = int(rng.integers(min(min_objects, len(img.objects)), len(img.objects) + 1))
     objects = [img.objects[k] for k in rng.permutation(len(img.objects))[:count]]
