@@ -59,8 +59,8 @@ def main() -> None:
     drill_records(args.run)
     show("no drills", base.results)
     for weight in args.weight:
-        Q.MIXTURE["reading_drills"] = ("alpaca", [], None, weight)
-        run = Q.Quickstart(args.run / "var" / f"text={weight:g}", Q.DEFAULT, shared=args.run, lm=LM)
+        mixture = {**Q.MIXTURE, "reading_drills": ("alpaca", [], None, weight)}  # records made by drill_records
+        run = Q.Quickstart(args.run / "var" / f"text={weight:g}", Q.DEFAULT, shared=args.run, lm=LM, mixture=mixture)
         run.prepare()
         checkpoint = run.stage_stage2(args.run / "stage1" / "final")
         show(f"drills {weight:g}", evaluate_quickstart(run, checkpoint, splits=("test",)))

@@ -142,3 +142,26 @@ def test_an_lm_config_replaces_the_budgets_and_is_recorded(tmp_path, monkeypatch
     with pytest.raises(ValueError, match="different lm"):
         Quickstart(tmp_path, FAST).check_previous({"seed": 0, "budget": {}, "model": {}})
     Quickstart(tmp_path, FAST, lm=lm).check_previous(summary)  # the same LM: accepted
+
+
+def test_a_mixture_replaces_stage_twos_and_is_recorded(tmp_path, monkeypatch):
+    """`Quickstart(mixture=...)` trains stage 2 on that mixture; a folder holding another mixture is refused."""
+    from types import SimpleNamespace
+
+    import lyrics.recipes
+    from lyrics.toyworld.quickstart import DEFAULT, MIXTURE, Quickstart
+
+    configs = []
+    monkeypatch.setattr(lyrics.recipes, "run", lambda config: configs.append(config) or tmp_path)
+    mixture = {"vqa": MIXTURE["vqa"][:3] + (1.0,)}
+    for given in (None, mixture):
+        run = Quickstart(tmp_path, DEFAULT, mixture=given)
+        run.standins = SimpleNamespace(lm=tmp_path / "lm", clip=tmp_path / "clip")
+        run.stage_stage2(None)
+    default, chosen = (c["data"]["mixture"] for c in configs)
+    assert set(default) == set(MIXTURE) and chosen == {"vqa": {"records": str(tmp_path / "records/vqa.json"), "weight": 1.0}}
+    summary = json.loads(json.dumps({"seed": 0, "budget": {}, "model": {}, "mixture": mixture}))
+    (tmp_path / "quickstart.json").write_text(json.dumps(summary))
+    with pytest.raises(ValueError, match="different mixture"):
+        Quickstart(tmp_path, DEFAULT).check_previous({"seed": 0, "budget": {}, "model": {}})
+    Quickstart(tmp_path, DEFAULT, mixture=mixture).check_previous(summary)

@@ -133,7 +133,8 @@ class Quickstart:
 
     `shared` holds what does not depend on the model (world, stand-ins, refiner store, feature cache,
     records); `lyrics ablate` points several runs at one `shared` folder. `lm` replaces the LM
-    stand-in's configuration that the budget implies (the probes of README, "What the toy model is").
+    stand-in's configuration that the budget implies, and `mixture` stage 2's `MIXTURE` (the probes of
+    README, "What the toy model is"; `bench/stage2_text_drills.py`).
     """
 
     def __init__(
@@ -145,6 +146,7 @@ class Quickstart:
         log: Callable[[str], None] = print,
         shared: str | Path | None = None,
         lm: LMStandinConfig | None = None,
+        mixture: dict[str, tuple[str, list[str], str | None, float]] | None = None,
     ):
         # Absolute paths: the refine manifest and the recipe configs are read relative to their own
         # folders, so a relative `--out runs/quickstart` would otherwise point every image elsewhere.
@@ -155,6 +157,7 @@ class Quickstart:
         self.model = json.loads(json.dumps(model or TOY_MODEL))
         self.log = log
         self.lm = lm
+        self.mixture = mixture
         self.timings: dict[str, float] = {}
         self.world = self.shared / "world"
         self.store_dir = self.shared / "refiner"
@@ -234,7 +237,7 @@ class Quickstart:
         from lyrics.data.records import save_records
 
         records_dir = self.records_dir
-        for name, (kind, inputs, images, _weight) in MIXTURE.items():
+        for name, (kind, inputs, images, _weight) in (self.mixture or MIXTURE).items():
             target = records_dir / f"{name}.json"
             if target.is_file():
                 continue
@@ -292,7 +295,7 @@ class Quickstart:
             "recipe": "stage2",
             "model": model,
             "data": {
-                "mixture": {n: {"records": str(self.records_dir / f"{n}.json"), "weight": w} for n, (*_, w) in MIXTURE.items()},
+                "mixture": {n: {"records": str(self.records_dir / f"{n}.json"), "weight": w} for n, (*_, w) in (self.mixture or MIXTURE).items()},
                 "images": str(self.world),
                 "refiner_store": str(self.store_dir),
                 "image_features": str(self.features_dir),
@@ -326,7 +329,7 @@ class Quickstart:
     # --- driver ---------------------------------------------------------------------------------
     def check_previous(self, summary: dict[str, Any]) -> None:
         """Finished stages are reused, so a folder that holds a run with another budget, seed, model or
-        LM stand-in is refused rather than silently mixed into this one."""
+        LM stand-in (or stage-2 mixture) is refused rather than silently mixed into this one."""
         previous = self.out / "quickstart.json"
         if not previous.is_file():
             return
@@ -334,8 +337,8 @@ class Quickstart:
             old = json.loads(previous.read_text())
         except json.JSONDecodeError:
             return  # written atomically, so only a foreign file; it is replaced at the end
-        for key in ("budget", "seed", "model", "lm"):  # "lm" is absent where the budget's LM was used
-            if (key in old or key == "lm") and old.get(key) != summary.get(key):
+        for key in ("budget", "seed", "model", "lm", "mixture"):  # the last two are absent where not given
+            if (key in old or key in ("lm", "mixture")) and old.get(key) != summary.get(key):
                 raise ValueError(
                     f"{self.out} holds a quickstart run with a different {key} ({previous}); "
                     "choose another --out or delete that folder"
@@ -367,6 +370,8 @@ class Quickstart:
         summary = {"budget": asdict(self.budget), "seed": self.seed, "model": self.model, "timings": self.timings}
         if self.lm is not None:
             summary["lm"] = asdict(self.lm)
+        if self.mixture is not None:
+            summary["mixture"] = self.mixture
         self.check_previous(json.loads(json.dumps(summary, default=str)))
         atomic_write_text(self.out / "quickstart.json", json.dumps(summary, indent=2, default=str))
         self.prepare()
