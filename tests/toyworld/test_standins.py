@@ -322,3 +322,16 @@ def test_train_standins_reuses_finished_runs(tiny_world, tmp_path, one_thread):
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing retrained
     changed = train_standins(root, tmp_path / "standins", clip=TINY_CLIP, lm=LMStandinConfig(**{**TINY_LM.__dict__, "steps": 3}))
     assert len(changed.logs["lm"]["loss"]) == 3 and (paths.clip / "model.safetensors").stat().st_mtime_ns == stamps[paths.clip / "model.safetensors"]
+
+
+def test_a_finished_standin_is_found_again_with_a_tuple_in_its_config(tmp_path):
+    """Saved as JSON, a tuple field (`drill_kinds`) reads back as a list: the run must still count as finished."""
+    from dataclasses import asdict
+
+    from lyrics.toyworld.standins import _finished
+    from lyrics.toyworld.standins.training import LOG_NAME
+
+    config = asdict(LMStandinConfig(drill_kinds=(1, 4, 1)))
+    (tmp_path / LOG_NAME).write_text(json.dumps({"config": config, "world": {"seed": 0}}))
+    assert _finished(tmp_path, config, {"seed": 0})["config"]["drill_kinds"] == [1, 4, 1]
+    assert _finished(tmp_path, asdict(LMStandinConfig(drill_kinds=(1, 8, 1))), {"seed": 0}) is None

@@ -86,8 +86,10 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _finished(directory: Path, config: dict[str, Any], world: dict[str, Any]) -> dict[str, Any] | None:
-    """The saved log of a finished run with exactly this configuration on this world, else None."""
+    """The saved log of a finished run with exactly this configuration on this world, else None.
+    The configuration is compared as saved (JSON): a tuple field reads back as a list."""
     log = _read_json(directory / LOG_NAME)
+    config = json.loads(json.dumps(config))
     return log if log is not None and log.get("config") == config and log.get("world") == world else None
 
 
@@ -119,8 +121,7 @@ def train_standins(
 
     world = world_identity(world_dir)
     for name, config, trainer in (("clip", clip, train_clip_standin), ("lm", lm, train_lm_standin)):
-        # compared as saved (JSON): a tuple field reads back as a list
-        done = _finished(out / name, json.loads(json.dumps(asdict(config))), world)
+        done = _finished(out / name, asdict(config), world)
         logs[name] = done if done is not None else trainer(world_dir, out / name, config, data=get_data()).to_dict()
 
     tok_dir = out / "mqformer_tokenizer"
