@@ -237,7 +237,7 @@ class Quickstart:
         from lyrics.data.records import save_records
 
         records_dir = self.records_dir
-        for name, (kind, inputs, images, _weight) in (self.mixture or MIXTURE).items():
+        for name, (kind, inputs, images, _weight) in self.stage2_mixture.items():
             target = records_dir / f"{name}.json"
             if target.is_file():
                 continue
@@ -295,7 +295,7 @@ class Quickstart:
             "recipe": "stage2",
             "model": model,
             "data": {
-                "mixture": {n: {"records": str(self.records_dir / f"{n}.json"), "weight": w} for n, (*_, w) in (self.mixture or MIXTURE).items()},
+                "mixture": {n: {"records": str(self.records_dir / f"{n}.json"), "weight": w} for n, (*_, w) in self.stage2_mixture.items()},
                 "images": str(self.world),
                 "refiner_store": str(self.store_dir),
                 "image_features": str(self.features_dir),
@@ -306,6 +306,11 @@ class Quickstart:
         return run(config)
 
     # --- configuration --------------------------------------------------------------------------
+    @property
+    def stage2_mixture(self) -> dict[str, tuple[str, list[str], str | None, float]]:
+        """The mixture given, else `MIXTURE` (only a given one is recorded in quickstart.json)."""
+        return MIXTURE if self.mixture is None else self.mixture
+
     def model_overrides(self) -> dict[str, Any]:
         overrides = {k: v for k, v in self.model.items() if k != "vision_feature_layer"}
         overrides["vision_feature_layer"] = self.model["vision_feature_layer"]
