@@ -1,4 +1,4 @@
-"""How well the LM stand-in reads an object list: the ceiling of the toy quickstart (README).
+"""How well the LM stand-in reads an object list: the ceiling of the toy quickstart (docs/toy-model.md).
 
 Trains the LM stand-in (`lyrics.toyworld.standins.lm`) on a generated default-size toy world, then
 asks it reading drills about val-split object lists (`corpus.reading_drill`, never seen in training)
@@ -11,7 +11,7 @@ and scores its greedy answers per question kind:
     lookup (the default stand-in: 88% right with one, 33% with two, under 10% with three or more on
     test lists, which is why its REC stays near zero).
 
-The variants the README reports: `--layers 3`; `--tag-tokens` (every tag one token of the LM's
+The variants docs/toy-model.md reports: `--layers 3`; `--tag-tokens` (every tag one token of the LM's
 vocabulary); `--only existence --drills-per-image 30` (fresh existence drills only; `--only where` likewise);
 `--pack` and `--pack --isolate`, with `--drills-per-image 8` (`LMStandinConfig.pack_drills`);
 `--min-objects 2` (no drill lists one object alone); `--question-first`; `--random-lists 40000`

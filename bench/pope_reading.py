@@ -12,7 +12,7 @@ test-split POPE file and prints the answers given and the accuracy (chance 50%):
     and projection, but the LM as pretrained.
 
 When `lm alone` and `w/o LoRA` read above chance and `stage 2` does not, stage 2's LoRA overrode a
-reading the LM had (README, "What the toy model is").
+reading the LM had (docs/toy-model.md).
 
 Usage: python bench/pope_reading.py RUN_DIR [--sampling adversarial] [--limit 80] [--lm-prefix TEXT ...]
 """

@@ -1,12 +1,12 @@
 """Does text-only reading in the stage-2 mixture keep the LM stand-in's reading of existence?
 
-Trains the quickstart's world, stand-ins (with the multi-question LM of README "What the toy model
-is": packed, isolated 384-token blocks of 8, 8 questions per drill, init std 0.1, 1600 steps) and
-stage 1 into RUN once, then stage 2 again into RUN/var/text=W with text-only reading drills (two per
+Trains the quickstart's world, stand-ins (with the multi-question LM of docs/toy-model.md: packed,
+isolated 384-token blocks of 8, 8 questions per drill, init std 0.1, 1600 steps) and stage 1 into
+RUN once, then stage 2 again into RUN/var/text=W with text-only reading drills (two per
 train image, "Objects: <list>" + one question, written as an Alpaca file and converted by the real
 `alpaca` converter) added to the mixture at weight W, and prints the test split's colour VQA,
 existence VQA, REC and POPE next to the run without them (RUN/results.json). Measured numbers are in
-the README; a run takes about 10 minutes for RUN and 4 per weight on 2 cores.
+docs/toy-model.md; a run takes about 10 minutes for RUN and 4 per weight on 2 cores.
 
 Usage: python bench/stage2_text_drills.py RUN [--weight 0.15 ...]
 """

@@ -134,7 +134,7 @@ class Quickstart:
     `shared` holds what does not depend on the model (world, stand-ins, refiner store, feature cache,
     records); `lyrics ablate` points several runs at one `shared` folder. `lm` replaces the LM
     stand-in's configuration that the budget implies, and `mixture` stage 2's `MIXTURE` (the probes of
-    README, "What the toy model is"; `bench/stage2_text_drills.py`).
+    docs/toy-model.md; `bench/stage2_text_drills.py`).
     """
 
     def __init__(

@@ -278,14 +278,14 @@ def reading_drill(
     (`bench/lm_lookup.py`). `min_objects` (lists at least that many objects) and `question_first`
     ("USER: q\nObjects: <list> ASSISTANT: a", one question) are probes of `bench/lm_reading.py`:
     neither taught the 2-layer stand-in to pick the asked object's box out of a list of two or more
-    (README, "What the toy model is"). `conjunction` is the share of "no" questions that ask a
+    (docs/toy-model.md). `conjunction` is the share of "no" questions that ask a
     conjunction foil (colour and shape both listed, on different objects) when the list allows one: a
     probe as well, which moved the yes/no bias instead of teaching the binding. `kinds` weighs the
     three questions (colour, existence, box; None: equally likely). `prefix` is the share of drills
     with one of the image's captions between "USER: " and the list: in stage 2 the image's query
     tokens sit there, and an LM that only ever saw the list right after "USER: " reads it worse
     behind anything else; trained so, it read as well behind a caption as without, but worse in both
-    (README, "What the toy model is").
+    (docs/toy-model.md).
     """
     count = int(rng.integers(min(min_objects, len(img.objects)), len(img.objects) + 1))
     objects = [img.objects[k] for k in rng.permutation(len(img.objects))[:count]]

@@ -70,7 +70,7 @@ class LMStandinConfig:
     # Pack the corpus with every reading drill whole in one block (`pack_blocks`) instead of cutting one
     # stream into blocks (`stream_blocks`), and with `isolate_documents` let each document attend to
     # itself only. Both make the LM alone read lists better (class docstring) but, measured end to
-    # end, not the stage-2 model: off by default (README, "What the toy model is").
+    # end, not the stage-2 model: off by default (docs/toy-model.md).
     pack_drills: bool = False
     isolate_documents: bool = False
     # Questions per reading drill (turns about one object list), and the std of the initial weights
@@ -80,10 +80,10 @@ class LMStandinConfig:
     # existence 82%, colour 78%, box still not picked). Not the default yet: end to end (with
     # block_size 384, batch_size 8, 1600 steps) test colour VQA rose to 57.1 and VQA existence to
     # 63.5, but the stage-2 model answers POPE's prompt "no" 95% of the time (F1 18) and REC fell to
-    # 1.75 (README, "What the toy model is").
+    # 1.75 (docs/toy-model.md).
     drill_questions: int = 1
     initializer_range: float = 0.02
-    # Probes of stage 2's POPE, none the default (README, "What the toy model is", with the numbers):
+    # Probes of stage 2's POPE, none the default (docs/toy-model.md, with the numbers):
     # drills list at least this many of the image's objects (`reading_drill(min_objects=...)`; 8 =
     # the whole image, as POPE's prompt does: the only end-to-end run with POPE F1 above always-yes,
     # barely, and REC fell); weigh their colour, existence and box questions (`kinds`; 1:4:1 let the
