@@ -94,6 +94,8 @@ def main() -> None:
     parser.add_argument("--conjunction", type=float, default=0.0, help="share of 'no' drills asking a conjunction foil (colour and shape listed apart)")
     parser.add_argument("--kinds", type=float, nargs=3, help="weights of the drills' colour, existence and box questions (default: equal)")
     parser.add_argument("--prefix", type=float, default=0.0, help="share of drills with a caption before the list")
+    parser.add_argument("--batch-size", type=int, help="blocks per step (default: 3072 tokens / block with --pack, else the config's)")
+    parser.add_argument("--lr", type=float, default=LMStandinConfig.lr, help="LMStandinConfig.lr")
     parser.add_argument("--pope", type=int, default=0, help="also answer this many test POPE questions per sampling (bench/pope_reading.py)")
     args = parser.parse_args()
 
@@ -102,10 +104,12 @@ def main() -> None:
     data = StandinData.load(args.world)
     config = LMStandinConfig(
         steps=args.steps, layers=args.layers, drills_per_image=args.drills_per_image, pack_drills=args.pack, isolate_documents=args.isolate,
-        drill_questions=args.drill_questions, initializer_range=args.init_std,
+        drill_questions=args.drill_questions, initializer_range=args.init_std, lr=args.lr,
     )  # fmt: skip
     if args.pack:
         config = replace(config, block_size=args.block_size, batch_size=3072 // args.block_size)
+    if args.batch_size:
+        config = replace(config, batch_size=args.batch_size)
     generator = seed_everything(config.seed)
     documents = lm_documents(
         data.train, np.random.default_rng(config.seed), drills_per_image=config.drills_per_image, drill_min_objects=args.min_objects,
