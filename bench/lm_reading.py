@@ -18,7 +18,9 @@ vocabulary); `--only existence --drills-per-image 30` (fresh existence drills on
 (extra drills about random lists that never repeat); `--steps 6000`; with `--pack --isolate --block-size 384
 --drill-questions 8 --init-std 0.1 --steps 1600 --pope 200`: `--layers 4`, `--min-objects 8`, `--conjunction 0.5`;
 and at `--steps 1800 --min-objects 8`: `--kinds 1 4 1` and `--kinds 1 8 1` (how often each question is asked),
-`--prefix 0.5` (half the drills with a caption before the list).
+`--prefix 0.5` (half the drills with a caption before the list); with `--kinds 1 4 1`: `--steps 3600`,
+`--init-std 0.2`, `--steps 3600 --batch-size 4` (the same tokens in smaller steps) and
+`--block-size 512 --drill-questions 16`.
 `--pope N` also answers N test POPE questions per sampling from ground-truth lists
 (`bench/pope_reading.py`'s `lm alone`), split by what the absent object shares with the list.
 
@@ -26,7 +28,7 @@ Usage: python bench/lm_reading.py [--world /tmp/lm_reading_world] [--steps 2000]
        [--drills-per-image 4] [--only existence|where] [--repeat 1] [--tag-tokens] [--questions 6]
        [--pack [--isolate]] [--min-objects 1] [--question-first] [--random-lists 0]
        [--drill-questions 1] [--init-std 0.02] [--block-size 256] [--conjunction 0]
-       [--kinds COLOUR EXISTENCE BOX] [--prefix 0] [--pope 0]
+       [--kinds COLOUR EXISTENCE BOX] [--prefix 0] [--batch-size N] [--lr 3e-3] [--pope 0]
 """
 
 from __future__ import annotations
