@@ -77,3 +77,18 @@ def test_two_processes_end_with_identical_weights_and_exit_cleanly(tmp_path):
     # rank 0 logged the mean over both ranks; 4 steps of 2 x 4 samples
     log = [json.loads(line) for line in (out / "logs" / "train.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4]
+
+
+def test_gradient_checkpointing_option_reaches_the_model(tmp_path):
+    import tiny
+    from lyrics.models.mqformer import MQFormerModel
+    from lyrics.training.trainer import Trainer
+
+    def checkpointing(model):
+        return any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
+
+    for enabled in (False, True):
+        model = MQFormerModel(tiny.mqformer_config())
+        config = TrainerConfig(output_dir=str(tmp_path / str(enabled)), max_steps=1, gradient_checkpointing=enabled, progress=False)
+        Trainer(config, model, [0], list, lambda m, b: None)
+        assert checkpointing(model) is enabled

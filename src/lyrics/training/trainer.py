@@ -31,6 +31,19 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampl
 STATE_FILE = "trainer_state.json"
 
 
+def enable_activation_checkpointing(model: torch.nn.Module) -> bool:
+    """Recompute activations in backward (non-reentrant checkpoints); False if `model` cannot.
+
+    transformers renamed `gradient_checkpointing_enable` to `activation_checkpointing_enable` (the
+    old name warns and goes in v6); the older releases this package allows have only the old one."""
+    for method, kwargs in (("activation_checkpointing_enable", "activation_checkpointing_kwargs"), ("gradient_checkpointing_enable", "gradient_checkpointing_kwargs")):
+        enable = getattr(model, method, None)
+        if enable is not None:
+            enable(**{kwargs: {"use_reentrant": False}})
+            return True
+    return False
+
+
 @dataclass
 class TrainerConfig:
     """Everything the loop needs; recipes fill it from the `trainer:` section of their YAML.
@@ -151,8 +164,8 @@ class Trainer:
         self.on_epoch = on_epoch
         self.sampler_fn = sampler_fn
         self.state = TrainerState()
-        if config.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if config.gradient_checkpointing:
+            enable_activation_checkpointing(model)
 
     # --- setup -------------------------------------------------------------------------------
     def _optimizer(self) -> torch.optim.Optimizer:
