@@ -3,6 +3,7 @@ save -> load -> merge round trip with equal logits."""
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from PIL import Image
 
 import tiny
@@ -160,6 +161,11 @@ def test_save_load_merge_round_trip(parts, tmp_path):
     model.save_pretrained(tmp_path / "ckpt", processor=proc)
     files = {p.name for p in (tmp_path / "ckpt").iterdir()}
     assert {"config.json", "lyrics_model.safetensors", "adapter", "tokenizer", "processor_config.json"} <= files
+    # `<image>` grew the vocabulary; its row is rebuilt at load, so the adapter holds LoRA weights only
+    embeddings = model.llm.get_input_embeddings().weight
+    torch.testing.assert_close(embeddings[proc.image_token_id], embeddings[: proc.image_token_id].mean(0))
+    adapter = load_file(str(tmp_path / "ckpt" / "adapter" / "adapter_model.safetensors"))
+    assert adapter and all("lora_" in key for key in adapter), sorted(adapter)[:5]
     loaded = LyricsForConditionalGeneration.from_pretrained(tmp_path / "ckpt")
     torch.testing.assert_close(loaded(**batch, **visual).logits, reference, rtol=1e-5, atol=1e-5)
 

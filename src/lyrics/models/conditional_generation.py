@@ -38,6 +38,27 @@ TRAINED_WEIGHTS = "lyrics_model.safetensors"
 TRAINED_PREFIXES = ("image_layernorm.", "mqformer.", "language_projection.")
 
 
+def grow_vocabulary(llm: nn.Module, vocab: int) -> None:
+    """Give `llm` rows for tokens added to its tokenizer (`<image>`), each the mean of the old rows.
+
+    transformers' own resize draws the new rows at random; rows that a checkpoint can rebuild
+    exactly from the base LLM mean the adapter need not carry the whole embedding matrix and output
+    layer (PEFT saves both when it sees a resized vocabulary: some 650 MB per checkpoint for a 13B
+    model), and loading reproduces the trained model bit for bit.
+    """
+    old = llm.get_input_embeddings().num_embeddings
+    if old >= vocab:
+        return
+    llm.resize_token_embeddings(vocab, mean_resizing=False)
+    layers = [llm.get_input_embeddings(), llm.get_output_embeddings()]
+    with torch.no_grad():
+        for layer in {id(lay.weight): lay for lay in layers if lay is not None}.values():
+            layer.weight[old:] = layer.weight[:old].mean(dim=0)
+            bias = getattr(layer, "bias", None)
+            if bias is not None:
+                bias[old:] = bias[:old].mean()
+
+
 def _resolve(base: Path, name: str | None) -> str | None:
     if name is None:
         return None
@@ -110,7 +131,7 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
             )
         vocab = len(processor.tokenizer)
         if self.llm.get_input_embeddings().num_embeddings < vocab:
-            self.llm.resize_token_embeddings(vocab)
+            grow_vocabulary(self.llm, vocab)
             self.config.text_config.vocab_size = vocab
 
     def load_stage1(self, path: str | Path) -> list[str]:
@@ -312,7 +333,8 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
             self.config.save_pretrained(str(tmp))
             save_file(self._trained_state(), str(tmp / TRAINED_WEIGHTS))
             if hasattr(self.language_model, "peft_config"):
-                self.language_model.save_pretrained(str(tmp / "adapter"))
+                # The embedding rows added for `<image>` are rebuilt at load (`grow_vocabulary`).
+                self.language_model.save_pretrained(str(tmp / "adapter"), save_embedding_layers=False)
             if processor is not None:
                 processor.save_pretrained(tmp)
             _replace_dir(tmp, target)
@@ -342,8 +364,7 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
         if llm_path is None:
             raise ValueError(f"{path}/config.json names no text_model_name_or_path; pass text_model=")
         llm = AutoModelForCausalLM.from_pretrained(llm_path, dtype=torch_dtype)
-        if llm.get_input_embeddings().num_embeddings < config.text_config.vocab_size:
-            llm.resize_token_embeddings(config.text_config.vocab_size)
+        grow_vocabulary(llm, config.text_config.vocab_size)
         vision_path = vision_model or _resolve(path, config.vision_model_name_or_path)
         vision = ImageEncoder.from_pretrained(vision_path, config.vision_feature_layer).vision_model if vision_path else None
         model = cls(config, language_model=llm, vision_model=vision)
