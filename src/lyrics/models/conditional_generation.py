@@ -38,8 +38,9 @@ TRAINED_WEIGHTS = "lyrics_model.safetensors"
 TRAINED_PREFIXES = ("image_layernorm.", "mqformer.", "language_projection.")
 
 
-def grow_vocabulary(llm: nn.Module, vocab: int) -> None:
-    """Give `llm` rows for tokens added to its tokenizer (`<image>`), each the mean of the old rows.
+def grow_vocabulary(llm: nn.Module, vocab: int) -> bool:
+    """Give `llm` rows for tokens added to its tokenizer (`<image>`), each the mean of the old rows;
+    False when it already has `vocab` rows.
 
     transformers' own resize draws the new rows at random; rows that a checkpoint can rebuild
     exactly from the base LLM mean the adapter need not carry the whole embedding matrix and output
@@ -48,7 +49,7 @@ def grow_vocabulary(llm: nn.Module, vocab: int) -> None:
     """
     old = llm.get_input_embeddings().num_embeddings
     if old >= vocab:
-        return
+        return False
     llm.resize_token_embeddings(vocab, mean_resizing=False)
     layers = [llm.get_input_embeddings(), llm.get_output_embeddings()]
     with torch.no_grad():
@@ -57,6 +58,7 @@ def grow_vocabulary(llm: nn.Module, vocab: int) -> None:
             bias = getattr(layer, "bias", None)
             if bias is not None:
                 bias[old:] = bias[:old].mean()
+    return True
 
 
 def _resolve(base: Path, name: str | None) -> str | None:
@@ -130,8 +132,7 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
                 f"the model produces {self.config.num_image_tokens}"
             )
         vocab = len(processor.tokenizer)
-        if self.llm.get_input_embeddings().num_embeddings < vocab:
-            grow_vocabulary(self.llm, vocab)
+        if grow_vocabulary(self.llm, vocab):
             self.config.text_config.vocab_size = vocab
 
     def load_stage1(self, path: str | Path) -> list[str]:
