@@ -347,7 +347,7 @@ def toyworld_command(
     test: Annotated[Optional[int], typer.Option(help="Test images (default 300).")] = None,
     zeroshot: Annotated[Optional[int], typer.Option(help="Zero-shot images (default 200).")] = None,
     fast: Annotated[bool, typer.Option("--fast", help="Small sizes and stand-in budgets (quickstart --fast).")] = False,
-    standins: Annotated[Optional[Path], typer.Option(help="Also train the CLIP / LM / tokenizer stand-ins into this directory.")] = None,
+    standins: Annotated[Optional[Path], typer.Option(help="Also train the CLIP / tokenizer stand-ins into this directory.")] = None,
     workers: Annotated[int, typer.Option(help="Processes drawing images (output is identical for any value).")] = 1,
 ) -> None:
     """Generate the toy world in the official dataset layouts (and optionally its stand-in models)."""

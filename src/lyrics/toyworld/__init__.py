@@ -8,5 +8,6 @@
     annotate    everything about one image, in one record
     layouts     the official dataset layouts (COCO, VQAv2, RefCOCO, POPE, MME, A-OKVQA, Shikra)
     world       `generate_world`: all splits, written atomically, with the `world.json` manifest
-    standins    tiny CLIP / LLaMA / WordPiece stand-ins for the frozen pretrained parts
+    standins    the frozen pretrained parts: a tiny CLIP and a WordPiece vocabulary trained on the
+                world, and SmolLM2-135M-Instruct (converted from GGUF) as the LLM
 """

