@@ -457,10 +457,11 @@ def quickstart_command(
 
 @app.command("ablate")
 def ablate_command(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory (shared with `lyrics quickstart --out`, whose data stages are reused).")] = Path("runs/quickstart"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory (shared with `lyrics quickstart --out`, whose data stages are reused for its seed; other seeds run in OUT/seed{S}).")] = Path("runs/quickstart"),
     fast: Annotated[bool, typer.Option("--fast", help="The quickstart's small budget.")] = False,
     rows: Annotated[Optional[list[str]], typer.Option("--row", help="Rows to run (repeatable): full, no_grounding_queries, no_spatial_representation, no_pretraining, spatial_text_switch. Default: all.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed shared by every row.")] = 0,
+    seed: Annotated[int, typer.Option(help="First seed (shared by every row): the seeds are seed .. seed+N-1.")] = 0,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Number of seeds N; each has its own world, stand-ins and runs. The table shows mean ± std over them and marks differences from `full` outside the seed-to-seed spread.")] = 1,
     threads: Annotated[int, typer.Option(help="Torch threads.")] = 2,
 ) -> None:
     """The paper's Table 4 ablations at toy scale, with equal budget and seeds, beside the paper's deltas."""
@@ -468,13 +469,17 @@ def ablate_command(
 
     from lyrics.toyworld.ablate import ROWS, ablation_table, run_ablation
     from lyrics.toyworld.quickstart import DEFAULT, FAST
+    from lyrics.toyworld.world import WorldExistsError
 
     unknown = [r for r in rows or [] if r not in ROWS]
     if unknown:
         _fail(f"unknown row(s) {unknown}; choose from {list(ROWS)}")
     _threads(threads)
     console = Console()
-    table = run_ablation(out, FAST if fast else DEFAULT, rows=rows, seed=seed, log=console.print)
+    try:
+        table = run_ablation(out, FAST if fast else DEFAULT, rows=rows, seeds=tuple(range(seed, seed + seeds)), log=console.print)
+    except (ValueError, WorldExistsError) as exc:
+        _fail(str(exc))
     console.print(ablation_table(table))
     console.print(f"written to {out / 'ablation.json'}")
 
