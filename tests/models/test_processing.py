@@ -59,3 +59,77 @@ def test_truncation_keeps_the_prompt(tmp_path):
     proc.save_pretrained(tmp_path)
     again = LyricsProcessor.from_pretrained(tmp_path)
     assert again.encode(CONV) == proc.encode(CONV)
+
+
+CHATML = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nYou are helpful<|im_end|>\\n' }}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def chatml_processor(**kw):
+    """A processor whose tokenizer carries a ChatML chat template (as SmolLM2's does)."""
+    from lyrics.models.processing import ChatTemplate
+
+    tok = tiny.llm_tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tok.add_tokens(["system", "you", "are"])  # the words of the template's default system prompt
+    tok.eos_token = "<|im_end|>"
+    tok.chat_template = CHATML
+    system = kw.pop("system", None)
+    return LyricsProcessor(tok, ProcessorConfig(num_image_tokens=8, template=ChatTemplate(system=system), **kw))
+
+
+def test_the_tokenizers_chat_template_is_used_when_it_has_one():
+    proc = chatml_processor()
+    assert proc.config.template.kind == "tokenizer" and processor().config.template.kind == "vicuna"
+    ids, labels = proc.encode(CONV)
+    tokens = proc.tokenizer.convert_ids_to_tokens(ids)
+    # the template's default system prompt, no bos prepended, turns in ChatML
+    assert tokens[:3] == ["<|im_start|>", "system", "you"] and "<s>" not in tokens
+    supervised = [t for t, lab in zip(tokens, labels) if lab != IGNORE_INDEX]
+    assert supervised == ["red", "<|im_end|>", "2", "<|im_end|>"]
+    assert ids.count(proc.image_token_id) == 8
+    # the ids are the template's own rendering of the whole conversation, image placeholder expanded
+    messages = [{"role": "user" if t["from"] == "human" else "assistant", "content": t["value"]} for t in CONV]
+    whole = proc.tokenizer.apply_chat_template(messages, tokenize=False)
+    expected = proc._encode_text(whole)
+    assert ids == expected
+
+
+def test_chat_template_generation_prompt_system_and_spatial_text(tmp_path):
+    spatial = "<br><T>red circle</T><Bbox>(1,2),(3,4)</Box></br>"
+    proc = chatml_processor(system="", spatial_text_in_prompt=True)
+    ids, labels = proc.encode(CONV[:1], spatial, add_generation_prompt=True)
+    tokens = proc.tokenizer.convert_ids_to_tokens(ids)
+    assert tokens[:3] == ["<|im_start|>", "system", "<|im_end|>"]  # the default system prompt dropped
+    assert tokens[-2:] == ["<|im_start|>", "assistant"] and all(lab == IGNORE_INDEX for lab in labels)
+    user = tokens.index("user")
+    assert tokens.index("circle") > user and tokens.index("what") > tokens.index("circle")  # list inside the user turn
+    batch = proc.generation_batch([CONV[:1], CONV[:3]])
+    assert batch["attention_mask"][0, 0] == 0 and batch["input_ids"][0, -1] == batch["input_ids"][1, -1]
+    proc.save_pretrained(tmp_path)
+    again = LyricsProcessor.from_pretrained(tmp_path)
+    assert again.config.template.kind == "tokenizer" and again.encode(CONV) == proc.encode(CONV)
+
+
+def test_an_old_processor_without_a_template_kind_loads_as_vicuna(tmp_path):
+    import json
+
+    proc = processor()
+    proc.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "processor_config.json").read_text())
+    del config["template"]["kind"]
+    (tmp_path / "processor_config.json").write_text(json.dumps(config))
+    assert LyricsProcessor.from_pretrained(tmp_path).encode(CONV) == proc.encode(CONV)
+
+
+def test_a_template_kind_the_tokenizer_cannot_serve_is_refused():
+    from lyrics.models.processing import ChatTemplate
+
+    with pytest.raises(ValueError, match="has no chat_template"):
+        LyricsProcessor(tiny.llm_tokenizer(), ProcessorConfig(num_image_tokens=8, template=ChatTemplate(kind="tokenizer")))
+    with pytest.raises(ValueError, match="must be one of"):
+        ChatTemplate(kind="chatml")

@@ -2,8 +2,9 @@
 the responses only (paper section 3.3).
 
 The processor renders a LLaVA-style conversation (`[{"from": "human", "value": "<image>..."},
-{"from": "gpt", "value": ...}, ...]`) with a Vicuna-style chat template, tokenises each turn separately
-so the loss can be restricted to the assistant's answers, and expands every `<image>` placeholder
+{"from": "gpt", "value": ...}, ...]`) with the LLM's own chat template (`apply_chat_template`, e.g.
+ChatML for SmolLM2) or with Vicuna v1.1's (the paper's LLM, whose tokenizer has none), tokenises each
+turn separately so the loss can be restricted to the assistant's answers, and expands every `<image>` placeholder
 into `num_image_tokens` copies of the image token id: the model later writes the soft visual tokens
 (projected MQ-Former query outputs) of the images, in order, into exactly those positions. Fixed-length
 expansion keeps batching, KV-cached generation and beam search plain transformers; several images per
@@ -16,7 +17,7 @@ With `spatial_text_in_prompt` the refiner's textual spatial representation is ad
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +26,37 @@ import torch
 IGNORE_INDEX = -100
 
 
+VICUNA_SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
+)
+CHAT_KINDS = ("auto", "tokenizer", "vicuna")
+
+
 @dataclass
 class ChatTemplate:
-    """Vicuna v1.1: "{system} USER: {q} ASSISTANT: {a}</s>USER: ..."."""
+    """How turns become text.
 
-    system: str = (
-        "A chat between a curious user and an artificial intelligence assistant. "
-        "The assistant gives helpful, detailed, and polite answers to the user's questions."
-    )
+    kind:
+        "vicuna": Vicuna v1.1, "{system} USER: {q} ASSISTANT: {a}</s>USER: ..." (the paper's LLM);
+        "tokenizer": the tokenizer's own chat template (`apply_chat_template`), which an
+        instruction-tuned LLM was trained with; "auto": "tokenizer" when the tokenizer has a chat
+        template, else "vicuna" (resolved when the processor is built, and saved resolved).
+    system: the system prompt. None: the format's default (Vicuna's line; whatever the tokenizer's
+        template writes when no system message is given). A string: that text ("" drops Vicuna's
+        line; for a tokenizer template it is an empty system message, which replaces a default such
+        as SmolLM2's with the shortest the template allows).
+    """
+
+    kind: str = "auto"
+    system: str | None = None
     user: str = "USER:"
     assistant: str = "ASSISTANT:"
     separator: str = " "
+
+    def __post_init__(self) -> None:
+        if self.kind not in CHAT_KINDS:
+            raise ValueError(f"chat template kind must be one of {CHAT_KINDS}, got {self.kind!r}")
 
 
 @dataclass
@@ -80,6 +101,11 @@ class LyricsProcessor:
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.mqformer_tokenizer = mqformer_tokenizer
+        if config.template.kind == "auto":
+            kind = "tokenizer" if getattr(tokenizer, "chat_template", None) else "vicuna"
+            config = replace(config, template=replace(config.template, kind=kind))
+        elif config.template.kind == "tokenizer" and not getattr(tokenizer, "chat_template", None):
+            raise ValueError("chat template kind 'tokenizer' but the LLM's tokenizer has no chat_template")
         self.config = config
         if config.image_token not in tokenizer.get_vocab():
             tokenizer.add_tokens([config.image_token], special_tokens=True)
@@ -95,21 +121,61 @@ class LyricsProcessor:
 
     def segments(self, conversations: list[dict[str, str]], spatial_text: str | None = None, add_generation_prompt: bool = False) -> list[tuple[str, bool]]:
         """The conversation as (text, is_response) pieces; responses carry the loss."""
-        t = self.config.template
-        pieces: list[tuple[str, bool]] = [(t.system + t.separator if t.system else "", False)]
+        messages = []
         for turn in conversations:
             role, value = turn.get("from"), turn.get("value")
             if not isinstance(value, str):
                 raise ValueError(f"conversation turn {turn!r} has no text 'value'")
             if role in ("human", "user"):
-                pieces.append((f"{t.user} {self._human(value, spatial_text)}{t.separator}{t.assistant}", False))
+                messages.append({"role": "user", "content": self._human(value, spatial_text)})
             elif role in ("gpt", "assistant"):
-                pieces.append((f" {value}", True))
-                pieces.append(("", False))  # eos is appended to the response below
+                messages.append({"role": "assistant", "content": value})
             else:
                 raise ValueError(f"conversation turn has unknown role {role!r} (expected human/gpt)")
-        if add_generation_prompt and (not conversations or conversations[-1].get("from") not in ("human", "user")):
+        if add_generation_prompt and (not messages or messages[-1]["role"] != "user"):
             raise ValueError("a generation prompt must end with a human turn")
+        if self.config.template.kind == "tokenizer":
+            return self._template_segments(messages, add_generation_prompt)
+        t = self.config.template
+        system = VICUNA_SYSTEM if t.system is None else t.system
+        pieces: list[tuple[str, bool]] = [(system + t.separator if system else "", False)]
+        for message in messages:
+            if message["role"] == "user":
+                pieces.append((f"{t.user} {message['content']}{t.separator}{t.assistant}", False))
+            else:
+                pieces.append((f" {message['content']}", True))  # `encode` appends eos
+        return pieces
+
+    def _template_segments(self, messages: list[dict[str, str]], add_generation_prompt: bool) -> list[tuple[str, bool]]:
+        """Pieces of the tokenizer's chat template, found by rendering the conversation one turn
+        longer each time: a user turn's piece ends with the assistant's opening (the generation
+        prompt), an assistant turn's piece is its answer up to and including the end-of-turn token
+        (supervised); what the template writes after that token (a newline in ChatML) is not."""
+        system = self.config.template.system
+        head = [{"role": "system", "content": system}] if system is not None else []
+
+        def render(upto: int, generation: bool) -> str:
+            if not head and upto == 0:
+                return ""
+            return self.tokenizer.apply_chat_template(head + messages[:upto], tokenize=False, add_generation_prompt=generation)
+
+        pieces: list[tuple[str, bool]] = []
+        done = render(0, False)
+        if done:
+            pieces.append((done, False))
+        eos = self.tokenizer.eos_token
+        for i, message in enumerate(messages):
+            user = message["role"] == "user"
+            text = render(i + 1, user)
+            if not text.startswith(done):
+                raise ValueError("the tokenizer's chat template does not render a conversation as a prefix of its continuation")
+            piece = text[len(done) :]
+            if user:
+                pieces.append((piece, False))
+            else:
+                end = piece.rfind(eos) + len(eos) if eos and eos in piece else len(piece)
+                pieces += [(piece[:end], True), (piece[end:], False)]
+            done = text
         return pieces
 
     def _encode_text(self, text: str) -> list[int]:
@@ -125,11 +191,13 @@ class LyricsProcessor:
 
     def encode(self, conversations: list[dict[str, str]], spatial_text: str | None = None, add_generation_prompt: bool = False) -> tuple[list[int], list[int]]:
         """`(input_ids, labels)`: labels are the ids of the responses (and their eos), -100 elsewhere."""
-        bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
+        # A tokenizer's chat template writes the tokens its LLM starts with; Vicuna's text starts with bos.
+        vicuna = self.config.template.kind == "vicuna"
+        bos = [self.tokenizer.bos_token_id] if vicuna and self.tokenizer.bos_token_id is not None else []
         ids, labels = list(bos), [IGNORE_INDEX] * len(bos)
         for text, is_response in self.segments(conversations, spatial_text, add_generation_prompt):
             piece = self._encode_text(text)
-            if is_response:
+            if is_response and vicuna:
                 piece = piece + [self.tokenizer.eos_token_id]
             ids += piece
             labels += piece if is_response else [IGNORE_INDEX] * len(piece)
@@ -164,7 +232,7 @@ class LyricsProcessor:
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
     def generation_batch(self, conversations: list[list[dict[str, str]]], spatial_texts: list[str | None] | None = None) -> dict[str, torch.Tensor]:
-        """Left-padded prompts ending with "ASSISTANT:" for batched generation."""
+        """Left-padded prompts ending with the assistant's opening ("ASSISTANT:") for batched generation."""
         spatial_texts = spatial_texts or [None] * len(conversations)
         rows = [self.encode(c, s, add_generation_prompt=True)[0] for c, s in zip(conversations, spatial_texts)]
         input_ids, attention_mask = self.pad(rows, self.tokenizer.pad_token_id, left=True)
@@ -284,7 +352,8 @@ class LyricsProcessor:
         if not config_file.is_file():
             raise FileNotFoundError(f"{config_file} is missing: not a saved Lyrics processor")
         data = json.loads(config_file.read_text())
-        data["template"] = ChatTemplate(**data.get("template", {}))
+        # Processors saved before chat templates existed rendered every conversation as Vicuna's.
+        data["template"] = ChatTemplate(**{"kind": "vicuna", **data.get("template", {})})
         image_processor = load_image_processor(path / "image_processor") if (path / "image_processor").is_dir() else None
         mq_tok = AutoTokenizer.from_pretrained(str(path / "mqformer_tokenizer")) if (path / "mqformer_tokenizer").is_dir() else None
         return cls(AutoTokenizer.from_pretrained(str(path / "tokenizer")), ProcessorConfig(**data), image_processor, mq_tok)

@@ -14,7 +14,9 @@ YAML sections:
     torch_dtype: null             # e.g. bfloat16 for the frozen LLM
     max_length: 512
     mqformer_tokenizer: null      # instruction-aware models: defaults to the stage-1 checkpoint's tokenizer
-    system_prompt: "..."          # optional: replaces Vicuna's system line in the chat template
+    chat_template: auto           # auto: the tokenizer's own chat template when it has one, else
+                                  # Vicuna v1.1's; or tokenizer / vicuna
+    system_prompt: "..."          # optional: replaces the template's default system prompt ("" = none)
     loss_reduction: token         # token: mean over every response token of the batch (LLaVA, BLIP-2);
                                   # sample: mean per sample, then over samples (a one-word answer
                                   # weighs as much as a caption)
@@ -131,7 +133,7 @@ class Stage2Recipe:
             mq_tokenizer = AutoTokenizer.from_pretrained(str(mq_source))
         if config.instruction_aware and mq_tokenizer is None:
             raise ValueError("instruction_aware needs model.mqformer_tokenizer (or a stage-1 checkpoint that holds it)")
-        template = ChatTemplate(system=m["system_prompt"]) if "system_prompt" in m else ChatTemplate()
+        template = ChatTemplate(kind=m.get("chat_template", "auto"), system=m.get("system_prompt"))
         self.processor = LyricsProcessor(
             tokenizer,
             LyricsProcessor.config_for(config, max_length=int(m.get("max_length", 512)), template=template),
