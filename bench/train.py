@@ -6,10 +6,13 @@ Prints:
     FLOP/s measured in the same run (aim >= 0.5), and peak memory;
   * stage 2 (LyricsForConditionalGeneration with LoRA) on a small LLaMA with Vicuna's 32k vocabulary:
     steps/s and peak memory with the output layer computed at the response positions only (the
-    default) and at every position (`keep_all_logits=True`), and their ratio.
+    default) and at every position (`keep_all_logits=True`), and their ratio;
+  * with `--llm DIR` (e.g. the quickstart's converted SmolLM2, `runs/quickstart/llm`), stage 2 on that
+    LLM in fp32 and under bfloat16 autocast (the quickstart's `precision="auto"` on a CPU with AMX or
+    AVX512-BF16), and the ratio of their steps/s.
 
 Each measurement runs in its own process so that peak resident memory belongs to it alone.
-Usage: python bench/train.py [--batch 8] [--iters 3] [--stages 1,2]
+Usage: python bench/train.py [--batch 8] [--iters 3] [--stages 1,2] [--llm runs/quickstart/llm]
 """
 
 from __future__ import annotations
@@ -84,7 +87,7 @@ def stage1(batch: int, iters: int, queue) -> None:
     queue.put({"samples_per_s": batch / seconds, "flops": flops, "seconds": seconds, "peak_mb": _peak_mb(), "spatial_tokens": data["spatial_ids"].shape[1]})
 
 
-def stage2(batch: int, iters: int, keep_all_logits: bool, queue) -> None:
+def stage2(batch: int, iters: int, keep_all_logits: bool, llm_dir: str | None, bf16: bool, queue) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     import tempfile
 
@@ -94,18 +97,24 @@ def stage2(batch: int, iters: int, keep_all_logits: bool, queue) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    root = Path(tempfile.mkdtemp())
-    tokenizer = tiny.llm_tokenizer()
-    llm = LlamaConfig(
-        vocab_size=32000, hidden_size=256, intermediate_size=688, num_hidden_layers=2, num_attention_heads=4,
-        max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )  # fmt: skip
-    LlamaForCausalLM(llm).save_pretrained(str(root / "llm"))
-    tokenizer.save_pretrained(str(root / "llm"))
     config = tiny.lyrics_config()
+    if llm_dir is None:
+        root = Path(tempfile.mkdtemp())
+        tokenizer = tiny.llm_tokenizer()
+        llm = LlamaConfig(
+            vocab_size=32000, hidden_size=256, intermediate_size=688, num_hidden_layers=2, num_attention_heads=4,
+            max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )  # fmt: skip
+        LlamaForCausalLM(llm).save_pretrained(str(root / "llm"))
+        tokenizer.save_pretrained(str(root / "llm"))
+        llm_dir = str(root / "llm")
+    else:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(llm_dir)
     proc = LyricsProcessor(tokenizer, ProcessorConfig(num_image_tokens=config.num_image_tokens, max_length=1024))
-    model = LyricsForConditionalGeneration.from_components(config, root / "llm", processor=proc)
+    model = LyricsForConditionalGeneration.from_components(config, llm_dir, processor=proc)
     model.enable_lora()
     model.train()
     # A VQA-like sample: a long prompt (the spatial text of a few objects) and a short answer.
@@ -118,7 +127,9 @@ def stage2(batch: int, iters: int, keep_all_logits: bool, queue) -> None:
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        model(**data, keep_all_logits=keep_all_logits).loss.backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(**data, keep_all_logits=keep_all_logits).loss
+        loss.backward()
         optimizer.step()
 
     step()
@@ -142,11 +153,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--stages", default="1,2", help="which stages to measure, e.g. 2")
+    parser.add_argument("--llm", default=None, help="a transformers LLM folder: also compare fp32 and bf16 autocast on it")
     args = parser.parse_args()
     if "1" in args.stages.split(","):
         measure_stage1(args)
     if "2" in args.stages.split(","):
         measure_stage2(args)
+    if args.llm:
+        measure_precision(args)
 
 
 def measure_stage1(args) -> None:
@@ -165,7 +179,7 @@ def measure_stage1(args) -> None:
 def measure_stage2(args) -> None:
     results = {}
     for keep_all in (False, True):
-        s2 = results[keep_all] = run(stage2, args.batch, args.iters, keep_all)
+        s2 = results[keep_all] = run(stage2, args.batch, args.iters, keep_all, None, False)
         where = "every position" if keep_all else "response positions"
         print(
             f"stage 2 (2-layer LLaMA, 32k vocab, LoRA, batch {args.batch} x {s2['tokens']} tokens), logits at {where}: "
@@ -173,6 +187,20 @@ def measure_stage2(args) -> None:
         )
     sliced, full = results[False], results[True]
     print(f"stage 2 response-only / every-position logits: {sliced['steps_per_s'] / full['steps_per_s']:.2f}x steps/s, {sliced['peak_mb'] / full['peak_mb']:.2f}x peak memory")
+
+
+def measure_precision(args) -> None:
+    from lyrics.toyworld.quickstart import cpu_has_fast_bf16
+
+    results = {}
+    for bf16 in (False, True):
+        s2 = results[bf16] = run(stage2, args.batch, args.iters, False, args.llm, bf16)
+        print(
+            f"stage 2 ({args.llm}, LoRA, batch {args.batch} x {s2['tokens']} tokens), {'bf16 autocast' if bf16 else 'fp32'}: "
+            f"{s2['steps_per_s']:.3f} steps/s; peak memory {s2['peak_mb']:.0f} MB"
+        )
+    print(f"stage 2 bf16 autocast / fp32: {results[True]['steps_per_s'] / results[False]['steps_per_s']:.2f}x steps/s "
+          f"(this CPU {'has' if cpu_has_fast_bf16() else 'lacks'} bfloat16 instructions)")
 
 
 if __name__ == "__main__":

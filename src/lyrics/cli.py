@@ -431,18 +431,19 @@ def _threads(threads: int) -> None:
 @app.command("quickstart")
 def quickstart_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory (world, stand-ins, checkpoints, results.json, report.html).")] = Path("runs/quickstart"),
-    fast: Annotated[bool, typer.Option("--fast", help="The small budget used by the tests (about 90 s on 2 cores).")] = False,
+    fast: Annotated[bool, typer.Option("--fast", help="The small budget used by the tests (under 3 minutes on 2 cores).")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the world, the stand-ins and training.")] = 0,
-    threads: Annotated[int, typer.Option(help="Torch threads for training and evaluation.")] = 2,
+    threads: Annotated[int, typer.Option(help="Torch threads for training and evaluation (0: every core this process may use).")] = 0,
 ) -> None:
-    """Train and evaluate the whole Lyrics pipeline on the toy world: generate data, refine, train the
-    stand-ins, stage 1, stage 2, evaluate against trivial baselines, write an HTML report."""
+    """Train and evaluate the whole Lyrics pipeline on the toy world: generate data, convert the LLM
+    (SmolLM2-135M-Instruct), refine, train the stand-ins, stage 1, stage 2, evaluate against trivial
+    baselines, write an HTML report, and ask the model a few questions about a test image."""
     from rich.console import Console
 
-    from lyrics.toyworld.quickstart import DEFAULT, FAST, Quickstart
+    from lyrics.toyworld.quickstart import DEFAULT, FAST, Quickstart, use_all_cores
     from lyrics.toyworld.results import results_table
 
-    _threads(threads)
+    _threads(threads) if threads > 0 else _threads(use_all_cores())
     console = Console()
     try:
         result = Quickstart(out, FAST if fast else DEFAULT, seed=seed, log=console.print).run()
@@ -451,8 +452,12 @@ def quickstart_command(
     console.print(results_table(result.results))
     console.print("stages: " + ", ".join(f"{k} {v:.0f}s" for k, v in result.timings.items() if k != "total"))
     console.print(f"[bold]wall time: {result.timings['total']:.0f} s[/]   results: {out / 'results.json'}   report: {out / 'report.html'}")
-    image = next(iter(sorted((out / "world" / "images" / "toytest").glob("*.jpg"))), None)
-    console.print(f"chat with it: lyrics chat --model {result.checkpoint} --image {image} --prompt 'What color is the star?' --save-vis answer.png", markup=False)
+    chat = json.loads((out / "chat.json").read_text())
+    console.print(f"\n[bold]A chat with the model[/] about {out / 'world' / chat['image']} (picture of the last answer: {out / 'chat.png'}):")
+    for exchange in result.exchanges:
+        console.print(f"  [bold]you:[/] {exchange.question}\n  [bold]lyrics:[/] {exchange.answer}   [dim](true: {exchange.truth})[/]", highlight=False)
+    image = out / "world" / chat["image"]
+    console.print(f"\nchat with it yourself: lyrics chat --model {result.checkpoint} --image {image} --save-vis answer.png", markup=False)
 
 
 @app.command("ablate")

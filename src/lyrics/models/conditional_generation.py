@@ -15,12 +15,14 @@ image encoder are referenced by `text_model_name_or_path` / `vision_model_name_o
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import inspect
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -59,6 +61,15 @@ def grow_vocabulary(llm: nn.Module, vocab: int) -> bool:
             if bias is not None:
                 bias[old:] = bias[:old].mean()
     return True
+
+
+@contextlib.contextmanager
+def _peft_quietly():
+    """PEFT reads transformers' deprecated `is_gradient_checkpointing` when it wraps a model; the
+    FutureWarning is about PEFT's code, not the user's, so it is not shown."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def _resolve(base: Path, name: str | None) -> str | None:
@@ -173,7 +184,8 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
             target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM",
             modules_to_save=list(cfg.lora_modules_to_save) or None,
         )  # fmt: skip
-        self.language_model = get_peft_model(self.language_model, lora)
+        with _peft_quietly():
+            self.language_model = get_peft_model(self.language_model, lora)
         self.configure_trainable()
 
     def configure_trainable(self) -> None:
@@ -370,7 +382,8 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
         vision = ImageEncoder.from_pretrained(vision_path, config.vision_feature_layer).vision_model if vision_path else None
         model = cls(config, language_model=llm, vision_model=vision)
         if (path / "adapter").is_dir():
-            model.language_model = PeftModel.from_pretrained(model.language_model, str(path / "adapter"), is_trainable=is_trainable)
+            with _peft_quietly():
+                model.language_model = PeftModel.from_pretrained(model.language_model, str(path / "adapter"), is_trainable=is_trainable)
         state = load_file(str(path / TRAINED_WEIGHTS))
         missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [k for k in missing if k.startswith(TRAINED_PREFIXES)]

@@ -152,7 +152,7 @@ def run_ablation(
     for seed in seeds:
         folder = folders[seed]
         log(f"ablate: seed {seed} in {folder}")
-        base = Quickstart(folder, budget, seed=seed, log=log)
+        base = Quickstart(folder, budget, seed=seed, log=log, llm_dir=out / "llm")  # one converted LLM for every seed
         prepared: dict[str, Any] | None = None  # what `prepare` set on `base`, given to every row
         for row in rows:
             overrides, pretrain = row_overrides(row, base.model)

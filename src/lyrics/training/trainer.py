@@ -383,3 +383,10 @@ class Trainer:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.barrier()
             torch.distributed.destroy_process_group()
+        # accelerate keeps one state per process and refuses a second Accelerator with another mixed
+        # precision; a process that trains again (the quickstart: stage 1 in fp32, then stage 2 in
+        # bf16) starts from a clean state, as a new process would.
+        from accelerate.state import AcceleratorState, GradientState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
