@@ -77,7 +77,7 @@ def test_stage1_then_stage2_then_merge(world, tmp_path):
     stage2 = write(tmp_path / "stage2.yaml", {
         "recipe": "stage2",
         "model": {"preset": str(final1), "text_model": str(world / "llm"), "vision_model": str(world / "vision"), "stage1": str(final1)},
-        "data": {"records": str(tmp_path / "records.json"), "images": str(world / "images"), "refiner_store": str(world / "store")},
+        "data": {"records": str(tmp_path / "records.json"), "images": str(world / "images"), "refiner_store": str(world / "store"), "group_by_length": True},
         "trainer": {"output_dir": str(tmp_path / "run2"), "max_steps": 2, "batch_size": 2, "log_every": 1, "save_every": 0, "progress": False},
     })  # fmt: skip
     result = runner.invoke(app, ["train", str(stage2), "--set", "trainer.lr=1e-3", "--set", "model.loss_reduction=sample"])
@@ -183,3 +183,16 @@ def test_recipes_build_the_same_model_for_the_same_seed(world):
             states.append({k: v.clone() for k, v in built.model.state_dict().items()})
         assert states[0].keys() == states[1].keys()
         assert all(torch.equal(states[0][k], states[1][k]) for k in states[0]), recipe.__name__
+
+
+def test_prompt_lengths_count_the_conversation_and_the_spatial_text_in_the_prompt(tmp_path):
+    from types import SimpleNamespace
+
+    from lyrics.data.records import InstructionRecord
+    from lyrics.recipes.stage2 import prompt_lengths
+
+    conv = [{"from": "human", "value": "<image>\nq?"}, {"from": "gpt", "value": "yes"}]
+    part = SimpleNamespace(records=[InstructionRecord("a", "a.jpg", "vqa", conv, refiner="a"), InstructionRecord("b", "b.jpg", "vqa", conv)])
+    store = SimpleNamespace(spatial_text=lambda key: {"a": "x" * 40}[key])  # "b.jpg" is not in it
+    assert prompt_lengths([part], store, True) == [len("<image>\nq?yes") + 40, len("<image>\nq?yes")]
+    assert prompt_lengths([part], store, False) == [len("<image>\nq?yes")] * 2

@@ -28,6 +28,7 @@ YAML sections:
     images: root
     refiner_store: features/
     image_features: null          # cached encoder features (disables augmentation)
+    group_by_length: false        # batches of similar prompt length (less padding; `data/grouping.py`)
     augment: {enabled: true}
   trainer: {...}                  # lyrics.training.trainer.TrainerConfig
 """
@@ -90,6 +91,24 @@ class Stage2Collator:
             )
             batch.update(visual)
         return batch
+
+
+def prompt_lengths(parts, store, spatial_text_in_prompt: bool) -> list[int]:
+    """A length in characters per sample, in `ConcatDataset(parts)` order: the conversation's text,
+    plus the refiner's spatial text where it goes into the prompt (read from the store's index, no
+    features). Characters, not tokens: only the order matters for grouping, and no tokenizer runs."""
+    lengths = []
+    for part in parts:
+        for record in part.records:
+            size = sum(len(turn.get("value", "")) for turn in record.conversations)
+            key = record.refiner or record.image
+            if spatial_text_in_prompt and store is not None and key is not None and hasattr(store, "spatial_text"):
+                try:
+                    size += len(store.spatial_text(key))
+                except KeyError:
+                    pass  # the sample is skipped (and recorded) when it is loaded
+            lengths.append(size)
+    return lengths
 
 
 class Stage2Recipe:
@@ -185,7 +204,28 @@ class Stage2Recipe:
             self.sampler_fn = sampler_fn
         else:
             samples = InstructionDataset(data["records"], data.get("images"), store, transform, seed=int(data.get("seed", 0)))
+            parts = [samples]
         self.dataset = Stage2Examples(samples, self.model.config.refiner_config.coordinate_format, self.processor.image_processor, features)
+        if data.get("group_by_length"):
+            self.sampler_fn = self._grouped(self.sampler_fn, prompt_lengths(parts, store, self.model.config.spatial_text_in_prompt))
+
+    def _grouped(self, base_fn, lengths: list[int]):
+        """Wrap the epoch's sampler (the mixture's, or the trainer's own shuffling) in length grouping."""
+        from torch.utils.data import DistributedSampler
+
+        from lyrics.data.grouping import LengthGroupedSampler
+
+        cfg = self.trainer_config
+
+        def sampler_fn(epoch: int, rank: int, world: int):
+            if base_fn is not None:
+                base = base_fn(epoch, rank, world)
+            else:
+                base = DistributedSampler(self.dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
+                base.set_epoch(epoch)
+            return LengthGroupedSampler(base, lengths, cfg.batch_size, seed=cfg.seed, epoch=epoch)
+
+        return sampler_fn
 
     def train(self, resume: bool = False) -> Path:
         self.trainer.train(resume=resume)

@@ -269,6 +269,14 @@ class FeatureStore:
         shard, row = where
         return RefinerRecord.from_metadata(self._rows(shard)[row], self._row_features(shard, row))
 
+    def spatial_text(self, image_id: str) -> str:
+        """The image's textual spatial representation, read from the index alone (no features)."""
+        where = self._index().get(str(image_id))
+        if where is None:
+            raise KeyError(f"image {image_id!r} is not in the store {self.layout.root}")
+        shard, row = where
+        return str(self._rows(shard)[row].get("spatial_text") or "")
+
     def errors(self) -> list[dict[str, str]]:
         """Rejected images of every finished shard, in input order."""
         out = []
