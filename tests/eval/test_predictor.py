@@ -118,3 +118,24 @@ def test_each_image_gets_its_own_spatial_text(ckpt, pope):
     assert predictor.processor.encode(predictor._render(turns[:1], records[:1]), None, add_generation_prompt=True)[0] == ids
     images = [pope / "val2014" / "COCO_val2014_000000000001.jpg"] * 2
     assert predictor.predict([Prompt(turns, images, 3)])[0].error is None
+
+
+def test_length_sorted_batches_give_the_same_answers(ckpt, pope):
+    import dataclasses
+
+    predictor = LyricsPredictor.from_pretrained(ckpt)
+    predictor.processor.config = dataclasses.replace(predictor.processor.config, spatial_text_in_prompt=True)
+    questions = ["Is there a red circle in the image?", "What is it?", "Is there a blue square in the image? Answer with yes or no.", "Where?"]
+    prompts = [
+        Prompt([{"from": "human", "value": f"<image>\n{q}"}], [pope / "val2014" / f"COCO_val2014_{i:012d}.jpg"], 4)
+        for i in (1, 2, 3) for q in questions
+    ]  # fmt: skip
+    whole = [p.text for p in predictor.predict(prompts)]
+    predictor.max_batch = 5
+    assert [p.text for p in predictor.predict(prompts)] == whole
+    records = {str(p.images[0]): predictor._store_record(p.images[0]) if predictor.store else None for p in prompts}
+    records = predictor._records(list(records), {k: predictor._load(k)[0] for k in records})
+    chunks = predictor._batches(list(range(len(prompts))), prompts, [[str(p.images[0])] for p in prompts], records)
+    assert [len(c) for c in chunks] == [5, 5, 2] and sorted(i for c in chunks for i in c) == list(range(len(prompts)))
+    sizes = [len(prompts[i].turns[0]["value"]) + len(records[str(prompts[i].images[0])].spatial_text) for c in chunks for i in c]
+    assert sizes == sorted(sizes, reverse=True)
