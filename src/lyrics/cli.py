@@ -129,6 +129,7 @@ def convert_command(
     coordinate_format: Annotated[Optional[str], typer.Option("--coordinate-format", help="Write literal coordinates (int1000 or unit3) instead of <box:i> placeholders.")] = None,
     template: Annotated[Optional[int], typer.Option("--template", help="Use this template index of each task for every sample.")] = None,
     templates: Annotated[Optional[Path], typer.Option("--templates", help="JSON/YAML template file replacing Table 10.")] = None,
+    max_turns: Annotated[int, typer.Option("--max-turns", min=1, help="Merge up to N single-turn questions of one image into one multi-turn conversation (VQA-style sources; LLaVA-1.5 does this).")] = 1,
 ) -> None:
     """Convert an official dataset format into instruction records (LLaVA-style JSON with boxes)."""
     from lyrics.data.convert import convert_to_file
@@ -137,7 +138,7 @@ def convert_command(
     try:
         result = convert_to_file(
             kind, inputs, out, images=images, split=split, seed=seed, template=template,
-            coordinate_format=coordinate_format, templates=templates,
+            coordinate_format=coordinate_format, templates=templates, max_turns=max_turns,
         )
     except (ValueError, FileNotFoundError, IndexError, KeyError, FormatError) as exc:
         _fail(str(exc))

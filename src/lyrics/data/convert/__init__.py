@@ -84,8 +84,11 @@ def convert(
     template: int | None = None,
     coordinate_format: str | None = None,
     templates: str | os.PathLike | None = None,
+    max_turns: int = 1,
 ) -> Conversion:
-    """Convert official-format `inputs` of `kind` (see the module table) into records."""
+    """Convert official-format `inputs` of `kind` (see the module table) into records; with
+    `max_turns` > 1 the single-turn questions of one image become conversations of up to that many
+    turns (`convert/turns.py`)."""
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; choose one of: {', '.join(KINDS)}")
     if split is not None and kind in NO_SPLIT:
@@ -105,6 +108,10 @@ def convert(
     result = KINDS[kind](paths, opts)
     if coordinate_format is not None:
         result.records = [_render(r, coordinate_format) for r in result.records]
+    if max_turns != 1:
+        from lyrics.data.convert.turns import merge_turns
+
+        result.records = merge_turns(result.records, max_turns, seed)
     return result
 
 
