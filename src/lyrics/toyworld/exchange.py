@@ -46,13 +46,14 @@ def questions_for(image: dict[str, Any], colours: list[str]) -> list[tuple[str, 
     unique = next(obj for obj in objects if shapes[obj["shape"]] == 1)
     present = {obj["tag"] for obj in objects}
     absent = next(f"{c} {unique['shape']}" for c in colours if f"{c} {unique['shape']}" not in present)
-    box = ", ".join(str(v) for v in unique["box"])
+    # the model writes boxes as the refiner's text does: corners in thousandths of the image (int1000)
+    x1, y1, x2, y2 = (min(999, round(v * 1000)) for v in unique["box_norm"])
     return [
         (f"What color is the {unique['shape']}?", unique["colour"]),
         (f"Is there a {unique['tag']} in the image?", "yes"),
         (f"Is there a {absent} in the image?", "no"),
         ("How many objects are there?", str(len(objects))),
-        (f"Where is the {unique['tag']}? Give its coordinates.", f"box ({box}) in pixels"),
+        (f"Where is the {unique['tag']}? Give its coordinates.", f"({x1},{y1}),({x2},{y2})"),
     ]
 
 

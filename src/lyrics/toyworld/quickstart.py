@@ -42,7 +42,7 @@ class Budget:
     stage1_lr: float = 5e-4
     stage2_lr: float = 1e-3
     eval_limit: int | None = None
-    eval_batch: int = 32
+    eval_batch: int = 128  # prompts per runner batch; generated 32 at a time, sorted by length
     # Stage 2's loss mean (`model.loss_reduction`): "sample" lets one-word VQA answers (colour, yes/no)
     # weigh as much as a caption.
     stage2_loss_reduction: str = "sample"
@@ -65,7 +65,7 @@ FAST = Budget(
 # how fast this machine ran the stages already done, to estimate the time left.
 EXPECTED_SECONDS = {
     "world": 7, "llm": 20, "standins": 40, "refine": 36, "features": 4, "records": 7, "stage1": 40,
-    "stage2": 420, "evaluate": 280, "report": 2, "chat": 10,
+    "stage2": 480, "evaluate": 200, "report": 2, "chat": 10,
 }  # fmt: skip
 
 # The toy model: the paper's architecture at toy widths. The refiner's local features per object are
@@ -92,12 +92,17 @@ TOY_MODEL: dict[str, Any] = {
 }  # fmt: skip
 
 # Training mixture of stage 2 (Table 6 at toy scale): converter kind, inputs, image root, weight.
+# VQA weighs most: its colour, shape, count, existence and position questions are what the floor's
+# colour VQA and POPE need. `VQA_TURNS` > 1 would merge that many questions about one image into one
+# conversation (`lyrics convert --max-turns`); measured at 4 (docs/toy-model.md), the longer
+# samples cost 1.6x the time per sample and did not teach existence better, so it is off.
+VQA_TURNS = 1
 MIXTURE = {
     "captioning": ("coco-captions", ["annotations/captions_toytrain.json"], "images/toytrain", 0.15),
-    "vqa": ("vqav2", ["vqav2/v2_OpenEnded_mscoco_toytrain_questions.json", "vqav2/v2_mscoco_toytrain_annotations.json"], "images", 0.35),
+    "vqa": ("vqav2", ["vqav2/v2_OpenEnded_mscoco_toytrain_questions.json", "vqav2/v2_mscoco_toytrain_annotations.json"], "images", 0.4),
     "rec": ("refcoco-rec", ["refcoco"], "images", 0.25),
     "grounded_captioning": ("refcoco-gc", ["refcoco"], "images", 0.05),
-    "multiple_choice": ("aokvqa-mc", ["aokvqa/aokvqa_v1p0_train.json"], "images", 0.1),
+    "multiple_choice": ("aokvqa-mc", ["aokvqa/aokvqa_v1p0_train.json"], "images", 0.05),
     "referential_dialogue": ("shikra-rd", ["shikra_rd/GPT4GEN_RD_BoxCoT_train.jsonl"], "images/toytrain", 0.1),
 }
 
@@ -251,7 +256,8 @@ class Quickstart:
             if target.is_file():
                 continue
             split = "train" if kind.startswith("refcoco") else None
-            result = convert(kind, [self.world / i for i in inputs], images=self.world / images, split=split, seed=self.seed)
+            turns = VQA_TURNS if kind == "vqav2" else 1
+            result = convert(kind, [self.world / i for i in inputs], images=self.world / images, split=split, seed=self.seed, max_turns=turns)
             # one image root for every source (the world folder), and the canonical store key
             prefix = Path(images).relative_to("images") if images != "images" else Path()
             fixed = [replace(r, image=str(Path("images") / prefix / r.image), refiner=self.keys(r.image)) for r in result.records]
@@ -298,7 +304,7 @@ class Quickstart:
             "chat_template": "auto",
             "system_prompt": "",
             "loss_reduction": self.budget.stage2_loss_reduction,
-            "max_length": 384,
+            "max_length": 512,
         }
         if stage1 is not None:
             model["stage1"] = str(stage1)
@@ -311,6 +317,8 @@ class Quickstart:
                 "refiner_store": str(self.store_dir),
                 "image_features": str(self.features_dir),
                 "samples_per_epoch": self.budget.stage2_steps * self.budget.stage2_batch,
+                # object lists of 1-8 entries make prompts of 60-390 tokens: grouped batches pad less
+                "group_by_length": True,
             },
             "trainer": {
                 **self.trainer(name, self.budget.stage2_steps, self.budget.stage2_batch, self.budget.stage2_lr),
