@@ -81,6 +81,8 @@ def audit(config: LyricsConfig, paper_figures: dict[str, float] | None = None) -
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    from lyrics.models.conditional_generation import _peft_quietly
+
     from lyrics.models.image_encoder import ImageEncoder
     from lyrics.models.mqformer import MQFormerModel
 
@@ -129,7 +131,8 @@ def audit(config: LyricsConfig, paper_figures: dict[str, float] | None = None) -
             lora_dropout=config.lora_dropout,
             target_modules=list(config.lora_target_modules),
         )
-        peft_model = get_peft_model(llm, lora)
+        with _peft_quietly():
+            peft_model = get_peft_model(llm, lora)
         lora_count = sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n)
         rows.append(AuditRow("llm", llm_count, 0, note=config.text_config.model_type))
         rows.append(
