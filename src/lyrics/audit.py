@@ -82,7 +82,6 @@ def audit(config: LyricsConfig, paper_figures: dict[str, float] | None = None) -
     from transformers import AutoModelForCausalLM
 
     from lyrics.models.conditional_generation import _peft_quietly
-
     from lyrics.models.image_encoder import ImageEncoder
     from lyrics.models.mqformer import MQFormerModel
 
