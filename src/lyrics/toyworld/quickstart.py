@@ -61,11 +61,12 @@ FAST = Budget(
     stage1_steps=10, stage1_batch=16, stage2_steps=12, stage2_batch=4, stage2_lr=1e-3, eval_limit=12,
 )  # fmt: skip
 
-# Seconds each stage took in a default run on 2 cores (README); the progress line scales them by
-# how fast this machine ran the stages already done, to estimate the time left.
+# Seconds each stage took in the default's runs on 2 cores (2026-12-05, mean of three seeds; README);
+# the progress line scales them by how fast this machine ran the stages already done, to estimate
+# the time left.
 EXPECTED_SECONDS = {
-    "world": 7, "llm": 20, "standins": 40, "refine": 36, "features": 4, "records": 7, "stage1": 40,
-    "stage2": 480, "evaluate": 200, "report": 2, "chat": 10,
+    "world": 6, "llm": 17, "standins": 15, "refine": 32, "features": 4, "records": 5, "stage1": 25,
+    "stage2": 487, "evaluate": 235, "report": 1, "chat": 6,
 }  # fmt: skip
 
 # The toy model: the paper's architecture at toy widths. The refiner's local features per object are
