@@ -148,3 +148,18 @@ def test_a_mixture_replaces_stage_twos_and_is_recorded(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="different mixture"):
         Quickstart(tmp_path, DEFAULT).check_previous({"seed": 0, "budget": {}, "model": {}})
     Quickstart(tmp_path, DEFAULT, mixture=mixture).check_previous(summary)
+
+
+def test_time_left_scales_the_expected_seconds_by_this_machines_speed(tmp_path):
+    from dataclasses import replace
+
+    from lyrics.toyworld.quickstart import DEFAULT, EXPECTED_SECONDS, STAGES, Quickstart
+
+    run = Quickstart(tmp_path, DEFAULT)
+    assert run.time_left() is None  # nothing measured yet
+    run.timings = {"world": 2 * EXPECTED_SECONDS["world"]}  # this machine runs at half the speed
+    rest = sum(EXPECTED_SECONDS[s] for s in STAGES if s != "world")
+    assert abs(run.time_left() - 2 * rest) < 1e-6
+    half = Quickstart(tmp_path, replace(DEFAULT, stage2_steps=DEFAULT.stage2_steps // 2))
+    half.timings = dict(run.timings)
+    assert abs(run.time_left() - half.time_left() - EXPECTED_SECONDS["stage2"]) < 1e-6  # half the stage-2 work
