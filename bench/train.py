@@ -13,6 +13,7 @@ Prints:
 
 Each measurement runs in its own process so that peak resident memory belongs to it alone.
 Usage: python bench/train.py [--batch 8] [--iters 3] [--stages 1,2] [--llm runs/quickstart/llm]
+       (`--stages 0 --llm DIR` measures the fp32 / bf16 comparison alone)
 """
 
 from __future__ import annotations

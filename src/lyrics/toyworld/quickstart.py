@@ -47,7 +47,7 @@ class Budget:
     # weigh as much as a caption.
     stage2_loss_reduction: str = "sample"
     # "bf16": autocast the LLM's matmuls to bfloat16 in stage 2 and evaluation; "auto": bf16 where
-    # the CPU has bfloat16 instructions (AMX / AVX512-BF16; 1.4x a training step, 1.9x generation on
+    # the CPU has bfloat16 instructions (AMX / AVX512-BF16; 1.4-1.9x a training step, 1.9x generation on
     # this project's machine), fp32 elsewhere, where bf16 would be emulated and slower.
     precision: str = "auto"
 
