@@ -92,3 +92,16 @@ def test_gradient_checkpointing_option_reaches_the_model(tmp_path):
         config = TrainerConfig(output_dir=str(tmp_path / str(enabled)), max_steps=1, gradient_checkpointing=enabled, progress=False)
         Trainer(config, model, [0], list, lambda m, b: None)
         assert checkpointing(model) is enabled
+
+
+def test_one_process_may_train_again_in_another_precision(tmp_path):
+    """The quickstart trains stage 1 in fp32 and stage 2 in bf16 in one process; accelerate alone
+    would refuse the second Accelerator."""
+    from torch import nn
+
+    from lyrics.training.trainer import Trainer
+
+    for precision in ("no", "bf16", "no"):
+        config = TrainerConfig(output_dir=str(tmp_path / precision), max_steps=1, mixed_precision=precision, progress=False)
+        trainer = Trainer(config, nn.Linear(2, 2), [0], list, lambda m, b: None)
+        assert trainer.accelerator.mixed_precision == precision

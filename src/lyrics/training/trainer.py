@@ -31,6 +31,24 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampl
 STATE_FILE = "trainer_state.json"
 
 
+def _allow_another_precision(mixed_precision: str) -> None:
+    """accelerate keeps one state per process and refuses a second Accelerator with another mixed
+    precision; a process that trains again with another one (the quickstart: stage 1 in fp32, then
+    stage 2 in bf16) drops the old precision state. The process state (ranks, process group) stays."""
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") not in (None, mixed_precision):
+        AcceleratorState._reset_state(reset_partial_state=False)
+
+
+def shuffled_sampler(dataset: Dataset, seed: int, epoch: int, rank: int, world: int) -> DistributedSampler:
+    """The trainer's own order when no `sampler_fn` is given: the epoch's seeded shuffle, this rank's share."""
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
+    sampler.set_epoch(epoch)
+    return sampler
+
+
 def enable_activation_checkpointing(model: torch.nn.Module) -> bool:
     """Recompute activations in backward (non-reentrant checkpoints); False if `model` cannot.
 
@@ -146,6 +164,7 @@ class Trainer:
 
         self.config = config
         self.output_dir = Path(config.output_dir)
+        _allow_another_precision(config.mixed_precision)
         self.accelerator = Accelerator(
             # accelerate only picks its multi-process CPU mode (gloo) when told the run is on CPU.
             cpu=not torch.accelerator.is_available(),
@@ -191,10 +210,7 @@ class Trainer:
             # e.g. a weighted mixture (Table 6); it must be deterministic given (epoch, rank, world).
             sampler = self.sampler_fn(epoch, acc.process_index, acc.num_processes)
         else:
-            sampler = DistributedSampler(
-                self.dataset, num_replicas=acc.num_processes, rank=acc.process_index, shuffle=True, seed=self.config.seed, drop_last=True
-            )
-            sampler.set_epoch(epoch)
+            sampler = shuffled_sampler(self.dataset, self.config.seed, epoch, acc.process_index, acc.num_processes)
         batches = BatchSampler(sampler, self.config.batch_size, drop_last=True)
         if len(batches) == 0:
             raise ValueError(
@@ -383,10 +399,3 @@ class Trainer:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.barrier()
             torch.distributed.destroy_process_group()
-        # accelerate keeps one state per process and refuses a second Accelerator with another mixed
-        # precision; a process that trains again (the quickstart: stage 1 in fp32, then stage 2 in
-        # bf16) starts from a clean state, as a new process would.
-        from accelerate.state import AcceleratorState, GradientState
-
-        AcceleratorState._reset_state(reset_partial_state=True)
-        GradientState._reset_state()
