@@ -211,9 +211,8 @@ class Stage2Recipe:
 
     def _grouped(self, base_fn, lengths: list[int]):
         """Wrap the epoch's sampler (the mixture's, or the trainer's own shuffling) in length grouping."""
-        from torch.utils.data import DistributedSampler
-
         from lyrics.data.grouping import LengthGroupedSampler
+        from lyrics.training.trainer import shuffled_sampler
 
         cfg = self.trainer_config
 
@@ -221,8 +220,7 @@ class Stage2Recipe:
             if base_fn is not None:
                 base = base_fn(epoch, rank, world)
             else:
-                base = DistributedSampler(self.dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
-                base.set_epoch(epoch)
+                base = shuffled_sampler(self.dataset, cfg.seed, epoch, rank, world)
             return LengthGroupedSampler(base, lengths, cfg.batch_size, seed=cfg.seed, epoch=epoch)
 
         return sampler_fn
