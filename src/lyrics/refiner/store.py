@@ -262,19 +262,19 @@ class FeatureStore:
             for meta, feats in zip(rows, features):
                 yield RefinerRecord.from_metadata(meta, feats)
 
-    def get(self, image_id: str) -> RefinerRecord:
+    def _locate(self, image_id: str) -> tuple[int, int]:
         where = self._index().get(str(image_id))
         if where is None:
             raise KeyError(f"image {image_id!r} is not in the store {self.layout.root}")
-        shard, row = where
+        return where
+
+    def get(self, image_id: str) -> RefinerRecord:
+        shard, row = self._locate(image_id)
         return RefinerRecord.from_metadata(self._rows(shard)[row], self._row_features(shard, row))
 
     def spatial_text(self, image_id: str) -> str:
         """The image's textual spatial representation, read from the index alone (no features)."""
-        where = self._index().get(str(image_id))
-        if where is None:
-            raise KeyError(f"image {image_id!r} is not in the store {self.layout.root}")
-        shard, row = where
+        shard, row = self._locate(image_id)
         return str(self._rows(shard)[row].get("spatial_text") or "")
 
     def errors(self) -> list[dict[str, str]]:
