@@ -81,7 +81,7 @@ def audit(config: LyricsConfig, paper_figures: dict[str, float] | None = None) -
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from lyrics.models.conditional_generation import _peft_quietly
+    from lyrics.models.conditional_generation import quiet_peft
     from lyrics.models.image_encoder import ImageEncoder
     from lyrics.models.mqformer import MQFormerModel
 
@@ -130,7 +130,7 @@ def audit(config: LyricsConfig, paper_figures: dict[str, float] | None = None) -
             lora_dropout=config.lora_dropout,
             target_modules=list(config.lora_target_modules),
         )
-        with _peft_quietly():
+        with quiet_peft():
             peft_model = get_peft_model(llm, lora)
         lora_count = sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n)
         rows.append(AuditRow("llm", llm_count, 0, note=config.text_config.model_type))

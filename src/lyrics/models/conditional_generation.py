@@ -64,7 +64,7 @@ def grow_vocabulary(llm: nn.Module, vocab: int) -> bool:
 
 
 @contextlib.contextmanager
-def _peft_quietly():
+def quiet_peft():
     """PEFT reads transformers' deprecated `is_gradient_checkpointing` when it wraps a model; the
     FutureWarning is about PEFT's code, not the user's, so it is not shown."""
     with warnings.catch_warnings():
@@ -184,7 +184,7 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
             target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM",
             modules_to_save=list(cfg.lora_modules_to_save) or None,
         )  # fmt: skip
-        with _peft_quietly():
+        with quiet_peft():
             self.language_model = get_peft_model(self.language_model, lora)
         self.configure_trainable()
 
@@ -382,7 +382,7 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
         vision = ImageEncoder.from_pretrained(vision_path, config.vision_feature_layer).vision_model if vision_path else None
         model = cls(config, language_model=llm, vision_model=vision)
         if (path / "adapter").is_dir():
-            with _peft_quietly():
+            with quiet_peft():
                 model.language_model = PeftModel.from_pretrained(model.language_model, str(path / "adapter"), is_trainable=is_trainable)
         state = load_file(str(path / TRAINED_WEIGHTS))
         missing, unexpected = model.load_state_dict(state, strict=False)
