@@ -441,10 +441,10 @@ def quickstart_command(
     baselines, write an HTML report, and ask the model a few questions about a test image."""
     from rich.console import Console
 
-    from lyrics.toyworld.quickstart import DEFAULT, FAST, Quickstart, use_all_cores
+    from lyrics.toyworld.quickstart import DEFAULT, FAST, Quickstart, available_cores
     from lyrics.toyworld.results import results_table
 
-    _threads(threads) if threads > 0 else _threads(use_all_cores())
+    _threads(threads or available_cores())
     console = Console()
     try:
         result = Quickstart(out, FAST if fast else DEFAULT, seed=seed, log=console.print).run()

@@ -337,6 +337,13 @@ class Quickstart:
         return self.budget.precision == "bf16" or (self.budget.precision == "auto" and cpu_has_fast_bf16())
 
     @property
+    def autocast(self):
+        """The dtype generation runs under (`torch.bfloat16` where `bf16`), else None."""
+        import torch
+
+        return torch.bfloat16 if self.bf16 else None
+
+    @property
     def stage2_mixture(self) -> dict[str, tuple[str, list[str], str | None, float]]:
         """The mixture given, else `MIXTURE` (only a given one is recorded in quickstart.json)."""
         return MIXTURE if self.mixture is None else self.mixture
@@ -423,8 +430,6 @@ class Quickstart:
         self.timed("records", self.stage_records)
 
     def run(self) -> QuickstartResult:
-        import torch
-
         from lyrics.data.io import atomic_write_text
         from lyrics.toyworld.exchange import run_exchange
         from lyrics.toyworld.report import write_report
@@ -443,8 +448,7 @@ class Quickstart:
         results = self.timed("evaluate", lambda: evaluate_quickstart(self, checkpoint))
         self.timings["total"] = time.perf_counter() - start
         self.timed("report", lambda: write_report(self, checkpoint, results))
-        autocast = torch.bfloat16 if self.bf16 else None
-        exchanges = self.timed("chat", lambda: run_exchange(checkpoint, self.world, self.out, autocast))
+        exchanges = self.timed("chat", lambda: run_exchange(checkpoint, self.world, self.out, self.autocast))
         self.timings["total"] = self.timings.pop("total") + self.timings["report"] + self.timings["chat"]
         # what ran, with what, for how long (stage seconds; "total" is the whole run)
         atomic_write_text(self.out / "quickstart.json", json.dumps(summary, indent=2, default=str))
@@ -460,13 +464,9 @@ def cpu_has_fast_bf16() -> bool:
     return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
 
 
-def use_all_cores() -> int:
-    """Give torch every core this process may run on (containers often allow fewer than the host has)."""
-    import torch
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(cores)
-    return cores
+def available_cores() -> int:
+    """The cores this process may run on (containers often allow fewer than the host has)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _clock(seconds: float) -> str:

@@ -37,11 +37,8 @@ def evaluate_quickstart(quickstart, checkpoint: Path, splits: tuple[str, ...] = 
     from lyrics.eval.runner import EvalConfig, run_eval
 
     out = quickstart.out
-    import torch
-
-    autocast = torch.bfloat16 if quickstart.bf16 else None
     # The runner hands over `eval_batch` prompts at a time; generation runs them 32 at a time, sorted by length.
-    model = LyricsPredictor.from_pretrained(checkpoint, refiner_store=quickstart.store_dir, autocast=autocast, max_batch=32)
+    model = LyricsPredictor.from_pretrained(checkpoint, refiner_store=quickstart.store_dir, autocast=quickstart.autocast, max_batch=32)
     model.store_key = quickstart.keys
     predictor = RepeatedPrompts(model)
     budget = quickstart.budget
