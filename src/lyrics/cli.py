@@ -65,11 +65,26 @@ def audit(
     config: ConfigOption = None,
     overrides: SetOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+    flops: Annotated[bool, typer.Option("--flops", help="Instead of parameters: training FLOPs per sample and per step of each stage (meta device) and the GPU-hours of the paper's schedule.")] = False,
+    mfu: Annotated[float, typer.Option("--mfu", help="With --flops: model FLOPs utilisation assumed for the GPU-hours.")] = 0.4,
+    peak_tflops: Annotated[float, typer.Option("--peak-tflops", help="With --flops: peak TFLOP/s of one GPU (A100 dense bf16: 312).")] = 312.0,
+    gpus: Annotated[int, typer.Option("--gpus", help="With --flops: GPUs the wall-clock hours are spread over (the paper's 16).")] = 16,
+    llm_tokens: Annotated[int, typer.Option("--llm-tokens", help="With --flops: stage-2 LLM tokens per sample, visual tokens included.")] = 512,
 ) -> None:
-    """Count the parameters of a full-size model on the meta device and compare with the paper."""
+    """Count the parameters of a full-size model on the meta device and compare with the paper; with
+    --flops, count the training FLOPs of both stages and the GPU-hours of the paper's schedule."""
     from lyrics.audit import PAPER_FIGURES, TOLERANCE, audit as run_audit, audit_json
 
     cfg = _load(preset, config, overrides)
+    if flops:
+        from lyrics.audit import Workload, cost_json, cost_text, training_cost
+
+        if not 0 < mfu <= 1 or peak_tflops <= 0 or gpus < 1 or llm_tokens < 1:
+            _fail("--mfu must be in (0, 1], --peak-tflops, --gpus and --llm-tokens positive")
+        workload = Workload(llm_tokens=llm_tokens).fitted(cfg)
+        report = cost_json(training_cost(cfg, workload), workload, mfu, peak_tflops, gpus)
+        typer.echo(json.dumps(dict(report, preset=preset), indent=2) if as_json else cost_text(report, f"{preset} preset, the paper's schedule"))
+        return
     rows = run_audit(cfg, PAPER_FIGURES if preset == "paper" else None)
     if as_json:
         typer.echo(json.dumps(audit_json(rows), indent=2))
