@@ -32,6 +32,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from lyrics.configuration import LyricsConfig
 from lyrics.models.image_encoder import ImageEncoder
+from lyrics.models.loading import load_pretrained
 from lyrics.models.mqformer import MQFormerModel
 from lyrics.models.pretraining import LyricsPreTrainedModel
 from lyrics.models.processing import IGNORE_INDEX
@@ -119,11 +120,12 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
         torch_dtype: torch.dtype | None = None,
     ) -> "LyricsForConditionalGeneration":
         """Assemble a fresh stage-2 model from pretrained parts (paths or hub ids) with transformers'
-        `from_pretrained`; the MQ-Former starts random (load stage-1 weights with `load_stage1`)."""
+        `from_pretrained`; the MQ-Former starts random (load stage-1 weights with `load_stage1`). A
+        checkpoint lacking any weight of the LLM or the tower is refused (`MissingWeightsError`)."""
         config = copy.deepcopy(config)
         config.text_model_name_or_path = str(text_model)
         config.vision_model_name_or_path = str(vision_model) if vision_model is not None else None
-        llm = AutoModelForCausalLM.from_pretrained(str(text_model), dtype=torch_dtype)
+        llm = load_pretrained(AutoModelForCausalLM, text_model, dtype=torch_dtype)
         config.text_config = llm.config
         vision = ImageEncoder.from_pretrained(str(vision_model), config.vision_feature_layer).vision_model if vision_model else None
         if vision is not None:
@@ -376,7 +378,7 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
         llm_path = text_model or _resolve(path, config.text_model_name_or_path)
         if llm_path is None:
             raise ValueError(f"{path}/config.json names no text_model_name_or_path; pass text_model=")
-        llm = AutoModelForCausalLM.from_pretrained(llm_path, dtype=torch_dtype)
+        llm = load_pretrained(AutoModelForCausalLM, llm_path, dtype=torch_dtype)
         grow_vocabulary(llm, config.text_config.vocab_size)
         vision_path = vision_model or _resolve(path, config.vision_model_name_or_path)
         vision = ImageEncoder.from_pretrained(vision_path, config.vision_feature_layer).vision_model if vision_path else None

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from transformers import AutoModel, PreTrainedConfig
 
+from lyrics.models.loading import load_pretrained
+
 
 def build_vision_tower(vision_config: PreTrainedConfig) -> nn.Module:
     """Build a vision tower from its config. `Blip2VisionConfig` is not registered with `AutoModel`,
@@ -44,16 +46,25 @@ class ImageEncoder(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str, feature_layer: int = -2, **kwargs) -> "ImageEncoder":
-        """Load the tower with transformers' `from_pretrained` (a CLIP checkpoint loads its vision part)."""
+        """Load the tower with transformers' `from_pretrained`, refusing a checkpoint that lacks any of
+        its weights (`lyrics.models.loading.MissingWeightsError`).
+
+        `path` holds a vision tower (`CLIPVisionModel`, `Blip2VisionModel`), a whole CLIP (its vision
+        part loads, the text tower is left unused) or a whole BLIP-2 (`Blip2ForConditionalGeneration`,
+        `Blip2Model`, ...: the tower is built from `config.vision_config` and its `vision_model.*`
+        weights are read under their bare names; the Q-Former and LLM are left unused)."""
         from transformers import AutoConfig, Blip2VisionModel, CLIPVisionModel
 
-        model_type = AutoConfig.from_pretrained(path).model_type
-        if model_type in ("clip", "clip_vision_model"):
-            model = CLIPVisionModel.from_pretrained(path, **kwargs)
-        elif model_type in ("blip-2", "blip_2_vision_model"):
-            model = Blip2VisionModel.from_pretrained(path, **kwargs)
+        config = AutoConfig.from_pretrained(str(path))
+        if config.model_type in ("clip", "clip_vision_model"):
+            model = load_pretrained(CLIPVisionModel, path, **kwargs)
+        elif config.model_type == "blip-2":
+            kwargs = {"config": config.vision_config, "key_mapping": {r"^vision_model\.": ""}, **kwargs}
+            model = load_pretrained(Blip2VisionModel, path, **kwargs)
+        elif config.model_type == "blip_2_vision_model":
+            model = load_pretrained(Blip2VisionModel, path, **kwargs)
         else:
-            model = AutoModel.from_pretrained(path, **kwargs)
+            model = load_pretrained(AutoModel, path, **kwargs)
         return cls(model.config, feature_layer, vision_model=model)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 import torch
 from PIL import Image
 
+from lyrics.models.loading import load_pretrained
 from lyrics.refiner.stages import BackendError, Detection, check_feature_size
 
 
@@ -204,7 +205,7 @@ class GroundingDinoDetector:
 
         try:
             self.processor = AutoProcessor.from_pretrained(model_id)
-            self.model = GroundingDinoForObjectDetection.from_pretrained(model_id).to(device).eval()
+            self.model = load_pretrained(GroundingDinoForObjectDetection, model_id).to(device).eval()
         except (OSError, ValueError) as exc:
             raise BackendError(f"cannot load Grounding-DINO from {model_id!r}: {exc}") from exc
         self.tokenizer = self.processor.tokenizer

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from lyrics.models.loading import load_pretrained
 from lyrics.refiner.spatial import Box
 from lyrics.refiner.stages import BackendError, Segment, check_feature_size
 
@@ -100,7 +101,7 @@ class SamSegmenter:
         model_class = SamHQModel if hq else SamModel
         try:
             self.processor = AutoProcessor.from_pretrained(model_id)
-            self.model = model_class.from_pretrained(model_id).to(device).eval()
+            self.model = load_pretrained(model_class, model_id).to(device).eval()
         except (OSError, ValueError) as exc:
             raise BackendError(f"cannot load {model_class.__name__} from {model_id!r}: {exc}") from exc
         self.hq = hq

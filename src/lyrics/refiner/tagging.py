@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from lyrics.models.loading import load_pretrained
 from lyrics.refiner.stages import BackendError
 
 
@@ -94,7 +95,7 @@ class ClipTagger:
         entries = read_vocabulary(vocabulary, default_threshold)
         try:
             self.processor = AutoProcessor.from_pretrained(model_id)
-            self.model = CLIPModel.from_pretrained(model_id).to(device).eval()
+            self.model = load_pretrained(CLIPModel, model_id).to(device).eval()
         except (OSError, ValueError) as exc:
             raise BackendError(f"cannot load CLIP from {model_id!r}: {exc}") from exc
         self.device = torch.device(device)
