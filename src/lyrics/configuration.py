@@ -232,6 +232,10 @@ class LyricsConfig(PreTrainedConfig):
         vision_config (`dict` or `PreTrainedConfig`): the frozen image encoder: a `CLIPVisionConfig`
             (CLIP ViT-L/14, paper) or a `Blip2VisionConfig` (EVA ViT-g, released code).
         refiner_config (`dict` or `RefinerConfig`): the frozen visual refiner.
+        trained_refiner_config (`dict`, *optional*): the `RefinerConfig` fields of the refiner that made
+            the feature store this model was trained from, copied from the store by the training
+            recipes (`lyrics.refiner.provenance`). Inference runs this refiner; `None` (no store, or a
+            checkpoint from before the record) means `refiner_config`.
         mqformer_config (`dict` or `MQFormerConfig`): the MQ-Former. Its `encoder_hidden_size` and
             `local_feature_size` are derived from the vision and refiner configs.
         text_config (`dict` or `PreTrainedConfig`): any causal LM config (LLaMA / Vicuna first).
@@ -277,6 +281,7 @@ class LyricsConfig(PreTrainedConfig):
 
     vision_config: dict | PreTrainedConfig | None = None
     refiner_config: dict | PreTrainedConfig | None = None
+    trained_refiner_config: dict | None = None
     mqformer_config: dict | PreTrainedConfig | None = None
     text_config: dict | PreTrainedConfig | None = None
     vision_feature_layer: int = -2

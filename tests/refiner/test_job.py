@@ -250,4 +250,5 @@ def test_command_reports_bad_arguments(tmp_path, monkeypatch):
     assert result.exit_code == 2 and "no images" in result.output
     random_scene(0, 1)[0].save(tmp_path / "a.png")
     result = CliRunner().invoke(app, ["refine", str(tmp_path), "--out", str(tmp_path / "o"), "--preset", "paper", "--no-progress"])
-    assert result.exit_code == 2 and "needs the RAM++ package" in result.output
+    assert result.exit_code == 2 and "needs the path of a RAM++ checkpoint file" in result.output
+    assert "tagger_model=/path/to/ram_plus_swin_large_14m.pth" in result.output and not (tmp_path / "o" / "store.json").exists()

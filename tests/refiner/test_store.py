@@ -68,7 +68,8 @@ def test_prepare_store_refuses_another_job(tmp_path):
     info = {"feature_dim": DIM, "inputs_sha256": "abc", "refiner_config": {"box_threshold": 0.25}}
     prepare_store(tmp_path, info)
     prepare_store(tmp_path, dict(info))  # the same job resuming
-    with pytest.raises(StoreError, match="differs in: inputs_sha256, refiner_config"):
+    # the message names each differing field, inside the refiner config too, with both values
+    with pytest.raises(StoreError, match=r"differs in: inputs_sha256: 'abc' vs 'def'; refiner_config.box_threshold: 0.25 vs 0.3;"):
         prepare_store(tmp_path, {**info, "inputs_sha256": "def", "refiner_config": {"box_threshold": 0.3}})
     assert json.loads((tmp_path / "store.json").read_text())["inputs_sha256"] == "abc"
 

@@ -69,10 +69,54 @@ def test_given_tagger():
         tagger.tag(images, [["cat"], None])
 
 
-def test_ram_tagger_without_the_ram_package_is_a_clear_error(monkeypatch):
+def test_ram_tagger_without_the_ram_package_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "ram", None)  # makes `import ram` fail even if it were installed
+    checkpoint = tmp_path / "ram_plus_swin_large_14m.pth"
+    checkpoint.write_bytes(b"weights")
     with pytest.raises(BackendError, match="needs the RAM\\+\\+ package"):
-        RamTagger("ram_plus_swin_large_14m.pth")
+        RamTagger(str(checkpoint))
+
+
+@pytest.mark.parametrize("value", ["ram_plus_swin_b", None, "/nowhere/ram_plus_swin_large_14m.pth"])
+def test_ram_needs_a_checkpoint_file_and_says_how_to_give_one(monkeypatch, value):
+    """The paper preset names RAM++ (`ram_plus_swin_b`), which is no file: the error says RAM++ needs a
+    checkpoint path and how to pass it, before the `ram` package is even looked for."""
+    monkeypatch.setitem(sys.modules, "ram", None)
+    with pytest.raises(BackendError, match="needs the path of a RAM\\+\\+ checkpoint file") as caught:
+        RamTagger(value)
+    message = str(caught.value)
+    assert "--set tagger_model=/path/to/ram_plus_swin_large_14m.pth" in message and "docs/refiner.md" in message
+    assert (repr(value) in message) if value else ("is not set" in message)
+
+
+def test_paper_preset_tagger_is_refused_before_any_model_loads(monkeypatch):
+    from lyrics.refiner.job import load_refiner_config
+    from lyrics.refiner.pipeline import build_stages
+
+    loaded = []
+    monkeypatch.setattr("lyrics.refiner.tagging.ClipTagger.__init__", lambda self, *a, **k: loaded.append(a))
+    with pytest.raises(BackendError, match="ram_plus_swin_b"):
+        build_stages(load_refiner_config("paper"))
+    # a RAM name given to the CLIP tagger is refused too, never handed to CLIPModel.from_pretrained
+    config = load_refiner_config("paper", None, ["tagger_model=ram_plus_swin_b"], ["tagger=clip"])
+    with pytest.raises(BackendError, match="names a RAM checkpoint"):
+        build_stages(config)
+    assert loaded == []
+
+
+def test_backend_clip_picks_a_clip_checkpoint_unless_one_is_given():
+    from lyrics.refiner.job import load_refiner_config
+
+    assert load_refiner_config("paper").tagger_model == "ram_plus_swin_b"
+    assert load_refiner_config("paper", None, None, ["tagger=clip"]).tagger_model == "openai/clip-vit-large-patch14"
+    assert load_refiner_config("paper", None, ["tagger=clip"]).tagger_model == "openai/clip-vit-large-patch14"  # --set alike
+    given = load_refiner_config("paper", None, ["tagger_model=/models/clip-vit-base-patch32"], ["tagger=clip"])
+    assert (given.tagger, given.tagger_model) == ("clip", "/models/clip-vit-base-patch32")
+    # switching to RAM does not keep a CLIP id either: RAM++ has no default, it needs a file
+    assert load_refiner_config("tiny", None, ["tagger=clip"], ["tagger=ram"]).tagger_model is None
+    # the same backend as the preset keeps the preset's model; other stages pick their defaults
+    assert load_refiner_config("paper", None, None, ["tagger=ram"]).tagger_model == "ram_plus_swin_b"
+    assert load_refiner_config("tiny", None, None, ["detector=grounding_dino"]).detector_model == "IDEA-Research/grounding-dino-tiny"
 
 
 def test_ram_adapter_calls_the_package_api(monkeypatch, tmp_path):
@@ -103,5 +147,5 @@ def test_ram_adapter_calls_the_package_api(monkeypatch, tmp_path):
     tagger = RamTagger(str(checkpoint), max_tags=2)
     assert built == {"kind": "ram_plus", "pretrained": str(checkpoint), "image_size": 384, "vit": "swin_l"}
     assert tagger.tag([Image.new("RGB", (4, 4))] * 2) == [[("cat", 1.0), ("dog", 1.0)], [("bird", 1.0)]]
-    with pytest.raises(BackendError, match="does not exist"):
+    with pytest.raises(BackendError, match="missing.pth', which is not a file"):
         RamTagger(str(tmp_path / "missing.pth"))

@@ -29,6 +29,7 @@ from typing import Any
 
 from lyrics.configuration import RefinerConfig
 from lyrics.refiner.images import IMAGE_EXTENSIONS, LoadedImage, load_image
+from lyrics.refiner.provenance import REFINER_FIELDS, apply_overrides, refiner_fields
 from lyrics.refiner.record import RefinerRecord
 from lyrics.refiner.stages import BackendError
 from lyrics.refiner.store import StoreLayout, prepare_store, write_errors_summary, write_shard
@@ -153,7 +154,6 @@ def parse_shard(spec: str) -> tuple[int, int]:
 
 
 # ------------------------------------------------------------------------------------ config
-REFINER_FIELDS = frozenset(RefinerConfig.__annotations__)
 
 
 def load_refiner_config(
@@ -169,7 +169,10 @@ def load_refiner_config(
     the refiner).
 
     `backends`: `STAGE=NAME` items (`tagger=clip`, `detector=toy`, `segmenter=none`), or `toy` for all
-    three toy stages.
+    three toy stages. A stage whose backend changes loads that backend's default model
+    (`provenance.DEFAULT_MODELS`: `tagger=clip` -> openai/clip-vit-large-patch14) unless
+    `<stage>_model` is given too (`--set tagger_model=...`); the preset's model of another backend
+    (the paper's RAM++ name) is never carried over.
     """
     import yaml
 
@@ -207,20 +210,21 @@ def load_refiner_config(
         if stage not in ("tagger", "detector", "segmenter") or not name:
             raise ValueError(f"--backend must be STAGE=NAME with STAGE in tagger/detector/segmenter, or 'toy'; got {item!r}")
         chosen[stage] = name
-        if stage == "segmenter" and name == "none":
-            chosen["segmentation_feature_size"] = 0
     others: dict[str, Any] = {}
-    for _, rest in layers:
+    explicit: dict[str, Any] = {}
+    for refiner, rest in layers:
         others.update(rest)
-    values = load_config(preset, others or None).refiner_config.to_dict()
-    for refiner, _ in layers:
-        values.update(refiner)
-    values.update(chosen)
-    return RefinerConfig(**{k: v for k, v in values.items() if k in REFINER_FIELDS})
+        explicit.update(refiner)
+    explicit.update(chosen)
+    base = refiner_fields(load_config(preset, others or None).refiner_config)
+    return RefinerConfig(**apply_overrides(base, explicit))
 
 
 def store_info(config: RefinerConfig, items: Sequence[InputItem]) -> dict[str, Any]:
-    values = {k: v for k, v in config.to_dict().items() if k not in RUNTIME_FIELDS}
+    """What `store.json` records: the refiner config that makes the store (every `RefinerConfig` field
+    but the runtime ones: backends, model ids or paths, thresholds, layout, text format), and the
+    store's layout and inputs. A resumed job must give the same (`store.prepare_store`)."""
+    values = {k: v for k, v in refiner_fields(config).items() if k not in RUNTIME_FIELDS}
     return {
         "refiner_config": values,
         "feature_dim": config.local_feature_size,
@@ -231,6 +235,19 @@ def store_info(config: RefinerConfig, items: Sequence[InputItem]) -> dict[str, A
         "num_shards": -(-len(items) // config.shard_size),
         "inputs_sha256": fingerprint(items),
     }
+
+
+def _with_legacy_keys(root: str | Path, info: dict[str, Any]) -> dict[str, Any]:
+    """Stores started before the record was cut to `RefinerConfig` fields also hold transformers'
+    generic config keys (`id2label`, `return_dict`, ...) under `refiner_config`; carry them over so
+    such a store still resumes, while the refiner's own fields are compared."""
+    manifest = StoreLayout(Path(root)).manifest
+    try:
+        old = json.loads(manifest.read_text(encoding="utf-8")).get("refiner_config") or {}
+    except (OSError, ValueError, AttributeError):
+        return info  # no store yet, or a damaged one that prepare_store reports
+    extra = {k: v for k, v in old.items() if k not in REFINER_FIELDS and k not in RUNTIME_FIELDS}
+    return {**info, "refiner_config": {**extra, **info["refiner_config"]}} if extra else info
 
 
 # ------------------------------------------------------------------------------------------ run
@@ -272,16 +289,20 @@ def run_job(
             raise ValueError("tagger='given' needs a manifest with per-image 'tags'; use --backend tagger=... for other inputs")
         for item in missing:
             item.error = "tagger='given' but the manifest gives no 'tags' for this image"
-    prepare_store(out, store_info(config, items))
+    from lyrics.refiner.pipeline import VisualRefiner
+
     layout = StoreLayout(Path(out))
+    if refiner is None and not layout.manifest.exists():
+        # A new store records its refiner only once that refiner loads, so a setup error (a missing
+        # checkpoint) does not leave a store that refuses the corrected command.
+        refiner = VisualRefiner.from_config(config, device)
+    prepare_store(out, _with_legacy_keys(out, store_info(config, items)))
     num_shards = -(-len(items) // config.shard_size)
     mine = [s for s in range(num_shards) if s % world == rank]
     summary = JobSummary(Path(out), shards_total=len(mine))
     todo = [s for s in mine if not layout.done(s)]
     summary.shards_skipped = len(mine) - len(todo)
     if todo and refiner is None:
-        from lyrics.refiner.pipeline import VisualRefiner
-
         refiner = VisualRefiner.from_config(config, device)
 
     def shard_items(shard: int) -> list[InputItem]:

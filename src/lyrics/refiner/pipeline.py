@@ -21,6 +21,7 @@ be passed in directly (any object with the `stages` protocol).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from PIL import Image
@@ -57,6 +58,12 @@ def build_stages(config: RefinerConfig, device: str | torch.device = "cpu") -> t
     if config.tagger == "clip":
         from lyrics.refiner.tagging import ClipTagger
 
+        name = Path(str(config.tagger_model or "")).name.lower()
+        if name.endswith(".pth") or name.startswith(("ram_", "ram-")):
+            raise BackendError(
+                f"tagger='clip' but RefinerConfig.tagger_model={config.tagger_model!r} names a RAM checkpoint; "
+                "give a CLIP hub id or directory (tagger_model=openai/clip-vit-large-patch14), or use tagger=ram"
+            )
         tagger: Tagger = ClipTagger(
             _model_id(config.tagger_model, "tagger_model"),
             config.tag_vocabulary,
@@ -69,7 +76,7 @@ def build_stages(config: RefinerConfig, device: str | torch.device = "cpu") -> t
     elif config.tagger == "ram":
         from lyrics.refiner.tagging import RamTagger
 
-        tagger = RamTagger(_model_id(config.tagger_model, "tagger_model"), config.max_tags, device=device)
+        tagger = RamTagger(config.tagger_model, config.max_tags, device=device)
     elif config.tagger == "given":
         from lyrics.refiner.tagging import GivenTagger
 

@@ -2,7 +2,8 @@
 
 Layout of a store directory:
 
-    store.json                 identity: refiner config, feature layout, input fingerprint, sharding
+    store.json                 identity: the refiner config that made the store (every RefinerConfig
+                               field but batch_size), feature layout, input fingerprint, sharding
     shards/00000.jsonl         the JSONL index: one `RefinerRecord.metadata()` per line, in input order
     shards/00000.safetensors   local features: "features" (sum of K, D) and "offsets" (N + 1,) int64
     shards/00000.tar           ... or, with store_format="webdataset", one tar shard per index shard
@@ -135,12 +136,25 @@ def prepare_store(root: str | Path, info: dict[str, Any]) -> None:
         existing = json.loads(layout.manifest.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise StoreError(f"{layout.manifest}: invalid JSON ({exc})") from exc
-    different = sorted(k for k in set(info) | set(existing) if json.dumps(info.get(k), sort_keys=True) != json.dumps(existing.get(k), sort_keys=True))
+    different = _differences(existing, info)
     if different:
         raise StoreError(
-            f"{layout.root} was started by a different job (differs in: {', '.join(different)}); "
+            f"{layout.root} was started by a different job (differs in: {'; '.join(different)}; store value first); "
             "resume with the same input and settings, or write to a new --out"
         )
+
+
+def _differences(existing: dict[str, Any], info: dict[str, Any], prefix: str = "") -> list[str]:
+    """`"key: old vs new"` for every differing key, naming the fields inside nested mappings
+    (`refiner_config.tagger: 'toy' vs 'clip'`)."""
+    out = []
+    for key in sorted(set(info) | set(existing)):
+        old, new = existing.get(key), info.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            out.extend(_differences(old, new, f"{prefix}{key}."))
+        elif json.dumps(old, sort_keys=True) != json.dumps(new, sort_keys=True):
+            out.append(f"{prefix}{key}: {old!r} vs {new!r}")
+    return out
 
 
 def _wds_key(shard: int, row: int) -> str:

@@ -8,7 +8,8 @@ Backends:
   a softmax over a batch, so its similarities are not calibrated probabilities; a per-tag threshold on
   the raw cosine (typically 0.2-0.3 for ViT-L/14) is what the vocabulary file tunes.
 * `RamTagger` - RAM / RAM++ (xinyu1205/recognize-anything), the paper's tagger. It is not on PyPI and
-  breaks on recent transformers (NOTES section 3), so it is used only where `import ram` works.
+  breaks on recent transformers (NOTES section 3), so it is used only where `import ram` works, and
+  only from a downloaded `.pth` checkpoint file (`ram_checkpoint`; docs/refiner.md).
 * `GivenTagger` - tags from the annotations (a manifest's per-image "tags"), for datasets that
   already name their objects.
 
@@ -149,6 +150,24 @@ class GivenTagger:
         return results
 
 
+RAM_PLUS_FILE = "ram_plus_swin_large_14m.pth"
+
+
+def ram_checkpoint(value: str | None) -> Path:
+    """The RAM / RAM++ checkpoint file named by `RefinerConfig.tagger_model`, or a `BackendError` that
+    says how to give one. RAM++ is not on the hub in a transformers format: a model name such as the
+    paper preset's `ram_plus_swin_b` is not loadable, only a downloaded `.pth` file is."""
+    if value and Path(str(value)).is_file():
+        return Path(str(value))
+    what = "is not set" if not value else f"is {value!r}, which is not a file"
+    raise BackendError(
+        f"tagger='ram' (RAM++) needs the path of a RAM++ checkpoint file, but RefinerConfig.tagger_model {what}. "
+        f"Download {RAM_PLUS_FILE} (https://huggingface.co/xinyu1205/recognize-anything-plus-model, see docs/refiner.md) "
+        f"and give its path: `lyrics refine --set tagger_model=/path/to/{RAM_PLUS_FILE}` (at inference: "
+        f"`--refiner tagger_model=/path/to/{RAM_PLUS_FILE}`); or tag with CLIP instead: `--backend tagger=clip --vocabulary FILE`"
+    )
+
+
 class RamTagger:
     """RAM / RAM++ through the `ram` package (xinyu1205/recognize-anything), when it is importable.
 
@@ -157,7 +176,8 @@ class RamTagger:
     loaded by the `ram` package's own code, so only use files from a trusted source.
     """
 
-    def __init__(self, checkpoint: str, max_tags: int = 32, image_size: int = 384, device: str | torch.device = "cpu") -> None:
+    def __init__(self, checkpoint: str | None, max_tags: int = 32, image_size: int = 384, device: str | torch.device = "cpu") -> None:
+        path = ram_checkpoint(checkpoint)
         try:
             from ram import get_transform
             from ram.models import ram as build_ram
@@ -167,9 +187,6 @@ class RamTagger:
                 "tagger='ram' needs the RAM++ package (`pip install git+https://github.com/xinyu1205/recognize-anything`), "
                 f"which cannot be imported here ({exc}); use `--backend tagger=clip --vocabulary FILE` or tagger=given"
             ) from exc
-        path = Path(str(checkpoint))
-        if not path.is_file():
-            raise BackendError(f"tagger='ram': checkpoint {path} does not exist (RefinerConfig.tagger_model must be a RAM .pth file)")
         name = path.name.lower()
         vit = "swin_b" if ("swin_b" in name or "base" in name) else "swin_l"
         builder = build_ram_plus if "ram_plus" in name else build_ram
