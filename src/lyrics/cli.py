@@ -171,7 +171,7 @@ def refine_command(
     preset: PresetOption = "paper",
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file overriding RefinerConfig fields (bare or under refiner_config:).")] = None,
     overrides: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="RefinerConfig override, e.g. box_threshold=0.3 or refiner_config.nms_iou=0.5 (repeatable).")] = None,
-    backend: Annotated[Optional[list[str]], typer.Option("--backend", "-b", help="Stage backend STAGE=NAME: tagger=clip|ram|given|toy, detector=grounding_dino|toy, segmenter=sam_hq|sam|toy|none; or 'toy' for all three (repeatable).")] = None,
+    backend: Annotated[Optional[list[str]], typer.Option("--backend", "-b", help="Stage backend STAGE=NAME: tagger=clip|ram|given|toy, detector=grounding_dino|toy, segmenter=sam_hq|sam|toy|none; or 'toy' for all three (repeatable). A changed backend loads its default model (tagger=clip: openai/clip-vit-large-patch14) unless --set STAGE_model=... names one; tagger=ram needs --set tagger_model=PATH of a RAM++ .pth file (docs/refiner.md).")] = None,
     vocabulary: Annotated[Optional[Path], typer.Option("--vocabulary", help="Tag vocabulary for the CLIP tagger: one tag per line, optional <TAB>threshold.")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per forward pass (default: RefinerConfig.batch_size).")] = None,
     shard: Annotated[str, typer.Option("--shard", help="i/n: process only shards s with s % n == i, so n ranks or machines split the input.")] = "0/1",
@@ -264,6 +264,24 @@ def merge_command(
 ModelOption = Annotated[Path, typer.Option("--model", "-m", help="A stage-2 checkpoint directory (save_pretrained or lyrics merge).")]
 DeviceOption = Annotated[str, typer.Option("--device", help="Torch device, e.g. cpu or cuda:0.")]
 DtypeOption = Annotated[Optional[str], typer.Option("--dtype", help="LLM dtype: float32, bfloat16 or float16 (default: the checkpoint's).")]
+RefinerOption = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--refiner", metavar="FIELD=VALUE",
+        help="RefinerConfig field of the live refiner, e.g. tagger_model=/models/ram_plus_swin_large_14m.pth (repeatable). "
+        "By default the refiner recorded in the checkpoint (the one that made its training features) runs; for such a "
+        "checkpoint only moved model paths and runtime fields may differ from the record, anything else is refused.",
+    ),
+]  # fmt: skip
+
+
+def _refiner_options(items: list[str] | None) -> dict:
+    from lyrics.refiner.provenance import parse_refiner_options
+
+    try:
+        return parse_refiner_options(items)
+    except ValueError as exc:
+        _fail(str(exc))
 
 
 @app.command("chat")
@@ -278,17 +296,20 @@ def chat_command(
     top_p: Annotated[float, typer.Option("--top-p", min=0.0, max=1.0)] = 1.0,
     device: DeviceOption = "cpu",
     dtype: DtypeOption = None,
+    refiner: RefinerOption = None,
 ) -> None:
-    """Chat with a checkpoint in the terminal (the refiner runs live on the image)."""
+    """Chat with a checkpoint in the terminal (the checkpoint's refiner runs live on the image)."""
     from lyrics.inference.chat import run_chat
     from lyrics.inference.limits import InputError
+    from lyrics.refiner.stages import BackendError
 
+    fields = _refiner_options(refiner)
     try:
         run_chat(
-            model, image, prompt, save_vis, region, device=device, dtype=dtype, max_new_tokens=max_new_tokens,
-            do_sample=temperature > 0, temperature=temperature or 1.0, top_p=top_p,
+            model, image, prompt, save_vis, region, device=device, dtype=dtype, refiner=fields,
+            max_new_tokens=max_new_tokens, do_sample=temperature > 0, temperature=temperature or 1.0, top_p=top_p,
         )  # fmt: skip
-    except (InputError, ValueError, FileNotFoundError) as exc:
+    except (InputError, ValueError, FileNotFoundError, BackendError) as exc:
         _fail(str(exc))
 
 
@@ -315,10 +336,14 @@ def serve_command(
     device: DeviceOption = "cpu",
     dtype: DtypeOption = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
+    refiner: RefinerOption = None,
 ) -> None:
     """OpenAI-compatible HTTP server: POST /v1/chat/completions (streaming, images as data URLs), GET /v1/models, GET /health."""
     from lyrics.inference.limits import MiB, ServerLimits
     from lyrics.inference.server import serve
+    from lyrics.refiner.stages import BackendError
+
+    fields = _refiner_options(refiner)
 
     if threads:
         import torch
@@ -331,8 +356,8 @@ def serve_command(
             max_batch_size=max_batch_size, batch_window_ms=batch_window_ms, queue_timeout_s=queue_timeout,
             allow_remote_urls=allow_remote_urls, allow_local_files=allow_local_files,
         )  # fmt: skip
-        serve(str(model), host, port, model_name, limits, api_key, device, dtype, default_temperature, log_level)
-    except (ValueError, FileNotFoundError) as exc:
+        serve(str(model), host, port, model_name, limits, api_key, device, dtype, default_temperature, log_level, refiner=fields)
+    except (ValueError, FileNotFoundError, BackendError) as exc:
         _fail(str(exc))
 
 
@@ -347,10 +372,11 @@ def demo_ui_command(
 ) -> None:
     """Web demo (gradio): upload an image, chat, see the refiner's tags and boxes and the answer's boxes drawn."""
     from lyrics.inference.webui import launch
+    from lyrics.refiner.stages import BackendError
 
     try:
         launch(model, host, port, device, dtype, max_new_tokens)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, BackendError) as exc:
         _fail(str(exc))
 
 
@@ -393,7 +419,8 @@ def eval_command(
     shard: Annotated[str, typer.Option("--shard", help="i/n: this process takes samples p with p % n == i.")] = "0/1",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Prompts per generate call.")] = 8,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run output folder (default eval_results); with --report the Markdown file.")] = None,
-    refiner_store: Annotated[Optional[Path], typer.Option("--refiner-store", help="Feature store written by `lyrics refine` over the images (else the refiner runs live).")] = None,
+    refiner_store: Annotated[Optional[Path], typer.Option("--refiner-store", help="Feature store written by `lyrics refine` over the images with the checkpoint's refiner (else the refiner runs live).")] = None,
+    refiner: RefinerOption = None,
     template: Annotated[Optional[int], typer.Option("--template", help="Table 10 template index of the benchmark's task (default: docs/evaluation.md).")] = None,
     max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", min=1, help="Answer length limit (default per benchmark).")] = None,
     max_length: Annotated[Optional[int], typer.Option("--max-length", min=1, help="Raise the processor's prompt limit (few-shot prompts hold K+1 images).")] = None,
@@ -421,15 +448,17 @@ def eval_command(
         _fail("lyrics eval needs --model, --benchmark and --data (or --report / --list)")
     from lyrics.data.official.common import FormatError
     from lyrics.eval.predictor import RefinerStoreMiss
+    from lyrics.refiner.stages import BackendError
     from lyrics.refiner.store import StoreError
 
+    fields = _refiner_options(refiner)
     try:
         command.run_benchmark(
             model, benchmark, data, images=images, split=split, limit=limit, shots=shots, seeds=seeds, shard=shard,
             batch_size=batch_size, out=out, refiner_store=refiner_store, template=template, max_new_tokens=max_new_tokens,
-            max_length=max_length, device=device, dtype=dtype,
+            max_length=max_length, device=device, dtype=dtype, refiner=fields,
         )  # fmt: skip
-    except (ValueError, FileNotFoundError, IndexError, FormatError, RefinerStoreMiss, StoreError) as exc:
+    except (ValueError, FileNotFoundError, IndexError, FormatError, RefinerStoreMiss, StoreError, BackendError) as exc:
         _fail(str(exc))
 
 

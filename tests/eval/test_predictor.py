@@ -139,3 +139,32 @@ def test_length_sorted_batches_give_the_same_answers(ckpt, pope):
     assert [len(c) for c in chunks] == [5, 5, 2] and sorted(i for c in chunks for i in c) == list(range(len(prompts)))
     sizes = [len(prompts[i].turns[0]["value"]) + len(records[str(prompts[i].images[0])].spatial_text) for c in chunks for i in c]
     assert sizes == sorted(sizes, reverse=True)
+
+
+def test_eval_runs_the_checkpoint_s_recorded_refiner_and_refuses_another(ckpt, pope, tmp_path):
+    """The live refiner is the one recorded in the checkpoint (its training store's); an eval store or
+    a --refiner option that contradicts the record is refused with the differing fields named."""
+    import shutil
+
+    from lyrics.configuration import LyricsConfig
+    from lyrics.refiner.job import run_job
+    from lyrics.refiner.provenance import RefinerMismatch, refiner_fields
+
+    shutil.copytree(ckpt, tmp_path / "ckpt")
+    config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    trained = {**refiner_fields(LyricsConfig.from_pretrained(str(ckpt)).refiner_config), "max_objects": 2}
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps({**config, "trained_refiner_config": trained}))
+
+    predictor = LyricsPredictor.from_pretrained(tmp_path / "ckpt")
+    assert predictor.refiner.config.max_objects == 2 and predictor.model.config.refiner_config.max_objects != 2
+
+    other = LyricsConfig.from_pretrained(str(ckpt)).refiner_config  # the config's refiner: max_objects differs
+    run_job(pope / "val2014", tmp_path / "store", other, progress=False, workers=1)
+    with pytest.raises(RefinerMismatch, match=r"max_objects: 2 vs"):
+        LyricsPredictor.from_pretrained(tmp_path / "ckpt", refiner_store=tmp_path / "store")
+
+    args = ["eval", "--model", str(tmp_path / "ckpt"), "--benchmark", "pope", "--data", str(pope), "--split", "random",
+            "--out", str(tmp_path / "out"), "--max-new-tokens", "2", "--refiner", "max_objects=5"]  # fmt: skip
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "400"})
+    assert result.exit_code == 2 and "max_objects: 2 vs 5" in result.output
+    assert not (tmp_path / "out" / "pope-random-0shot" / "results.json").exists()

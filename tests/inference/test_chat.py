@@ -7,6 +7,7 @@ import sys
 from PIL import Image
 from typer.testing import CliRunner
 
+from inference.tinyckpt import with_refiner
 from lyrics.cli import app
 from lyrics.inference.chat import parse_region, vis_path, with_regions
 
@@ -53,3 +54,28 @@ def test_commands_are_registered():
     assert result.exit_code == 0 and all(name in result.output for name in ("chat", "serve", "demo-ui"))
     serve_help = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"})
     assert "--allow-remote-urls" in serve_help.output and "--max-batch-size" in serve_help.output and "--api-key" in serve_help.output
+
+
+def test_chat_refuses_a_refiner_that_contradicts_the_checkpoint(checkpoint, scenes, tmp_path):
+    scenes[0].save(tmp_path / "scene.png")
+    recorded = with_refiner(checkpoint, tmp_path / "ckpt", trained={"tag_threshold": 0.4})
+    base = ["chat", "--model", str(recorded), "--image", str(tmp_path / "scene.png"), "--prompt", "hi", "--max-new-tokens", "2"]
+    result = CliRunner().invoke(app, [*base, "--refiner", "tagger=clip"], env={"COLUMNS": "400"})
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)  # a clear error, no traceback
+    assert "tagger: 'toy' vs 'clip'" in result.output and "trained_refiner_config" in result.output
+    agreeing = CliRunner().invoke(app, [*base, "--refiner", "tag_threshold=0.4", "--refiner", "batch_size=2"])
+    assert agreeing.exit_code == 0, agreeing.output
+    typo = CliRunner().invoke(app, [*base, "--refiner", "taggr=clip"])
+    assert typo.exit_code == 2 and "unknown RefinerConfig field" in typo.output
+
+
+def test_chat_on_a_paper_checkpoint_says_how_to_give_ram_and_takes_an_explicit_refiner(checkpoint, scenes, tmp_path):
+    """An older checkpoint (no record) of the paper preset names RAM++ by `ram_plus_swin_b`: a clear
+    error, not a traceback; an explicit --refiner still works for such a checkpoint."""
+    scenes[0].save(tmp_path / "scene.png")
+    old = with_refiner(checkpoint, tmp_path / "ckpt", refiner={"tagger": "ram", "tagger_model": "ram_plus_swin_b"})
+    base = ["chat", "--model", str(old), "--image", str(tmp_path / "scene.png"), "--prompt", "hi", "--max-new-tokens", "2"]
+    result = CliRunner().invoke(app, base, env={"COLUMNS": "400"})
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
+    assert "needs the path of a RAM++ checkpoint file" in result.output and "ram_plus_swin_b" in result.output
+    assert CliRunner().invoke(app, [*base, "--refiner", "tagger=toy"]).exit_code == 0

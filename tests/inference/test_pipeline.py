@@ -167,3 +167,36 @@ def test_leaving_a_stream_early_stops_generation(pipe, scenes):
     stream._thread.join(30)
     assert not stream._thread.is_alive()
     assert stream.result.finish_reason == "cancelled" and stream.result.completion_tokens < 200
+
+
+# --- which refiner runs: the checkpoint's own ------------------------------------------------------
+def test_a_checkpoint_without_a_record_runs_its_refiner_config(pipe):
+    assert pipe.model.config.trained_refiner_config is None
+    assert pipe.refiner.config.to_dict() == pipe.model.config.refiner_config.to_dict()
+
+
+def test_the_refiner_of_the_training_store_is_saved_and_runs_live(checkpoint, pipe, scenes, tmp_path):
+    """A stage-2 model that recorded its store's refiner saves it; the pipeline then runs that refiner
+    (here: top-2 objects and a higher box threshold), not the config's refiner_config (top-8)."""
+    from lyrics.inference import LyricsPipeline
+    from lyrics.models.conditional_generation import LyricsForConditionalGeneration
+    from lyrics.models.processing import LyricsProcessor
+    from lyrics.refiner.job import load_refiner_config, run_job
+    from lyrics.refiner.provenance import RefinerMismatch, record_store_refiner
+    from lyrics.refiner.store import open_store
+
+    (tmp_path / "images").mkdir()
+    scenes[2].save(tmp_path / "images" / "a.png")
+    run_job(tmp_path / "images", tmp_path / "store", load_refiner_config("tiny", None, ["max_objects=2", "box_threshold=0.3"], ["toy"]), progress=False, workers=1)
+    model = LyricsForConditionalGeneration.from_pretrained(checkpoint)
+    record_store_refiner(model.config, open_store(tmp_path / "store"))
+    model.save_pretrained(tmp_path / "ckpt", processor=LyricsProcessor.from_pretrained(checkpoint))
+
+    recorded = LyricsPipeline.from_pretrained(tmp_path / "ckpt")
+    assert (recorded.refiner.config.max_objects, recorded.refiner.config.box_threshold) == (2, 0.3)
+    assert recorded.model.config.refiner_config.max_objects == 8
+    assert len(pipe.refiner.refine(scenes[5]).objects) == 3  # the config's refiner keeps all three shapes
+    assert len(recorded(scenes[5], "what is there?", max_new_tokens=2).record.objects) == 2
+    assert LyricsPipeline.from_pretrained(tmp_path / "ckpt", refiner={"batch_size": 1}).refiner.config.batch_size == 1
+    with pytest.raises(RefinerMismatch, match=r"max_objects: 2 vs 8"):
+        LyricsPipeline.from_pretrained(tmp_path / "ckpt", refiner={"max_objects": 8})

@@ -144,3 +144,22 @@ def test_full_queue_answers_429(pipe, scenes):
     assert 200 in codes and 429 in codes and set(codes) <= {200, 429}
     rejected = next(r for r in statuses if r.status_code == 429)
     assert rejected.json()["error"]["type"] == "rate_limit_error" and rejected.headers["retry-after"] == "1"
+
+
+def test_serve_builds_the_recorded_refiner_and_refuses_a_contradicting_one(checkpoint, tmp_path, monkeypatch):
+    """`lyrics serve` loads the checkpoint's own refiner before it binds a port; a --refiner that
+    contradicts the record stops it with the differing field named."""
+    from typer.testing import CliRunner
+
+    from inference.tinyckpt import with_refiner
+    from lyrics.cli import app
+
+    served = []
+    monkeypatch.setattr("lyrics.inference.server.create_app", lambda pipeline, *args, **kwargs: served.append(pipeline))
+    monkeypatch.setattr("uvicorn.run", lambda app, **kwargs: None)
+    recorded = with_refiner(checkpoint, tmp_path / "ckpt", trained={"max_objects": 3})
+    bad = CliRunner().invoke(app, ["serve", "--model", str(recorded), "--refiner", "max_objects=8"], env={"COLUMNS": "400"})
+    assert bad.exit_code == 2 and "max_objects: 3 vs 8" in bad.output and served == []
+    good = CliRunner().invoke(app, ["serve", "--model", str(recorded), "--refiner", "batch_size=2"])
+    assert good.exit_code == 0, good.output
+    assert [(p.refiner.config.max_objects, p.refiner.config.batch_size) for p in served] == [(3, 2)]

@@ -6,6 +6,8 @@ end to end: greedy decoding is deterministic, so batched or served answers must 
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -63,3 +65,18 @@ def scene(index: int, size: int = 96) -> Image.Image:
         else:
             draw.ellipse((x, y, x + 2 * r, y + 2 * r), fill=colour)
     return image
+
+
+def with_refiner(checkpoint, dest, trained=None, refiner=None):
+    """A copy of `checkpoint` whose config.json records `trained` (what the recipes write) and/or has
+    other `refiner_config` fields (an older checkpoint of another preset)."""
+    shutil.copytree(checkpoint, dest)
+    config = json.loads((dest / "config.json").read_text())
+    config["refiner_config"] = {**config.get("refiner_config", {}), **(refiner or {})}
+    if trained is not None:
+        from lyrics.configuration import RefinerConfig
+        from lyrics.refiner.provenance import refiner_fields
+
+        config["trained_refiner_config"] = {**refiner_fields(RefinerConfig(**config["refiner_config"])), **trained}
+    (dest / "config.json").write_text(json.dumps(config))
+    return dest

@@ -64,8 +64,10 @@ def run_benchmark(
     device: str = "cpu",
     dtype: str | None = None,
     console: Any = None,
+    refiner: dict[str, Any] | None = None,
 ) -> list[EvalOutcome]:
-    """Evaluate a checkpoint on every requested split of a benchmark; prints progress and tables."""
+    """Evaluate a checkpoint on every requested split of a benchmark; prints progress and tables.
+    The live refiner is the checkpoint's own; `refiner` holds explicit fields (`--refiner`)."""
     from rich.console import Console
 
     from lyrics.data.official.common import find_files
@@ -87,7 +89,7 @@ def run_benchmark(
     for config in configs:
         find_files(data, spec.files(config.split, spec.scored(config.split)), f"{spec.title} ({config.split} split)")
     roots = [p for p in (images, data) if p is not None]
-    predictor = LyricsPredictor.from_pretrained(model, device, dtype, refiner_store, store_roots=roots, max_length=max_length)
+    predictor = LyricsPredictor.from_pretrained(model, device, dtype, refiner_store, store_roots=roots, max_length=max_length, refiner=refiner)
     outcomes = []
     for config in configs:
 

@@ -7,9 +7,10 @@ one implementation. `LyricsPredictor` runs a saved Lyrics checkpoint:
 1. every distinct image of the batch is decoded once (`lyrics.refiner.images.load_image`: EXIF
    rotation, RGB; an unreadable image fails only the prompts that use it, with the reason);
 2. the visual refiner gives each image its `RefinerRecord`: live (`VisualRefiner` built from the
-   checkpoint's `refiner_config`, one call for the whole batch), or read from a feature store that
-   `lyrics refine` wrote (`--refiner-store`), looked up by the image's path relative to the image
-   root (then by shorter path suffixes, down to the file name);
+   refiner recorded in the checkpoint, else its `refiner_config`; one call for the whole batch), or
+   read from a feature store that `lyrics refine` wrote with that refiner (`--refiner-store`),
+   looked up by the image's path relative to the image root (then by shorter path suffixes, down to
+   the file name);
 3. each prompt's turns are encoded by the checkpoint's `LyricsProcessor` (several `<image>`
    placeholders for few-shot prompts), left-padded into one batch; pixel values and padded local
    features are stacked in order of appearance (batch order, then position in the prompt), which is
@@ -130,25 +131,33 @@ class LyricsPredictor:
         max_length: int | None = None,
         autocast: torch.dtype | None = None,
         max_batch: int | None = None,
+        refiner: dict[str, Any] | None = None,
     ) -> "LyricsPredictor":
         """Load a checkpoint (`save_pretrained` or `lyrics merge` output) with its processor; LoRA is
         merged into the LLM (same answers, faster decoding). `max_length` raises the processor's
-        prompt limit (K-shot prompts hold K + 1 images)."""
+        prompt limit (K-shot prompts hold K + 1 images).
+
+        The live refiner is the one recorded in the checkpoint (its training store's refiner), else
+        its `refiner_config`; `refiner` holds explicit fields (`lyrics eval --refiner`), refused when
+        they contradict the record. A `refiner_store` must come from that same refiner
+        (`lyrics.refiner.provenance`; `RefinerMismatch` otherwise)."""
         from lyrics.models.conditional_generation import LyricsForConditionalGeneration
         from lyrics.models.processing import LyricsProcessor
+        from lyrics.refiner.provenance import check_store, checkpoint_refiner_config
 
         if isinstance(dtype, str):
             if not isinstance(getattr(torch, dtype, None), torch.dtype):
                 raise ValueError(f"unknown dtype {dtype!r} (use float32, bfloat16 or float16)")
             dtype = getattr(torch, dtype)
         model = LyricsForConditionalGeneration.from_pretrained(path, torch_dtype=dtype)
+        refiner_config = checkpoint_refiner_config(model.config, refiner, where=str(path))
         if hasattr(model.language_model, "merge_and_unload"):
             model.language_model = model.language_model.merge_and_unload()
         model.to(device).eval()
         processor = LyricsProcessor.from_pretrained(path)
         if max_length is not None:
             processor.config = dataclasses.replace(processor.config, max_length=max_length)
-        refiner = store = None
+        live = store = None
         if refiner_store is not None:
             from lyrics.refiner.store import open_store
 
@@ -158,11 +167,12 @@ class LyricsPredictor:
                     f"refiner store {refiner_store} holds {store.feature_dim}-d local features, the checkpoint "
                     f"expects {model.config.refiner_config.local_feature_size}"
                 )
+            check_store(model.config, store, where=str(path))
         else:
             from lyrics.refiner.pipeline import VisualRefiner
 
-            refiner = VisualRefiner.from_config(model.config.refiner_config, device=device)
-        return cls(model, processor, refiner, store, store_roots, device, autocast=autocast, max_batch=max_batch)
+            live = VisualRefiner.from_config(refiner_config, device=device)
+        return cls(model, processor, live, store, store_roots, device, autocast=autocast, max_batch=max_batch)
 
     # --- images and refiner records --------------------------------------------------------------
     def _load(self, source: ImageInput) -> tuple[Image.Image | None, str | None]:

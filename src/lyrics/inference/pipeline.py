@@ -9,7 +9,8 @@
     pipe([img1, img2], ["q1", "q2"])                   # one refiner batch + one generate call
 
 The refiner (tagger -> detector -> segmenter, paper section 3.1) runs live on every image and gives
-the `RefinerRecord` the model was trained with: local features for the grounding queries and the
+the `RefinerRecord` the model was trained with (the refiner recorded in the checkpoint, see
+`lyrics.refiner.provenance`): local features for the grounding queries and the
 textual spatial representation (in the prompt when the checkpoint was trained with
 `spatial_text_in_prompt`). Boxes in prompts and answers use the paper's markup
 `<T>tag</T><Bbox>(x1,y1),(x2,y2)</Box>` in the checkpoint's `refiner_config.coordinate_format`;
@@ -283,7 +284,8 @@ class LyricsPipeline:
     Args:
         model: a `LyricsForConditionalGeneration` (eval mode).
         processor: its `LyricsProcessor`.
-        refiner: a `VisualRefiner` built from `model.config.refiner_config`.
+        refiner: a `VisualRefiner`; `from_pretrained` builds the one the checkpoint was trained with
+            (`lyrics.refiner.provenance.checkpoint_refiner_config`).
         device: where the model runs.
         max_image_pixels: images with more pixels are refused (default: the refiner config's limit).
     """
@@ -309,13 +311,19 @@ class LyricsPipeline:
         merge_lora: bool = True,
         text_model: str | None = None,
         vision_model: str | None = None,
+        refiner: dict[str, Any] | None = None,
     ) -> "LyricsPipeline":
         """Load a checkpoint written by `LyricsForConditionalGeneration.save_pretrained` (or `save_merged`)
-        with its processor, and build its refiner. `merge_lora` folds the LoRA adapter into the LLM
-        (faster decoding, same answers)."""
+        with its processor, and build its refiner: the one recorded in the checkpoint
+        (`trained_refiner_config`, the refiner of its training store), else its `refiner_config`.
+        `refiner` holds explicit `RefinerConfig` fields (`lyrics chat --refiner`); with a recorded
+        refiner they may only move a model or change runtime fields, else `RefinerMismatch` (a
+        `ValueError`) names the differences. `merge_lora` folds the LoRA adapter into the LLM (faster
+        decoding, same answers)."""
         from lyrics.models.conditional_generation import LyricsForConditionalGeneration
         from lyrics.models.processing import LyricsProcessor
         from lyrics.refiner.pipeline import VisualRefiner
+        from lyrics.refiner.provenance import checkpoint_refiner_config
 
         path = Path(path)
         if isinstance(dtype, str):
@@ -323,12 +331,12 @@ class LyricsPipeline:
                 raise ValueError(f"unknown dtype {dtype!r} (use float32, bfloat16 or float16)")
             dtype = getattr(torch, dtype)
         model = LyricsForConditionalGeneration.from_pretrained(path, text_model=text_model, vision_model=vision_model, torch_dtype=dtype)
+        refiner_config = checkpoint_refiner_config(model.config, refiner, where=str(path))
         if merge_lora and hasattr(model.language_model, "merge_and_unload"):
             model.language_model = model.language_model.merge_and_unload()
         model.to(device).eval()
         processor = LyricsProcessor.from_pretrained(path)
-        refiner = VisualRefiner.from_config(model.config.refiner_config, device=device)
-        return cls(model, processor, refiner, device)
+        return cls(model, processor, VisualRefiner.from_config(refiner_config, device=device), device)
 
     # --- inputs --------------------------------------------------------------------------------
     def load_image(self, source: Any, what: str = "image") -> Image.Image:

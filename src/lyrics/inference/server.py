@@ -334,13 +334,15 @@ def serve(
     dtype: str | None = None,
     default_temperature: float = 0.0,
     log_level: str = "info",
+    refiner: dict[str, Any] | None = None,
 ) -> None:
-    """Load the checkpoint and run uvicorn until interrupted (graceful: queued requests finish)."""
+    """Load the checkpoint and run uvicorn until interrupted (graceful: queued requests finish).
+    The live refiner is the checkpoint's own; `refiner` holds explicit fields (`--refiner`)."""
     import uvicorn
 
     from pathlib import Path
 
-    pipeline = LyricsPipeline.from_pretrained(model, device=device, dtype=dtype)
+    pipeline = LyricsPipeline.from_pretrained(model, device=device, dtype=dtype, refiner=refiner)
     name = model_name or Path(model).resolve().name
     app = create_app(pipeline, name, limits, api_key, default_temperature)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30)
