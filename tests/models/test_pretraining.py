@@ -191,3 +191,22 @@ def test_starts_from_blip2_weights(tmp_path):
     torch.testing.assert_close(model.itm_head.weight, ref.itm_head.weight)
     torch.testing.assert_close(model.image_layernorm.weight, ref.vision_model.post_layernorm.weight)
     assert "mqformer.grounding_query_tokens" in report.newly_initialized
+
+
+@pytest.mark.parametrize("switches", [{}, {"use_itm": False}, {"use_itc": False}, {"use_icg": False}, {"use_icg": False, "use_msp": False}])
+def test_every_trainable_parameter_gets_a_gradient(switches):
+    """Objectives switched off freeze their heads (`configure_trainable`), so DDP needs no
+    `find_unused_parameters`; a batch with nothing masked still visits the MSP path."""
+    tok = tiny.mqformer_tokenizer()
+    config = tiny.lyrics_config(tok, **switches)
+    torch.manual_seed(0)
+    model = LyricsForPretraining(config)
+    model.configure_trainable()
+    examples = [PretrainingExample(caption=c, record=tiny.refiner_record(f"i{i}", objects=2, seed=i), image_embeds=torch.randn(17, 32, generator=torch.Generator().manual_seed(i)), index=i)
+                for i, c in enumerate(["a red circle", "two blue squares", "a green star"])]  # fmt: skip
+    batch = PretrainingCollator(tok, config, seed=0)(examples)
+    if switches.get("use_icg") is False:
+        batch["msp_labels"] = torch.full_like(batch["msp_labels"], -100)  # nothing masked in this batch
+    model(**batch).loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == []

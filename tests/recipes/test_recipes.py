@@ -5,44 +5,11 @@ import json
 
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 from typer.testing import CliRunner
 
 import tiny
 from lyrics.cli import app
-from lyrics.toyworld.spec import COLOURS
-
-SHAPES = [("red", "circle"), ("blue", "square"), ("green", "circle"), ("yellow", "square")]
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("recipes")
-    images = root / "images"
-    images.mkdir()
-    coco = {"images": [], "annotations": []}
-    for i in range(8):
-        colour, shape = SHAPES[i % 4]
-        img = Image.new("RGB", (64, 64), (225, 225, 220))
-        draw = ImageDraw.Draw(img)
-        box = (8 + 3 * i, 10, 40 + 3 * i, 42)
-        (draw.ellipse if shape == "circle" else draw.rectangle)(box, fill=COLOURS[colour])
-        name = f"{i:03d}.png"
-        img.save(images / name)
-        coco["images"].append({"id": i, "file_name": name, "width": 64, "height": 64})
-        coco["annotations"].append({"id": i, "image_id": i, "caption": f"a {colour} {shape}"})
-    (root / "captions.json").write_text(json.dumps(coco))
-
-    from lyrics.presets import load_config
-    from lyrics.refiner.job import run_job
-
-    refiner = load_config("tiny").refiner_config
-    refiner.tagger = "toy"
-    run_job(images, root / "store", refiner, progress=False)
-    tiny.save_vision(root / "vision")
-    tiny.mqformer_tokenizer().save_pretrained(str(root / "mq_tokenizer"))
-    tiny.save_llm(root / "llm", tiny.llm_tokenizer())
-    return root
 
 
 def write(path, data):
@@ -196,3 +163,59 @@ def test_prompt_lengths_count_the_conversation_and_the_spatial_text_in_the_promp
     store = SimpleNamespace(spatial_text=lambda key: {"a": "x" * 40}[key])  # "b.jpg" is not in it
     assert prompt_lengths([part], store, True) == [len("<image>\nq?yes") + 40, len("<image>\nq?yes")]
     assert prompt_lengths([part], store, False) == [len("<image>\nq?yes")] * 2
+
+
+def test_misspelt_model_and_data_keys_are_named(tmp_path):
+    from lyrics.recipes.stage1 import Stage1Recipe
+    from lyrics.recipes.stage2 import Stage2Recipe
+
+    trainer = {"output_dir": str(tmp_path)}
+    with pytest.raises(ValueError, match=r"section `model:`: 'stage_1' \(did you mean 'stage1'\?\)"):
+        Stage2Recipe({"recipe": "stage2", "trainer": trainer, "model": {"stage_1": "runs/stage1/final"}})
+    with pytest.raises(ValueError, match=r"section `data:`: 'caption' \(did you mean 'captions'\?\)"):
+        Stage1Recipe({"recipe": "stage1", "trainer": trainer, "data": {"caption": "c.json"}})
+    with pytest.raises(ValueError, match=r"`data.max_caption_tokens` must be int, got str"):
+        Stage1Recipe({"recipe": "stage1", "trainer": trainer, "data": {"max_caption_tokens": "32"}})
+    recipe = Stage2Recipe({"recipe": "stage2", "trainer": trainer, "model": {"stage1": "s1", "max_length": 256}})
+    assert recipe.model_config.stage1 == "s1" and recipe.model_config.max_length == 256
+    assert recipe.model_config.loss_reduction == "token"  # the documented default
+
+
+def test_every_shipped_recipe_config_parses_into_typed_sections():
+    from pathlib import Path
+
+    from lyrics.recipes import load_recipe_config
+    from lyrics.recipes.stage1 import Stage1Recipe
+    from lyrics.recipes.stage2 import Stage2Recipe
+
+    configs = sorted(Path(__file__).resolve().parents[2].glob("configs/stage*/*.yaml"))
+    assert len(configs) >= 4
+    for path in configs:
+        config = load_recipe_config(path)
+        recipe = (Stage1Recipe if config["recipe"] == "stage1" else Stage2Recipe)(config)
+        assert recipe.model_config.preset, path
+
+
+def test_stage2_trains_every_trainable_parameter_each_step(world):
+    """Data-parallel engines wait for a gradient of every trainable parameter: the MQ-Former parts
+    stage 2 never reads (LM head, text-only embeddings and FFNs) are frozen, with and without the
+    instruction-aware queries."""
+    from lyrics.recipes.stage2 import Stage2Collator, Stage2Recipe
+
+    for instruction_aware in (False, True):
+        overrides = {"train_mqformer": True, "instruction_aware": instruction_aware}
+        model = {"preset": "tiny", "overrides": overrides, "text_model": str(world / "llm"), "vision_model": str(world / "vision"),
+                 "mqformer_tokenizer": str(world / "mq_tokenizer")}  # fmt: skip
+        recipe = Stage2Recipe({"recipe": "stage2", "trainer": {"output_dir": "unused"}, "model": model, "data": {}})
+        recipe._setup_model()
+        from lyrics.refiner.store import open_store
+
+        record = open_store(world / "store").get("000.png")
+        conv = [{"from": "human", "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "a red circle"}]
+        image = recipe.processor.pixel_values([Image.open(world / "images" / "000.png").convert("RGB")])[0]
+        batch = Stage2Collator(recipe.processor)([{"conversations": conv, "refiner": record, "image": image}] * 2)
+        recipe.step_fn(recipe.model, batch).loss.backward()
+        trainable = {n: p for n, p in recipe.model.named_parameters() if p.requires_grad}
+        assert any(n.startswith("mqformer.") for n in trainable) and any("lora_" in n for n in trainable)
+        assert not any(n.startswith("mqformer.lm_head.") for n in trainable)
+        assert [n for n, p in trainable.items() if p.grad is None] == [], instruction_aware

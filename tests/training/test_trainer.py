@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from lyrics.training.trainer import TrainerConfig, cosine_with_warmup
@@ -105,3 +106,27 @@ def test_one_process_may_train_again_in_another_precision(tmp_path):
         config = TrainerConfig(output_dir=str(tmp_path / precision), max_steps=1, mixed_precision=precision, progress=False)
         trainer = Trainer(config, nn.Linear(2, 2), [0], list, lambda m, b: None)
         assert trainer.accelerator.mixed_precision == precision
+
+
+def test_logged_loss_is_the_mean_over_accumulated_micro_batches(tmp_path):
+    """Each log line averages every micro-batch since the previous one, not the last micro-batch."""
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    from lyrics.training.trainer import Trainer
+
+    model = nn.Linear(1, 1)
+    data = [torch.tensor([float(i)]) for i in range(8)]
+
+    def step(m, batch):
+        return SimpleNamespace(loss=m.weight.sum() * 0 + batch.mean())
+
+    config = TrainerConfig(output_dir=str(tmp_path), max_steps=4, batch_size=1, gradient_accumulation_steps=2, log_every=1, save_every=0, progress=False)
+    trainer = Trainer(config, model, data, torch.stack, step)
+    trainer.train()
+    trainer.cleanup()
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "logs" / "train.jsonl").read_text().splitlines()]
+    # 4 steps x 2 micro-batches = one pass over the 8 values 0..7: each value once, pairs averaged
+    assert len(losses) == 4 and sum(losses) / 4 == 3.5
+    assert all(float(2 * v).is_integer() for v in losses)

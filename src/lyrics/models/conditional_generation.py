@@ -108,6 +108,10 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
         if language_model is not None:
             self.language_model = language_model
         self.image_encoder.requires_grad_(False)
+        # Sharding / placement units (FSDP's auto-wrap, `device_map`): the MQ-Former's layer (collected
+        # by post_init) and the pretrained parts' own layers, attached after it.
+        for part in (self.language_model, self.image_encoder.vision_model):
+            self._no_split_modules.update(getattr(part, "_no_split_modules", None) or [])
 
     # --- building -------------------------------------------------------------------------------
     @classmethod
@@ -175,6 +179,13 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
         model = self.language_model
         return model.get_base_model() if hasattr(model, "get_base_model") else model
 
+    def get_input_embeddings(self) -> nn.Module:
+        """The LLM's token embeddings (where the soft visual tokens are written in)."""
+        return self.llm.get_input_embeddings()
+
+    def get_output_embeddings(self) -> nn.Module | None:
+        return self.llm.get_output_embeddings()
+
     def enable_lora(self) -> None:
         from peft import LoraConfig, get_peft_model
 
@@ -192,12 +203,14 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
 
     def configure_trainable(self) -> None:
         """Frozen: image encoder, LLM base weights. Trainable: LoRA, and the MQ-Former, `ln_vision` and
-        projection when `train_mqformer` (paper section 4)."""
+        projection when `train_mqformer` (paper section 4), except the MQ-Former parts whose outputs
+        stage 2 never reads (its LM head, text-only embeddings and FFNs: `unused_without_text_outputs`)."""
+        unused = tuple(f"mqformer.{p}" for p in self.mqformer.unused_without_text_outputs(self.config.instruction_aware))
         for name, param in self.named_parameters():
             if "lora_" in name or ".modules_to_save." in name:
                 param.requires_grad = True
             elif name.startswith(TRAINED_PREFIXES):
-                param.requires_grad = self.config.train_mqformer
+                param.requires_grad = self.config.train_mqformer and not name.startswith(unused)
             else:
                 param.requires_grad = False
 
@@ -333,12 +346,16 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
         return self.language_model.generate(inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs)
 
     # --- persistence --------------------------------------------------------------------------
-    def _trained_state(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().contiguous() for k, v in self.state_dict().items() if k.startswith(TRAINED_PREFIXES)}
+    def _trained_state(self, state_dict: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        state = self.state_dict() if state_dict is None else state_dict
+        return {k: v.detach().contiguous() for k, v in state.items() if k.startswith(TRAINED_PREFIXES)}
 
-    def save_pretrained(self, save_directory: str | Path, processor=None, **_) -> None:
+    def save_pretrained(self, save_directory: str | Path, processor=None, state_dict: dict[str, torch.Tensor] | None = None, **_) -> None:
         """Write config, trained weights, the LoRA adapter and the processor, atomically: the directory
-        appears complete or not at all."""
+        appears complete or not at all.
+
+        `state_dict`: the whole model's weights when this module's own are sharded (FSDP, ZeRO-3:
+        `accelerator.get_state_dict`, gathered on the main process)."""
         from safetensors.torch import save_file
 
         target = Path(save_directory)
@@ -346,10 +363,13 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
             self.config.save_pretrained(str(tmp))
-            save_file(self._trained_state(), str(tmp / TRAINED_WEIGHTS))
+            save_file(self._trained_state(state_dict), str(tmp / TRAINED_WEIGHTS))
             if hasattr(self.language_model, "peft_config"):
                 # The embedding rows added for `<image>` are rebuilt at load (`grow_vocabulary`).
-                self.language_model.save_pretrained(str(tmp / "adapter"), save_embedding_layers=False)
+                llm_state = None
+                if state_dict is not None:
+                    llm_state = {k[len("language_model.") :]: v for k, v in state_dict.items() if k.startswith("language_model.")}
+                self.language_model.save_pretrained(str(tmp / "adapter"), save_embedding_layers=False, state_dict=llm_state)
             if processor is not None:
                 processor.save_pretrained(tmp)
             _replace_dir(tmp, target)

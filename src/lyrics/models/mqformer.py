@@ -371,6 +371,21 @@ class MQFormerModel(MQFormerPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embeddings.word_embeddings = value
 
+    def unused_without_text_outputs(self, reads_text: bool) -> tuple[str, ...]:
+        """Parameter-name prefixes whose outputs nothing reads when only the query outputs are used
+        (stage 2): the LM head, the last layer's text FFN (its text output is discarded) and, when the
+        queries read no text (`reads_text=False`), every text-only part: word and position embeddings
+        and each layer's text FFN. Stage 2 freezes them, so data-parallel engines never wait for
+        their gradients."""
+        last = len(self.encoder.layer) - 1
+        layers = range(len(self.encoder.layer)) if not reads_text else [last]
+        prefixes = ["lm_head."]
+        if not reads_text:
+            prefixes += ["embeddings.word_embeddings.", "embeddings.position_embeddings."]
+        for i in layers:
+            prefixes += [f"encoder.layer.{i}.intermediate.", f"encoder.layer.{i}.output."]
+        return tuple(prefixes)
+
     def lm_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """Vocabulary logits of text positions through the tied LM head, `(B, T, vocab_size)`."""
         return self.lm_head(hidden_states, self.embeddings.word_embeddings.weight)

@@ -37,7 +37,7 @@ from lyrics.configuration import LyricsConfig
 from lyrics.models import masks
 from lyrics.models.masks import Segment
 from lyrics.models.mqformer import MQFormerModel
-from lyrics.training.distributed import all_gather_no_grad, rank
+from lyrics.training.distributed import all_gather_no_grad, all_gather_padded, rank
 
 
 @dataclass
@@ -91,8 +91,45 @@ class LyricsForPretraining(LyricsPreTrainedModel):
         self.grounding_proj = nn.Linear(mq.hidden_size, mq.contrastive_dim)
         self.spatial_proj = nn.Linear(mq.hidden_size, mq.contrastive_dim)
         self.itm_head = nn.Linear(mq.hidden_size, 2)
-        self.temp = nn.Parameter(torch.tensor(0.07))
+        # One element, not 0-d (BLIP-2's shape): FSDP2 shards no scalar parameter. Checkpoints with
+        # the scalar load through `_load_from_state_dict` below.
+        self.temp = nn.Parameter(torch.full((1,), 0.07))
         self.post_init()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "temp"
+        if key in state_dict and state_dict[key].dim() == 0:
+            state_dict[key] = state_dict[key].reshape(1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def get_input_embeddings(self) -> None:
+        """None: no embedding unit of its own for FSDP's wrapping. The MQ-Former's LM head reads the
+        word-embedding matrix directly (tied by construction), outside the embedding's forward, so the
+        matrix must stay in the unit of the whole model (`mqformer.get_input_embeddings()` is the
+        module itself)."""
+        return None
+
+    def get_output_embeddings(self) -> None:
+        return None
+
+    def configure_trainable(self) -> list[str]:
+        """Freeze the heads of objectives this config switches off (Table 4's ablations), so that
+        every trainable parameter gets a gradient at every step: data-parallel engines then need no
+        `find_unused_parameters`. Returns the frozen names."""
+        cfg = self.config
+        unused: list[str] = []
+        if not cfg.use_itc:  # ITM's hard negatives read the similarities without gradient
+            unused += ["vision_proj.", "text_proj.", "grounding_proj.", "spatial_proj.", "temp"]
+        if not cfg.use_itm:
+            unused.append("itm_head.")
+        if not (cfg.use_icg or (cfg.use_msp and cfg.use_spatial_text)):
+            unused.append("mqformer.lm_head.")
+        frozen = []
+        for name, param in self.named_parameters():
+            if name.startswith(tuple(unused)):
+                param.requires_grad = False
+                frozen.append(name)
+        return frozen
 
     # ----------------------------------------------------------------------------------------------
     @property
@@ -234,14 +271,19 @@ class LyricsForPretraining(LyricsPreTrainedModel):
             losses["itc"] = (self._ce(sim_i2t, targets) + self._ce(sim_t2i, targets)) / 2
         itc_accuracy = (sim_i2t.argmax(dim=1) == targets).float().mean().detach()
 
-        # ITM: positives plus one hard negative text per image and one hard negative image per text.
-        if cfg.use_itm and batch > 1:
-            image_rows, text_rows = self._hard_negatives(sim_i2t[:, offset : offset + batch], sim_t2i[:, offset : offset + batch])
+        # ITM: positives plus one hard negative text per image and one hard negative image per text,
+        # drawn from every rank's samples as BLIP-2 does (the frozen features and token ids are
+        # gathered; `ln_vision` runs again on the picked rows, so its gradient stays local).
+        if cfg.use_itm and sim_i2t.shape[1] > 1:
+            image_rows, text_rows = self._hard_negatives(sim_i2t, sim_t2i, offset)
+            pad = cfg.mqformer_config.pad_token_id or 0
+            world = lambda t, value=0: None if t is None else all_gather_padded(t, 1, value)  # noqa: E731
             pick = lambda t, rows: None if t is None else t[rows]  # noqa: E731
             out = self.itm_pass(
-                image[image_rows], pick(local_features, image_rows), pick(local_attention_mask, image_rows),
-                caption_ids[text_rows], caption_attention_mask[text_rows],
-                pick(spatial_ids, text_rows), pick(spatial_attention_mask, text_rows),
+                self.image_layernorm(all_gather_no_grad(image_embeds)[image_rows].to(image.dtype)),
+                pick(world(local_features), image_rows), pick(world(local_attention_mask), image_rows),
+                world(caption_ids, pad)[text_rows], world(caption_attention_mask)[text_rows],
+                pick(world(spatial_ids, pad), text_rows), pick(world(spatial_attention_mask), text_rows),
             )  # fmt: skip
             labels = torch.cat([torch.ones(batch), torch.zeros(2 * batch)]).long().to(device)
             loss = self._ce(self.itm_head(out.visual_query_output).mean(dim=1), labels)
@@ -257,12 +299,20 @@ class LyricsForPretraining(LyricsPreTrainedModel):
             losses["icg"] = self._ce(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
 
         # MSP: restore the masked objects of the spatial text.
-        if cfg.use_msp and msp_ids is not None and msp_labels is not None and (msp_labels != -100).any():
+        keep_in_graph = None
+        if cfg.use_msp and msp_ids is not None and msp_labels is not None:
             out = self.msp_pass(image, local_features, local_attention_mask, msp_ids, spatial_attention_mask)
             logits = self.mqformer.lm_logits(out.text_output)
-            losses["msp"] = self._ce(logits.reshape(-1, logits.shape[-1]), msp_labels.reshape(-1))
+            if (msp_labels != -100).any():
+                losses["msp"] = self._ce(logits.reshape(-1, logits.shape[-1]), msp_labels.reshape(-1))
+            else:
+                # nothing masked in this batch: a zero that still reaches the MSP path, so that every
+                # rank's backward visits the same parameters (DDP waits for all of them)
+                keep_in_graph = logits.sum() * 0.0
 
         total = sum(losses.values()) if losses else image.sum() * 0.0
+        if keep_in_graph is not None:
+            total = total + keep_in_graph
         return PretrainingOutput(
             loss=total,
             loss_itc=losses.get("itc"),
@@ -274,16 +324,20 @@ class LyricsForPretraining(LyricsPreTrainedModel):
         )
 
     @torch.no_grad()
-    def _hard_negatives(self, sim_i2t: torch.Tensor, sim_t2i: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _hard_negatives(self, sim_i2t: torch.Tensor, sim_t2i: torch.Tensor, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """BLIP-2's ITM rows: (image, text) pairs [positives | negative image per text | negative text per
-        image], negatives drawn with probability softmax(similarity), never the positive."""
-        batch = sim_i2t.shape[0]
-        eye = torch.eye(batch, dtype=torch.bool, device=sim_i2t.device)
-        weights_t2i = F.softmax(sim_t2i.float(), dim=1).masked_fill(eye, 0) + 1e-6 * ~eye
-        weights_i2t = F.softmax(sim_i2t.float(), dim=1).masked_fill(eye, 0) + 1e-6 * ~eye
+        image], as indices into the gathered batch (this rank's samples start at `offset`); negatives
+        are drawn with probability softmax(similarity) over every rank's samples, never the positive.
+
+        `sim_i2t` / `sim_t2i`: `(B, B * world)`, this rank's images (texts) against all texts (images)."""
+        batch, candidates = sim_i2t.shape
+        same = torch.arange(batch, device=sim_i2t.device) + offset
+        positive = torch.zeros(batch, candidates, dtype=torch.bool, device=sim_i2t.device)
+        positive[torch.arange(batch, device=sim_i2t.device), same] = True
+        weights_t2i = F.softmax(sim_t2i.float(), dim=1).masked_fill(positive, 0) + 1e-6 * ~positive
+        weights_i2t = F.softmax(sim_i2t.float(), dim=1).masked_fill(positive, 0) + 1e-6 * ~positive
         neg_image = torch.multinomial(weights_t2i, 1).squeeze(1)
         neg_text = torch.multinomial(weights_i2t, 1).squeeze(1)
-        same = torch.arange(batch, device=sim_i2t.device)
         return torch.cat([same, neg_image, same]), torch.cat([same, same, neg_text])
 
     # ----------------------------------------------------------------------------------------------
@@ -300,7 +354,7 @@ class LyricsForPretraining(LyricsPreTrainedModel):
             copy_into(getattr(self, name), canonical, f"{name}.", report)
         if "temp" in canonical:
             with torch.no_grad():
-                self.temp.copy_(canonical["temp"].reshape(()))
+                self.temp.copy_(canonical["temp"].reshape(1))
             report.loaded.append("temp")
         # The grounding/spatial projections start as copies of BLIP-2's visual/text projections.
         with torch.no_grad():

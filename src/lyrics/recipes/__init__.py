@@ -4,7 +4,7 @@
     torchrun --nproc_per_node 8 -m lyrics.recipes.stage1 configs/stage1/paper.yaml
     accelerate launch --config_file configs/accelerate/fsdp.yaml -m lyrics.recipes.stage2 configs/stage2/paper.yaml
 
-A recipe YAML has a `recipe:` name (stage1 / stage2) and three sections: `model:` (preset, overrides,
+A recipe YAML has a `recipe:` name (stage1 / stage2) and three typed sections: `model:` (preset, overrides,
 where the pretrained parts come from), `data:` and `trainer:` (`lyrics.training.trainer.TrainerConfig`).
 Every key can be overridden on the command line with `--set section.key=value`.
 """
@@ -20,7 +20,7 @@ import yaml
 from lyrics.presets import _merge, parse_dotted
 
 RECIPES = ("stage1", "stage2")
-SECTIONS = ("recipe", "model", "data", "trainer", "eval")
+SECTIONS = ("recipe", "model", "data", "trainer")
 
 
 def load_recipe_config(path: str | Path | dict[str, Any], overrides: list[str] | None = None) -> dict[str, Any]:

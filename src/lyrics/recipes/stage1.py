@@ -24,10 +24,13 @@ YAML sections:
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from lyrics.recipes.common import DataSources, make_augment, open_feature_cache, open_refiner_store, typed_section
 
 from lyrics.training.collate import PretrainingCollator, PretrainingExample
 from lyrics.training.trainer import Trainer, TrainerConfig
@@ -58,16 +61,38 @@ class Stage1Examples(torch.utils.data.Dataset):
         return example
 
 
-def build_config(model_section: dict[str, Any], tokenizer, vision_config: dict[str, Any] | None):
+@dataclass
+class Stage1Model:
+    """The `model:` section (see the module docstring)."""
+
+    preset: str = "paper"
+    overrides: dict = field(default_factory=dict)
+    mqformer_tokenizer: str = "google-bert/bert-base-uncased"
+    vision_model: str | None = None
+    init: str | None = None
+
+
+@dataclass
+class Stage1Data(DataSources):
+    """The `data:` section: COCO-format caption pairs (`captions` + `images`) or webdataset `shards`."""
+
+    captions: str | None = None
+    shards: str | None = None
+    split: str | None = None
+    max_caption_tokens: int = 32
+    max_spatial_tokens: int = 160
+
+
+def build_config(model: Stage1Model, tokenizer, vision_config: dict[str, Any] | None):
     """LyricsConfig from the preset + overrides, with the MQ-Former vocabulary of `tokenizer` and the
     vision config of the image encoder that will feed it."""
     from lyrics.presets import _merge, load_config
     from lyrics.tokenization import mqformer_token_ids
 
-    overrides = _merge({"mqformer_config": mqformer_token_ids(tokenizer)}, model_section.get("overrides") or {}, "")
+    overrides = _merge({"mqformer_config": mqformer_token_ids(tokenizer)}, model.overrides or {}, "")
     if vision_config is not None:
         overrides["vision_config"] = vision_config
-    return load_config(model_section.get("preset", "paper"), overrides)
+    return load_config(model.preset, overrides)
 
 
 def vision_config_of(path: str | Path) -> dict[str, Any]:
@@ -79,41 +104,14 @@ def vision_config_of(path: str | Path) -> dict[str, Any]:
     return config.to_dict()
 
 
-def load_encoder(model_section: dict[str, Any], feature_layer: int):
+def load_encoder(path: str | None, feature_layer: int):
     from lyrics.models.image_encoder import ImageEncoder
     from lyrics.models.processing import load_image_processor
 
-    path = model_section.get("vision_model")
     if path is None:
         raise ValueError("model.vision_model is required unless data.image_features is given")
     encoder = ImageEncoder.from_pretrained(str(path), feature_layer).eval().requires_grad_(False)
     return encoder, load_image_processor(path)
-
-
-def open_refiner_store(data: dict[str, Any]):
-    if not data.get("refiner_store"):
-        return None
-    from lyrics.refiner.store import open_store
-
-    return open_store(data["refiner_store"])
-
-
-def make_augment(data: dict[str, Any], config):
-    spec = dict(data.get("augment") or {})
-    if not spec.pop("enabled", False) or data.get("image_features"):
-        return None
-    from lyrics.data.augment import AugmentConfig, BoxAwareAugment
-
-    refiner = config.refiner_config
-    return BoxAwareAugment(
-        AugmentConfig(
-            detection_feature_size=refiner.detection_feature_size,
-            spatial_format=refiner.coordinate_format,
-            spatial_style=refiner.spatial_format,
-            **spec,
-        ),
-        seed=int(data.get("seed", 0)),
-    )
 
 
 class Stage1Recipe:
@@ -121,6 +119,8 @@ class Stage1Recipe:
 
     def __init__(self, config: dict[str, Any]):
         self.cfg = config
+        self.model_config = typed_section(Stage1Model, config.get("model"), "model")
+        self.data_config = typed_section(Stage1Data, config.get("data"), "data")
         self.trainer_config = TrainerConfig.from_dict(config["trainer"])
 
     def setup(self) -> None:
@@ -143,46 +143,44 @@ class Stage1Recipe:
         # global RNG, and the Trainer seeds only after it is given the model.
         set_seed(self.trainer_config.seed)
 
-        m, data = self.cfg["model"], self.cfg["data"]
-        self.tokenizer = load_mqformer_tokenizer(m.get("mqformer_tokenizer", "google-bert/bert-base-uncased"))
+        m, data = self.model_config, self.data_config
+        self.tokenizer = load_mqformer_tokenizer(m.mqformer_tokenizer)
         self.encoder = self.image_processor = None
-        vision = vision_config_of(m["vision_model"]) if m.get("vision_model") else None
+        vision = vision_config_of(m.vision_model) if m.vision_model else None
         self.config = build_config(m, self.tokenizer, vision)
-        if not data.get("image_features"):
-            self.encoder, self.image_processor = load_encoder(m, self.config.vision_feature_layer)
-        init = m.get("init")
+        if not data.image_features:
+            self.encoder, self.image_processor = load_encoder(m.vision_model, self.config.vision_feature_layer)
+        init = m.init
         if init and (Path(init) / "config.json").is_file() and (Path(init) / "model.safetensors").is_file() and _is_stage1(init):
             self.model = LyricsForPretraining.from_pretrained(str(init), config=self.config)
         else:
             self.model = LyricsForPretraining(self.config)
             if init:
                 print(self.model.load_blip2(init).summary())
+        self.model.configure_trainable()
 
     def _setup_data(self) -> None:
-        data = self.cfg["data"]
-        store = open_refiner_store(data)
-        features = None
-        if data.get("image_features"):
-            from lyrics.training.features import FeatureCache
-
-            features = FeatureCache(data["image_features"])
+        data = self.data_config
+        store = open_refiner_store(data, self.model.config)
+        features = open_feature_cache(data)
         transform = make_augment(data, self.config)
-        if data.get("shards"):
+        if data.shards:
             from lyrics.data.webdata import WebDatasetPairs
 
-            pairs = WebDatasetPairs(data["shards"], refiner_store=store, transform=transform, seed=int(data.get("seed", 0)))
+            pairs = WebDatasetPairs(data.shards, refiner_store=store, transform=transform, seed=data.seed)
         else:
             from lyrics.data.pairs import CocoCaptionPairs
 
+            if not (data.captions and data.images):
+                raise ValueError("data: give `captions` and `images` (COCO-format pairs) or `shards` (webdataset)")
             pairs = CocoCaptionPairs(
-                data["captions"], data["images"], refiner_store=store, transform=transform,
-                seed=int(data.get("seed", 0)), split=data.get("split"),
+                data.captions, data.images, refiner_store=store, transform=transform, seed=data.seed, split=data.split,
             )  # fmt: skip
         self.dataset = Stage1Examples(pairs, self.image_processor, features)
         self.collator = PretrainingCollator(
             self.tokenizer, self.config,
-            max_caption_tokens=int(data.get("max_caption_tokens", 32)),
-            max_spatial_tokens=int(data.get("max_spatial_tokens", 160)),
+            max_caption_tokens=data.max_caption_tokens,
+            max_spatial_tokens=data.max_spatial_tokens,
             seed=self.trainer_config.seed,
         )  # fmt: skip
 
@@ -199,9 +197,10 @@ class Stage1Recipe:
     def train(self, resume: bool = False) -> Path:
         self.trainer.train(resume=resume)
         final = Path(self.trainer_config.output_dir) / "final"
+        state = self.trainer.full_state_dict()  # collective: gathers FSDP / ZeRO-3 shards
         if self.trainer.accelerator.is_main_process:
             model = self.trainer.unwrapped_model()
-            model.save_pretrained(str(final))
+            model.save_pretrained(str(final), state_dict=state)
             self.tokenizer.save_pretrained(str(final / "mqformer_tokenizer"))
         self.trainer.accelerator.wait_for_everyone()
         return final

@@ -35,13 +35,42 @@ YAML sections:
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from lyrics.recipes.stage1 import make_augment, open_refiner_store
+from lyrics.recipes.common import DataSources, make_augment, open_feature_cache, open_refiner_store, typed_section
 from lyrics.training.trainer import Trainer, TrainerConfig
+
+
+@dataclass
+class Stage2Model:
+    """The `model:` section (see the module docstring)."""
+
+    preset: str = "paper"
+    overrides: dict = field(default_factory=dict)
+    text_model: str | None = None
+    vision_model: str | None = None
+    stage1: str | None = None
+    blip2: str | None = None
+    torch_dtype: str | None = None
+    max_length: int = 512
+    mqformer_tokenizer: str | None = None
+    chat_template: str = "auto"
+    system_prompt: str | None = None
+    loss_reduction: str = "token"
+
+
+@dataclass
+class Stage2Data(DataSources):
+    """The `data:` section: one records file (or a list) or a weighted `mixture` of them."""
+
+    records: str | list | None = None
+    mixture: dict | None = None
+    samples_per_epoch: int | None = None
+    group_by_length: bool = False
 
 
 class Stage2Examples(torch.utils.data.Dataset):
@@ -114,6 +143,8 @@ def prompt_lengths(parts, store, spatial_text_in_prompt: bool) -> list[int]:
 class Stage2Recipe:
     def __init__(self, config: dict[str, Any]):
         self.cfg = config
+        self.model_config = typed_section(Stage2Model, config.get("model"), "model")
+        self.data_config = typed_section(Stage2Data, config.get("data"), "data")
         self.trainer_config = TrainerConfig.from_dict(config["trainer"])
 
     def setup(self) -> None:
@@ -136,65 +167,65 @@ class Stage2Recipe:
         # global RNG, and the Trainer seeds only after it is given the model.
         set_seed(self.trainer_config.seed)
 
-        m = self.cfg["model"]
+        m = self.model_config
         for key in ("text_model", "vision_model"):
-            if not m.get(key):
+            if not getattr(m, key):
                 raise ValueError(f"model.{key} is required for stage 2")
-        reduction = m.get("loss_reduction", "token")  # checked before the LLM loads
+        reduction = m.loss_reduction  # checked before the LLM loads
         if reduction not in ("token", "sample"):
             raise ValueError(f"model.loss_reduction must be 'token' or 'sample', got {reduction!r}")
-        config = load_config(m.get("preset", "paper"), m.get("overrides") or {})
-        tokenizer = AutoTokenizer.from_pretrained(str(m["text_model"]))
-        image_processor = load_image_processor(m["vision_model"])
+        config = load_config(m.preset, m.overrides or {})
+        tokenizer = AutoTokenizer.from_pretrained(str(m.text_model))
+        image_processor = load_image_processor(m.vision_model)
         mq_tokenizer = None
-        mq_source = m.get("mqformer_tokenizer") or (Path(m["stage1"]) / "mqformer_tokenizer" if m.get("stage1") else None)
+        mq_source = m.mqformer_tokenizer or (Path(m.stage1) / "mqformer_tokenizer" if m.stage1 else None)
         if mq_source and (Path(mq_source) / "tokenizer_config.json").is_file():
             mq_tokenizer = AutoTokenizer.from_pretrained(str(mq_source))
         if config.instruction_aware and mq_tokenizer is None:
             raise ValueError("instruction_aware needs model.mqformer_tokenizer (or a stage-1 checkpoint that holds it)")
-        template = ChatTemplate(kind=m.get("chat_template", "auto"), system=m.get("system_prompt"))
+        template = ChatTemplate(kind=m.chat_template, system=m.system_prompt)
         self.processor = LyricsProcessor(
             tokenizer,
-            LyricsProcessor.config_for(config, max_length=int(m.get("max_length", 512)), template=template),
+            LyricsProcessor.config_for(config, max_length=m.max_length, template=template),
             image_processor,
             mq_tokenizer,
         )
-        dtype = getattr(torch, m["torch_dtype"]) if m.get("torch_dtype") else None
-        self.model = LyricsForConditionalGeneration.from_components(config, m["text_model"], m["vision_model"], self.processor, dtype)
-        if m.get("stage1"):
-            self.model.load_stage1(m["stage1"])
-        elif m.get("blip2"):
+        dtype = getattr(torch, m.torch_dtype) if m.torch_dtype else None
+        self.model = LyricsForConditionalGeneration.from_components(config, m.text_model, m.vision_model, self.processor, dtype)
+        if m.stage1:
+            self.model.load_stage1(m.stage1)
+        elif m.blip2:
             from lyrics.models.blip2_weights import load_mqformer_from_blip2
 
-            print(load_mqformer_from_blip2(self.model.mqformer, m["blip2"]).summary())
+            print(load_mqformer_from_blip2(self.model.mqformer, m.blip2).summary())
         self.model.enable_lora()
         self.step_fn = lambda model, batch: model(**batch, loss_reduction=reduction)
 
     def _setup_data(self) -> None:
         from lyrics.data.dataset import InstructionDataset
 
-        data = self.cfg["data"]
-        store = open_refiner_store(data)
+        data = self.data_config
+        store = open_refiner_store(data, self.model.config)
         transform = make_augment(data, self.model.config)
-        features = None
-        if data.get("image_features"):
-            from lyrics.training.features import FeatureCache
-
-            features = FeatureCache(data["image_features"])
+        features = open_feature_cache(data)
         self.sampler_fn = None
-        if data.get("mixture"):
+        if bool(data.records) == bool(data.mixture):
+            raise ValueError("data: give either `records` (a file or a list of files) or a `mixture`")
+        if data.mixture:
             from lyrics.data.mixing import MixtureSampler
 
             names, files = [], []
-            for name, source in data["mixture"].items():
+            for name, source in data.mixture.items():
+                if not isinstance(source, dict) or "records" not in source or set(source) - {"records", "weight"}:
+                    raise ValueError(f"data.mixture.{name} must be {{records: FILE, weight: W}}, got {source!r}")
                 names.append(name)
                 files.append(source["records"])
-            parts = [InstructionDataset(f, data.get("images"), store, transform, seed=int(data.get("seed", 0))) for f in files]
+            parts = [InstructionDataset(f, data.images, store, transform, seed=data.seed) for f in files]
             samples = torch.utils.data.ConcatDataset(parts)
             samples.set_epoch = lambda epoch: [p.set_epoch(epoch) for p in parts]  # type: ignore[attr-defined]
             sizes = {name: len(part) for name, part in zip(names, parts)}
-            weights = {name: float(source.get("weight", 1.0)) for name, source in data["mixture"].items()}
-            per_epoch = data.get("samples_per_epoch")
+            weights = {name: float(source.get("weight", 1.0)) for name, source in data.mixture.items()}
+            per_epoch = data.samples_per_epoch
 
             def sampler_fn(epoch: int, rank: int, world: int):
                 sampler = MixtureSampler(sizes, weights, seed=self.trainer_config.seed, samples_per_epoch=per_epoch, rank=rank, world_size=world)
@@ -203,10 +234,10 @@ class Stage2Recipe:
 
             self.sampler_fn = sampler_fn
         else:
-            samples = InstructionDataset(data["records"], data.get("images"), store, transform, seed=int(data.get("seed", 0)))
+            samples = InstructionDataset(data.records, data.images, store, transform, seed=data.seed)
             parts = [samples]
         self.dataset = Stage2Examples(samples, self.model.config.refiner_config.coordinate_format, self.processor.image_processor, features)
-        if data.get("group_by_length"):
+        if data.group_by_length:
             self.sampler_fn = self._grouped(self.sampler_fn, prompt_lengths(parts, store, self.model.config.spatial_text_in_prompt))
 
     def _grouped(self, base_fn, lengths: list[int]):
@@ -228,8 +259,9 @@ class Stage2Recipe:
     def train(self, resume: bool = False) -> Path:
         self.trainer.train(resume=resume)
         final = Path(self.trainer_config.output_dir) / "final"
+        state = self.trainer.full_state_dict()  # collective: gathers FSDP / ZeRO-3 shards
         if self.trainer.accelerator.is_main_process:
-            self.trainer.unwrapped_model().save_pretrained(final, processor=self.processor)
+            self.trainer.unwrapped_model().save_pretrained(final, processor=self.processor, state_dict=state)
         self.trainer.accelerator.wait_for_everyone()
         return final
 

@@ -31,3 +31,22 @@ def all_gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, tensor.contiguous())
     return torch.cat(parts, dim=0)
+
+
+@torch.no_grad()
+def all_gather_padded(tensor: torch.Tensor, dim: int = 1, value: float | int = 0) -> torch.Tensor:
+    """`all_gather_no_grad` for tensors whose size along `dim` differs between ranks (padded token
+    ids, a varying number of objects): each rank pads to the longest with `value` first."""
+    if not is_distributed():
+        return tensor
+    boolean = tensor.dtype == torch.bool
+    if boolean:  # gloo has no bool all-gather
+        tensor = tensor.to(torch.uint8)
+    sizes = all_gather_no_grad(torch.tensor([tensor.shape[dim]], device=tensor.device))
+    longest = int(sizes.max())
+    if tensor.shape[dim] < longest:
+        shape = list(tensor.shape)
+        shape[dim] = longest - tensor.shape[dim]
+        tensor = torch.cat([tensor, tensor.new_full(shape, value)], dim=dim)
+    gathered = all_gather_no_grad(tensor)
+    return gathered.bool() if boolean else gathered

@@ -6,6 +6,11 @@ Scale comes from existing engines: `accelerate` wraps the model for DDP / FSDP /
 `accelerate launch` starts the processes; `DistributedSampler` shards the data. The same code runs in
 one CPU process.
 
+Batches are built by the trainer's own DataLoader (its order is a function of the epoch, which
+makes resuming exact) and moved to `accelerator.device` at each step. Under FSDP the checkpoint holds
+each rank's shard; the final model is gathered with `accelerator.get_state_dict` (collective) and
+written by the main process (`Trainer.full_state_dict`).
+
 Checkpoints are written atomically (a temporary directory renamed into place when complete) with the
 trainable weights, optimizer, scheduler, every rank's RNG state and the data position; `resume=True`
 continues from the newest complete checkpoint so that the run ends with the same weights, bit for bit
@@ -26,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import send_to_device
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 
 STATE_FILE = "trainer_state.json"
@@ -40,6 +46,58 @@ def _allow_another_precision(mixed_precision: str) -> None:
     state = AcceleratorState._shared_state
     if state and state.get("_mixed_precision") not in (None, mixed_precision):
         AcceleratorState._reset_state(reset_partial_state=False)
+
+
+def _fsdp_without_gpu(accelerator) -> None:
+    """Keep a launcher's FSDP request on CPU.
+
+    accelerate (1.16) switches to FSDP only on accelerators: with `ACCELERATE_USE_FSDP=true` and no
+    GPU it silently falls back to plain multi-process CPU training (DDP), so a CPU run of an FSDP
+    config would test another code path than the GPU run. FSDP2's `fully_shard` runs on CPU with
+    gloo, so the trainer switches the state to FSDP itself, with the plugin accelerate reads from the
+    launcher's environment (`FSDP_*` variables)."""
+    from accelerate.state import AcceleratorState, PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    wanted = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if not wanted or accelerator.distributed_type != DistributedType.MULTI_CPU:
+        return
+    plugin = FullyShardedDataParallelPlugin()
+    if accelerator.mixed_precision != "no":
+        plugin.set_mixed_precision(accelerator.mixed_precision)
+    AcceleratorState._shared_state["fsdp_plugin"] = plugin
+    AcceleratorState._shared_state["distributed_type"] = DistributedType.FSDP
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+
+
+def _configure_deepspeed(accelerator, batch_size: int, accumulation: int) -> None:
+    """Fill the DeepSpeed config's "auto" micro-batch from the trainer config (accelerate then derives
+    `train_batch_size`).
+
+    accelerate derives them from a DataLoader passed to `prepare`; the trainer builds its loaders
+    itself (their order is what makes resuming exact), so it sets them here. A fixed accumulation in
+    the DeepSpeed config that disagrees with the trainer's is an error, not a silent override."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type != DistributedType.DEEPSPEED:
+        return
+    plugin = accelerator.state.deepspeed_plugin
+    ds = plugin.deepspeed_config
+    if ds.get("train_micro_batch_size_per_gpu", "auto") == "auto":
+        ds["train_micro_batch_size_per_gpu"] = batch_size
+    elif int(ds["train_micro_batch_size_per_gpu"]) != batch_size:
+        raise ValueError(
+            f"DeepSpeed config sets train_micro_batch_size_per_gpu={ds['train_micro_batch_size_per_gpu']}, "
+            f"trainer.batch_size is {batch_size}: make them equal (or set the DeepSpeed value to auto)"
+        )
+    steps = ds.get("gradient_accumulation_steps", "auto")
+    if steps == "auto":
+        ds["gradient_accumulation_steps"] = accumulation
+    elif int(steps) != accumulation:
+        raise ValueError(
+            f"DeepSpeed config sets gradient_accumulation_steps={steps}, trainer.gradient_accumulation_steps "
+            f"is {accumulation}: make them equal (or set the DeepSpeed value to auto)"
+        )
 
 
 def shuffled_sampler(dataset: Dataset, seed: int, epoch: int, rank: int, world: int) -> DistributedSampler:
@@ -77,7 +135,7 @@ class TrainerConfig:
         mixed_precision: "no", "bf16" or "fp16" (the MQ-Former keeps fp32 weights either way).
         gradient_checkpointing: recompute activations of the MQ-Former (and the LLM) in backward.
         save_every, keep_checkpoints: checkpoint period in steps and how many to keep.
-        log_every, eval_every: JSONL log and evaluation-hook periods.
+        log_every: period of the JSONL log (and TensorBoard) in optimizer steps.
         seed: seeds parameters, data order and per-sample randomness.
         num_workers: DataLoader workers.
         tensorboard: also log to TensorBoard (if installed) through accelerate.
@@ -99,7 +157,6 @@ class TrainerConfig:
     save_every: int = 500
     keep_checkpoints: int = 2
     log_every: int = 10
-    eval_every: int = 0
     seed: int = 0
     num_workers: int = 0
     tensorboard: bool = False
@@ -127,7 +184,6 @@ class TrainerState:
 
 
 StepFn = Callable[[torch.nn.Module, dict[str, Any]], Any]
-EvalFn = Callable[[torch.nn.Module, int], dict[str, float]]
 
 
 def cosine_with_warmup(step: int, total: int, warmup: int, min_ratio: float) -> float:
@@ -141,8 +197,8 @@ def cosine_with_warmup(step: int, total: int, warmup: int, min_ratio: float) -> 
 class Trainer:
     """Runs `step_fn(model, batch) -> output with .loss` over `dataset` batches made by `collate_fn`.
 
-    `step_fn` may return extra scalar fields (`loss_itc`, ...) which are logged. `eval_fn(model, step)`
-    runs every `eval_every` steps on the main process and its metrics are logged too. Data order comes
+    `step_fn` may return extra scalar fields (`loss_itc`, ...) which are logged: the mean over the
+    step's accumulated micro-batches and over ranks. Data order comes
     from `DistributedSampler(seed, epoch)`, or from `sampler_fn(epoch, rank, world_size)` when given;
     either way it is a function of the epoch, which is what makes resuming exact.
     """
@@ -154,7 +210,6 @@ class Trainer:
         dataset: Dataset,
         collate_fn: Callable,
         step_fn: StepFn,
-        eval_fn: EvalFn | None = None,
         log_fields: tuple[str, ...] = (),
         on_epoch: Callable[[int], None] | None = None,
         sampler_fn: Callable[[int, int, int], Any] | None = None,
@@ -166,19 +221,20 @@ class Trainer:
         self.output_dir = Path(config.output_dir)
         _allow_another_precision(config.mixed_precision)
         self.accelerator = Accelerator(
-            # accelerate only picks its multi-process CPU mode (gloo) when told the run is on CPU.
-            cpu=not torch.accelerator.is_available(),
+            # accelerate only picks its multi-process CPU mode (gloo) when told the run is on CPU; but
+            # told so it drops a DeepSpeed launch, which runs on CPU through DeepSpeed's own accelerator.
+            cpu=not torch.accelerator.is_available() and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() != "true",
             gradient_accumulation_steps=config.gradient_accumulation_steps,
             mixed_precision=config.mixed_precision,
             log_with="tensorboard" if config.tensorboard else None,
             project_dir=str(self.output_dir),
         )
+        _fsdp_without_gpu(self.accelerator)
         set_seed(config.seed)
         self.model = model
         self.dataset = dataset
         self.collate_fn = collate_fn
         self.step_fn = step_fn
-        self.eval_fn = eval_fn
         self.log_fields = log_fields
         self.on_epoch = on_epoch
         self.sampler_fn = sampler_fn
@@ -259,7 +315,12 @@ class Trainer:
         return final
 
     def _load_checkpoint(self, path: Path, scheduler) -> None:
-        self.accelerator.load_state(str(path), strict=False)
+        from accelerate.utils import DistributedType
+
+        # Checkpoints hold the trainable weights only (non-strict load); DeepSpeed's engine saves and
+        # loads its own whole state and names the switch differently.
+        deepspeed = self.accelerator.distributed_type == DistributedType.DEEPSPEED
+        self.accelerator.load_state(str(path), **({"load_module_strict": False} if deepspeed else {"strict": False}))
         data = json.loads((path / STATE_FILE).read_text())
         self.state = TrainerState(**data)
         scheduler.load_state_dict(self.state.scheduler)
@@ -275,14 +336,28 @@ class Trainer:
         if self.config.tensorboard:
             self.accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=record.get("step"))
 
-    def _scalars(self, output: Any) -> dict[str, float]:
-        values = {"loss": output.loss.detach()}
-        for name in self.log_fields:
+    def _collect(self, output: Any, window: dict[str, list[torch.Tensor]]) -> None:
+        """Keep one micro-batch's loss and log fields (detached) for the next log line."""
+        for name in ("loss", *self.log_fields):
             value = getattr(output, name, None)
             if isinstance(value, torch.Tensor) and value.numel() == 1:
-                values[name] = value.detach()
-        # mean over ranks, for the log only
-        return {k: float(self.accelerator.reduce(v.float().reshape(1), reduction="mean")) for k, v in values.items()}
+                window.setdefault(name, []).append(value.detach().float().reshape(()))
+
+    def _means(self, window: dict[str, list[torch.Tensor]]) -> dict[str, float]:
+        """Each field's mean over the window's micro-batches on every rank: one all-reduce of
+        (sum, count) per field, so a field that one rank lacks (no masked object to predict, say)
+        neither deadlocks the reduction nor biases the mean."""
+        names = ("loss", *self.log_fields)
+        device = self.accelerator.device
+        totals = torch.zeros(2 * len(names), device=device)
+        for i, name in enumerate(names):
+            values = window.get(name, [])
+            if values:
+                totals[i] = torch.stack(values).sum().to(device)
+                totals[len(names) + i] = len(values)
+        totals = self.accelerator.reduce(totals, reduction="sum")
+        counts = totals[len(names) :]
+        return {name: float(totals[i] / counts[i]) for i, name in enumerate(names) if counts[i] > 0}
 
     # --- the loop ------------------------------------------------------------------------------
     def train(self, resume: bool | str | Path = False) -> TrainerState:
@@ -294,6 +369,7 @@ class Trainer:
         )
         # The scheduler is stepped by hand once per optimizer step (accelerate would step it once per
         # process), so the schedule is the same on 1 or 64 GPUs.
+        _configure_deepspeed(acc, cfg.batch_size, cfg.gradient_accumulation_steps)
         self.model, optimizer = acc.prepare(self.model, optimizer)
         trainable = self._trainable_names()
 
@@ -318,13 +394,16 @@ class Trainer:
         progress = self._progress()
         self.model.train()
         started, window_samples = time.perf_counter(), 0
+        window: dict[str, list[torch.Tensor]] = {}
         while self.state.step < cfg.max_steps:
             if self.on_epoch is not None:
                 self.on_epoch(self.state.epoch)
             loader = self._loader(self.state.epoch, self.state.batch_in_epoch)
             for batch in loader:
+                batch = send_to_device(batch, acc.device)
                 with acc.accumulate(self.model):
                     output = self.step_fn(self.model, batch)
+                    self._collect(output, window)
                     acc.backward(output.loss)
                     if acc.sync_gradients and cfg.max_grad_norm:
                         acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
@@ -342,12 +421,11 @@ class Trainer:
                 if self.state.step % cfg.log_every == 0 or self.state.step == cfg.max_steps:
                     elapsed = time.perf_counter() - started
                     record = {"step": self.state.step, "epoch": self.state.epoch, "lr": scheduler.get_last_lr()[0]}
-                    record.update(self._scalars(output))
+                    record.update(self._means(window))
+                    window = {}
                     record["samples_per_second"] = window_samples / max(elapsed, 1e-9)
                     self._log(record)
                     started, window_samples = time.perf_counter(), 0
-                if cfg.eval_every and self.eval_fn is not None and self.state.step % cfg.eval_every == 0:
-                    self.evaluate()
                 if cfg.save_every and self.state.step % cfg.save_every == 0:
                     self.save_checkpoint(scheduler)
                 if self.state.step >= cfg.max_steps:
@@ -359,19 +437,6 @@ class Trainer:
             progress.stop()
         hook.remove()
         return self.state
-
-    def evaluate(self) -> dict[str, float]:
-        acc = self.accelerator
-        metrics: dict[str, float] = {}
-        if acc.is_main_process and self.eval_fn is not None:
-            model = acc.unwrap_model(self.model)
-            model.eval()
-            with torch.no_grad():
-                metrics = self.eval_fn(model, self.state.step)
-            model.train()
-            self._log({"step": self.state.step, **{f"eval/{k}": v for k, v in metrics.items()}})
-        acc.wait_for_everyone()
-        return metrics
 
     def _progress(self):
         if not (self.config.progress and self.accelerator.is_main_process):
@@ -385,6 +450,12 @@ class Trainer:
 
     def unwrapped_model(self) -> torch.nn.Module:
         return self.accelerator.unwrap_model(self.model)
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """The whole model's weights under the unwrapped model's names, gathered from every rank where
+        FSDP or ZeRO-3 shard them. Collective: every rank calls it; the main process gets the
+        weights (other ranks may get an empty dict) and writes them."""
+        return self.accelerator.get_state_dict(self.model)
 
     def cleanup(self) -> None:
         """Tear down cleanly: with DDP on CPU a process can abort at exit unless the wrapped model and
