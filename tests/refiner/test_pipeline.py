@@ -5,11 +5,12 @@ from PIL import Image
 
 from lyrics.configuration import RefinerConfig
 from lyrics.presets import load_config
-from lyrics.refiner import rle, toy
+from lyrics.refiner import rle
 from lyrics.refiner.pipeline import VisualRefiner, box_feature
 from lyrics.refiner.record import pad_local_features
 from lyrics.refiner.spatial import box_iou, format_spatial, parse_spatial
 from lyrics.refiner.stages import BackendError
+from lyrics.toyworld import refiner_backend as toy
 
 from . import tinymodels
 from .toyscenes import mask_box, random_scene

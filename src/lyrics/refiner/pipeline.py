@@ -51,7 +51,7 @@ class NoSegmenter:
 
 def build_stages(config: RefinerConfig, device: str | torch.device = "cpu") -> tuple[Tagger, Detector, Segmenter]:
     """Instantiate the tagger, detector and segmenter named by `config` (models load here)."""
-    from lyrics.refiner import toy
+    from lyrics.toyworld import refiner_backend as toy
 
     analyzer = toy.ToyAnalyzer() if "toy" in (config.tagger, config.detector, config.segmenter) else None
 

@@ -8,6 +8,8 @@
     annotate    everything about one image, in one record
     layouts     the official dataset layouts (COCO, VQAv2, RefCOCO, POPE, MME, A-OKVQA, Shikra)
     world       `generate_world`: all splits, written atomically, with the `world.json` manifest
+    vision      classical shape analysis of a toy scene's pixels (colour components, template fits)
+    refiner_backend  the refiner's "toy" tagger, detector and segmenter over `vision`
     standins    the frozen pretrained parts: a tiny CLIP and a WordPiece vocabulary trained on the
                 world, and SmolLM2-135M-Instruct (converted from GGUF) as the LLM
 """

@@ -1,9 +1,10 @@
-"""A classical refiner backend for the synthetic toy world (`lyrics.toyworld.spec`).
+"""Classical vision for the toy world: which shapes a toy scene shows, from its pixels alone.
 
-Toy scenes are flat shapes in six saturated colours on a noisy light-grey background, later shapes
-drawn over earlier ones. That domain needs no neural network to be refined, and a classical backend
-makes the whole Lyrics pipeline run on a laptop CPU in seconds. It is real analysis of the pixels,
-never a lookup of the generator's ground truth:
+Toy scenes (`scenes`, vocabulary in `spec`) are flat shapes in six saturated colours on a noisy
+light-grey background, later shapes drawn over earlier ones. That domain needs no neural network to
+be refined, and a classical analysis makes the whole Lyrics pipeline run on a laptop CPU in seconds;
+`refiner_backend` turns it into the refiner's "toy" tagger, detector and segmenter. It is real
+analysis of the pixels, never a lookup of the generator's ground truth:
 
 1. Colour segmentation. Each pixel goes to the nearest of the six `spec.COLOURS` or the background
    (`spec.BACKGROUND_RGB`) when it is within `MAX_COLOUR_DISTANCE`; anti-aliased blends stay unknown.
@@ -23,33 +24,27 @@ never a lookup of the generator's ground truth:
    On 300 scenes of `lyrics.toyworld.scenes` (JPEG, rotated shapes, occlusion up to 40%) this names
    99% of objects correctly (98% of the partially hidden ones), at 30-50 ms per image on one core.
 
-Outputs per object: the tag "<colour> <shape>", the visible-mask bounding box (pixel xyxy, exclusive
-max, like the toy world's ground truth), the visible mask, and two fixed-size descriptors:
-
-* detection-like (24 values, zero-padded to `detection_feature_size`): mean RGB (3), the fit score of
-  each of the 6 shapes (6), extent = area / box area, visible fraction = visible / fitted template
-  area, scale = sqrt(area / image area), then the decided class as one-hot colour (6) and one-hot
-  shape (6) - what a detector's decoder state carries about the class it matched (Grounding-DINO's
-  hidden states are read out into phrase scores);
-* segmentation (g x g values, g = floor(sqrt(segmentation_feature_size)), zero-padded): the visible
-  mask cropped to its box and area-averaged to a g x g grid.
+Outputs per object (`ToyObject`): the tag "<colour> <shape>", the visible-mask bounding box (pixel
+xyxy, exclusive max, like the toy world's ground truth), the visible mask, and a detection-like
+descriptor of 24 values: mean RGB (3), the fit score of each of the 6 shapes (6), extent = area / box
+area, visible fraction = visible / fitted template area, scale = sqrt(area / image area), then the
+decided class as one-hot colour (6) and one-hot shape (6) - what a detector's decoder state carries
+about the class it matched (Grounding-DINO's hidden states are read out into phrase scores). The
+refiner backend pads it to `detection_feature_size` and adds the mask descriptor.
 """
 
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage
 
 from lyrics.refiner.spatial import Box
-from lyrics.refiner.stages import BackendError, Detection, Segment
 from lyrics.toyworld import spec
 
 COLOUR_NAMES: tuple[str, ...] = tuple(spec.COLOURS)
@@ -57,7 +52,6 @@ SHAPE_NAMES: tuple[str, ...] = tuple(spec.SHAPES)
 MAX_COLOUR_DISTANCE = 70.0
 MIN_AREA = 30
 DETECTION_DESCRIPTOR_SIZE = 3 + len(SHAPE_NAMES) + 3 + len(COLOUR_NAMES) + len(SHAPE_NAMES)
-MIN_SEGMENTATION_GRID = 2
 # Extensions tried per hidden side, as fractions of the visible box size on that axis.
 EXTENSIONS = (0.0, 0.1, 0.2, 0.35, 0.5, 0.75)
 # Template pixels that fall on hidden area cost this much, so among equally good fits the one that
@@ -365,36 +359,6 @@ def detection_descriptor(rgb: np.ndarray, mask: np.ndarray, fits: Sequence[Shape
     return torch.tensor(values, dtype=torch.float32)
 
 
-def segmentation_grid(size: int) -> int:
-    grid = math.isqrt(size)
-    if grid < MIN_SEGMENTATION_GRID:
-        raise BackendError(
-            f"toy segmenter: segmentation_feature_size={size} is too small for its mask descriptor "
-            f"(needs at least {MIN_SEGMENTATION_GRID ** 2} for a {MIN_SEGMENTATION_GRID}x{MIN_SEGMENTATION_GRID} grid)"
-        )
-    return grid
-
-
-def mask_descriptor(mask: np.ndarray, box: Box, size: int) -> torch.Tensor:
-    """Visible mask inside its box, area-averaged to g x g (g = floor(sqrt(size))), zero-padded."""
-    grid = segmentation_grid(size)
-    x1, y1, x2, y2 = (int(round(v)) for v in box)
-    crop = mask[max(0, y1) : max(y1 + 1, y2), max(0, x1) : max(x1 + 1, x2)]
-    out = torch.zeros(size)
-    if crop.size:
-        pooled = F.adaptive_avg_pool2d(torch.from_numpy(crop.astype(np.float32))[None, None], (grid, grid))
-        out[: grid * grid] = pooled.flatten()
-    return out
-
-
-def pad_feature(values: torch.Tensor, size: int, stage: str, field: str) -> torch.Tensor:
-    if values.numel() > size:
-        raise BackendError(
-            f"{stage}: RefinerConfig.{field}={size} is too small for its {values.numel()}-value descriptor"
-        )
-    return torch.cat([values, torch.zeros(size - values.numel())])
-
-
 # ---------------------------------------------------------------------------------------- analysis
 @dataclass
 class ToyObject:
@@ -427,97 +391,6 @@ def analyse(image: Image.Image) -> list[ToyObject]:
         objects.append(ToyObject(COLOUR_NAMES[colour], best.shape, best.score, box, mask, detection_descriptor(rgb, mask, fits, box, colour)))
     objects.sort(key=lambda o: (-o.score, o.box[1], o.box[0]))
     return objects
-
-
-class ToyAnalyzer:
-    """Runs `analyse` once per image and shares the result between the toy stages.
-
-    The cache is keyed by the image object (checked through a weak reference, so a new image that
-    reuses a freed id is never served a stale answer) and holds only the latest batch.
-    """
-
-    def __init__(self, capacity: int = 64) -> None:
-        self.capacity = capacity
-        self._cache: dict[int, tuple[weakref.ref, list[ToyObject]]] = {}
-
-    def __call__(self, image: Image.Image) -> list[ToyObject]:
-        entry = self._cache.get(id(image))
-        if entry is not None and entry[0]() is image:
-            return entry[1]
-        objects = analyse(image)
-        if len(self._cache) >= self.capacity:
-            self._cache.pop(next(iter(self._cache)))
-        self._cache[id(image)] = (weakref.ref(image), objects)
-        return objects
-
-
-class ToyTagger:
-    """Tags = the distinct "<colour> <shape>" of the shapes found, best fit first."""
-
-    def __init__(self, analyzer: ToyAnalyzer, threshold: float = 0.25, max_tags: int = 32) -> None:
-        self.analyzer, self.threshold, self.max_tags = analyzer, threshold, max_tags
-
-    def tag(self, images: Sequence[Image.Image], given: Sequence[Sequence[str] | None] | None = None) -> list[list[tuple[str, float]]]:
-        results = []
-        for image in images:
-            scores: dict[str, float] = {}
-            for obj in self.analyzer(image):
-                if obj.score >= self.threshold and obj.tag not in scores:
-                    scores[obj.tag] = obj.score
-            results.append(list(scores.items())[: self.max_tags])
-        return results
-
-
-class ToyDetector:
-    """Shapes whose tag is among the image's tags and whose fit reaches `box_threshold`."""
-
-    def __init__(self, analyzer: ToyAnalyzer, feature_size: int, box_threshold: float = 0.25) -> None:
-        if feature_size < DETECTION_DESCRIPTOR_SIZE:
-            raise BackendError(
-                f"toy detector: RefinerConfig.detection_feature_size={feature_size} is too small for its "
-                f"{DETECTION_DESCRIPTOR_SIZE}-value descriptor"
-            )
-        self.analyzer, self.feature_size, self.box_threshold = analyzer, feature_size, box_threshold
-
-    def detect(self, images: Sequence[Image.Image], tags: Sequence[Sequence[str]]) -> list[list[Detection]]:
-        results = []
-        for image, image_tags in zip(images, tags):
-            wanted = {" ".join(t.lower().split()) for t in image_tags}
-            results.append(
-                [
-                    Detection(obj.tag, obj.score, obj.box, pad_feature(obj.descriptor, self.feature_size, "toy detector", "detection_feature_size"))
-                    for obj in self.analyzer(image)
-                    if obj.tag in wanted and obj.score >= self.box_threshold
-                ]
-            )
-        return results
-
-
-class ToySegmenter:
-    """The visible mask of each box: the toy shape with exactly that box when the toy detector found
-    it, otherwise the pixels of the box's dominant colour inside the box."""
-
-    def __init__(self, analyzer: ToyAnalyzer, feature_size: int) -> None:
-        segmentation_grid(feature_size)  # fail early with a clear message
-        self.analyzer, self.feature_size = analyzer, feature_size
-
-    def segment(self, images: Sequence[Image.Image], boxes: Sequence[Sequence[Box]]) -> list[list[Segment]]:
-        results = []
-        for image, image_boxes in zip(images, boxes):
-            objects = {tuple(o.box): o for o in self.analyzer(image)} if image_boxes else {}
-            labels = None
-            segments = []
-            for box in image_boxes:
-                obj = objects.get(tuple(float(v) for v in box))
-                if obj is not None:
-                    mask = obj.mask
-                else:
-                    if labels is None:
-                        labels = classify_pixels(np.asarray(image.convert("RGB")))
-                    mask = dominant_colour_mask(labels, box)
-                segments.append(Segment(mask, mask_descriptor(mask, box, self.feature_size)))
-            results.append(segments)
-        return results
 
 
 def dominant_colour_mask(labels: np.ndarray, box: Box) -> np.ndarray:

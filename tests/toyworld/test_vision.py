@@ -1,19 +1,18 @@
+"""The toy world's classical vision (`lyrics.toyworld.vision`) on drawn and generated scenes."""
+
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from lyrics.refiner import toy
 from lyrics.refiner.spatial import box_iou
-from lyrics.refiner.stages import BackendError
 from lyrics.toyworld import spec
-
-from .toyscenes import Drawn, mask_box, random_scene, scene
+from lyrics.toyworld import vision
+from refiner.toyscenes import Drawn, mask_box, random_scene, scene
 
 
 def test_pixel_classes():
     pixels = np.array([[spec.COLOURS["red"], spec.COLOURS["blue"], spec.BACKGROUND_RGB, (128, 128, 128)]], dtype=np.uint8)
-    assert toy.classify_pixels(pixels).tolist() == [[toy.COLOUR_NAMES.index("red"), toy.COLOUR_NAMES.index("blue"), 6, -1]]
+    assert vision.classify_pixels(pixels).tolist() == [[vision.COLOUR_NAMES.index("red"), vision.COLOUR_NAMES.index("blue"), 6, -1]]
 
 
 @pytest.mark.parametrize("shape", spec.SHAPES)
@@ -21,7 +20,7 @@ def test_pixel_classes():
 def test_every_shape_alone(shape, size):
     radius = spec.SIZES[size][0]
     image, masks = scene([Drawn("green", shape, (100, 120), radius)], seed=len(shape))
-    found = toy.analyse(image)
+    found = vision.analyse(image)
     assert [o.tag for o in found] == [f"green {shape}"]
     assert box_iou(found[0].box, mask_box(masks[0])) > 0.9
     assert found[0].score > 0.8
@@ -31,7 +30,7 @@ def test_every_shape_alone(shape, size):
 @pytest.mark.parametrize("seed", range(8))
 def test_unoccluded_scenes_exact_tags_and_boxes(seed):
     image, objects, masks = random_scene(seed, count=2 + seed % 5)
-    found = toy.analyse(image)
+    found = vision.analyse(image)
     assert sorted(o.tag for o in found) == sorted(o.tag for o in objects)
     for drawn, mask in zip(objects, masks):
         match = [o for o in found if o.tag == drawn.tag]
@@ -55,7 +54,7 @@ def test_partially_hidden_shapes_are_recognised(below, above):
     alone = scene([below], seed=3)[1][0]
     hidden = 1 - masks[0].sum() / alone.sum()
     assert 0.15 < hidden < 0.4, "the scene must really hide part of the lower shape"
-    found = {o.tag: o for o in toy.analyse(image)}
+    found = {o.tag: o for o in vision.analyse(image)}
     assert set(found) == {below.tag, above.tag}
     # the box is the VISIBLE extent (the toy world's ground truth), not the amodal one
     assert box_iou(found[below.tag].box, mask_box(masks[0])) > 0.9
@@ -67,64 +66,13 @@ def test_colour_blend_slivers_are_not_objects():
     image, _ = scene([Drawn("red", "square", (80, 100), 30), Drawn("yellow", "square", (140, 100), 30)], seed=1)
     pixels = np.asarray(image).copy()
     pixels[70:131, 110] = (222, 120, 35)  # a 1-pixel orange-looking seam
-    found = toy.analyse(Image.fromarray(pixels))
+    found = vision.analyse(Image.fromarray(pixels))
     assert sorted(o.tag for o in found) == ["red square", "yellow square"]
 
 
 def test_empty_and_tiny_images():
-    assert toy.analyse(Image.new("RGB", (1, 1), spec.BACKGROUND_RGB)) == []
-    assert toy.analyse(Image.new("RGB", (5, 5), spec.COLOURS["red"])) == []  # below MIN_AREA
-
-
-def test_descriptors_have_the_configured_sizes_and_are_deterministic():
-    image, objects, _ = random_scene(5, count=3)
-    analyzer = toy.ToyAnalyzer()
-    detector = toy.ToyDetector(analyzer, feature_size=28, box_threshold=0.25)
-    segmenter = toy.ToySegmenter(analyzer, feature_size=10)  # 3x3 grid + one zero
-    tags = [[o.tag for o in objects]]
-    dets = detector.detect([image], tags)[0]
-    assert len(dets) == 3
-    segs = segmenter.segment([image], [[d.box for d in dets]])[0]
-    for d, s in zip(dets, segs):
-        assert d.feature.shape == (28,) and d.feature[24:].abs().sum() == 0
-        assert s.feature.shape == (10,) and s.feature[9] == 0 and 0 < s.feature[:9].mean() <= 1
-        colour = toy.COLOUR_NAMES.index(d.tag.split()[0])
-        assert torch.allclose(d.feature[:3], torch.tensor(spec.COLOURS[toy.COLOUR_NAMES[colour]]) / 255.0, atol=0.03)
-        # the decided class as one-hot colour and shape
-        assert d.feature[12 + colour] == 1 and d.feature[12:18].sum() == 1
-        assert d.feature[18 + toy.SHAPE_NAMES.index(d.tag.split()[1])] == 1 and d.feature[18:24].sum() == 1
-        assert toy.SHAPE_NAMES[int(d.feature[3:9].argmax())] == d.tag.split()[1]
-    again = toy.ToyDetector(toy.ToyAnalyzer(), feature_size=28).detect([image.copy()], tags)[0]
-    assert all(torch.equal(a.feature, b.feature) and a.box == b.box for a, b in zip(dets, again))
-
-
-def test_detector_keeps_only_requested_tags():
-    image, objects, _ = random_scene(6, count=3)
-    dets = toy.ToyDetector(toy.ToyAnalyzer(), feature_size=24).detect([image], [[objects[1].tag.upper()]])[0]
-    assert [d.tag for d in dets] == [objects[1].tag]
-
-
-def test_segmenter_on_boxes_from_another_detector():
-    image, masks = scene([Drawn("blue", "circle", (60, 60), 20)], seed=2)
-    box = mask_box(masks[0])
-    shifted = (box[0] - 3, box[1] - 2, box[2] + 4, box[3] + 1)  # not the toy detector's box
-    seg = toy.ToySegmenter(toy.ToyAnalyzer(), feature_size=4).segment([image], [[shifted]])[0][0]
-    assert np.array_equal(seg.mask, masks[0])
-
-
-def test_too_small_feature_sizes_are_clear_errors():
-    with pytest.raises(BackendError, match="detection_feature_size=8 is too small"):
-        toy.ToyDetector(toy.ToyAnalyzer(), feature_size=8)
-    with pytest.raises(BackendError, match="segmentation_feature_size=3 is too small"):
-        toy.ToySegmenter(toy.ToyAnalyzer(), feature_size=3)
-
-
-def test_analyzer_cache_is_per_image_object():
-    analyzer = toy.ToyAnalyzer()
-    first, _ = scene([Drawn("red", "square", (50, 50), 20)])
-    second, _ = scene([Drawn("blue", "star", (50, 50), 20)])
-    assert analyzer(first) is analyzer(first)
-    assert analyzer(second)[0].tag == "blue star" and analyzer(first)[0].tag == "red square"
+    assert vision.analyse(Image.new("RGB", (1, 1), spec.BACKGROUND_RGB)) == []
+    assert vision.analyse(Image.new("RGB", (5, 5), spec.COLOURS["red"])) == []  # below MIN_AREA
 
 
 def test_scenes_of_the_toy_world_generator():
@@ -136,7 +84,7 @@ def test_scenes_of_the_toy_world_generator():
     hits = {True: [], False: []}  # unoccluded?
     for index in range(25):
         scene_ = split_scene(7, "train", index)
-        found = toy.analyse(Image.open(io.BytesIO(scene_.jpeg_bytes())))
+        found = vision.analyse(Image.open(io.BytesIO(scene_.jpeg_bytes())))
         for obj in scene_.objects:
             match = any(o.tag == obj.tag and box_iou(o.box, obj.box) > 0.7 for o in found)
             hits[obj.visible_fraction == 1.0].append(match)
@@ -148,14 +96,14 @@ def test_batched_rasterization_equals_one_template_at_a_time():
     rng = np.random.default_rng(0)
     rows, cols = np.arange(5, 47, dtype=np.float64), np.arange(3, 61, dtype=np.float64)
     boxes = np.array([[10.5, 8.5, 40.5, 30.5], [2.0, 1.0, 70.3, 52.8], [20.0, 20.0, 20.5, 21.0]]) + rng.normal(0, 0.3, (3, 4))
-    for group, stacked in toy._BATCHES:  # every polygon template, in one box
-        many = toy.rasterize_many(stacked, boxes[:1], rows, cols)
+    for group, stacked in vision._BATCHES:  # every polygon template, in one box
+        many = vision.rasterize_many(stacked, boxes[:1], rows, cols)
         assert many.shape == (len(group), len(rows), len(cols))
         for k, index in enumerate(group):
-            assert np.array_equal(many[k], toy.rasterize(toy.TEMPLATES[index][1], boxes[0], rows, cols))
-    for index in (0, 1, len(toy.TEMPLATES) - 1):  # one template (the circle too), in several boxes
-        edges = toy._EDGES[index]
-        many = toy.rasterize_many(None if edges is None else tuple(c[None] for c in edges), boxes, rows, cols)
+            assert np.array_equal(many[k], vision.rasterize(vision.TEMPLATES[index][1], boxes[0], rows, cols))
+    for index in (0, 1, len(vision.TEMPLATES) - 1):  # one template (the circle too), in several boxes
+        edges = vision._EDGES[index]
+        many = vision.rasterize_many(None if edges is None else tuple(c[None] for c in edges), boxes, rows, cols)
         assert many.any() and not many.all()
         for k, box in enumerate(boxes):
-            assert np.array_equal(many[k], toy.rasterize(toy.TEMPLATES[index][1], box, rows, cols))
+            assert np.array_equal(many[k], vision.rasterize(vision.TEMPLATES[index][1], box, rows, cols))
