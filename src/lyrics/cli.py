@@ -426,6 +426,7 @@ def eval_command(
     max_length: Annotated[Optional[int], typer.Option("--max-length", min=1, help="Raise the processor's prompt limit (few-shot prompts hold K+1 images).")] = None,
     device: Annotated[str, typer.Option("--device", help="Torch device, e.g. cpu or cuda:0.")] = "cpu",
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="LLM dtype: float32, bfloat16 or float16.")] = None,
+    mme_pairing: Annotated[str, typer.Option("--mme-pairing", help="MME acc+ pairs: 'lines' (consecutive questions of a subtask, as the official calculation.py) or 'image' (by image name).")] = "lines",
     report: Annotated[bool, typer.Option("--report", help="Collect result files into Markdown tables beside the paper's numbers.")] = False,
     list_benchmarks: Annotated[bool, typer.Option("--list", help="List the benchmarks, their splits, templates and expected files.")] = False,
 ) -> None:
@@ -456,7 +457,7 @@ def eval_command(
         command.run_benchmark(
             model, benchmark, data, images=images, split=split, limit=limit, shots=shots, seeds=seeds, shard=shard,
             batch_size=batch_size, out=out, refiner_store=refiner_store, template=template, max_new_tokens=max_new_tokens,
-            max_length=max_length, device=device, dtype=dtype, refiner=fields,
+            max_length=max_length, device=device, dtype=dtype, refiner=fields, mme_pairing=mme_pairing,
         )  # fmt: skip
     except (ValueError, FileNotFoundError, IndexError, FormatError, RefinerStoreMiss, StoreError, BackendError) as exc:
         _fail(str(exc))

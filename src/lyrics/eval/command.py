@@ -65,6 +65,7 @@ def run_benchmark(
     dtype: str | None = None,
     console: Any = None,
     refiner: dict[str, Any] | None = None,
+    mme_pairing: str = "lines",
 ) -> list[EvalOutcome]:
     """Evaluate a checkpoint on every requested split of a benchmark; prints progress and tables.
     The live refiner is the checkpoint's own; `refiner` holds explicit fields (`--refiner`)."""
@@ -81,7 +82,7 @@ def run_benchmark(
         EvalConfig(
             benchmark=spec.name, data=data, split=s, images=images, limit=limit, shots=shots, seeds=parse_seeds(seeds),
             shard=parse_shard(shard), batch_size=batch_size, out=out or Path("eval_results"), template=template,
-            max_new_tokens=max_new_tokens, model=str(Path(model).resolve()),
+            max_new_tokens=max_new_tokens, model=str(Path(model).resolve()), mme_pairing=mme_pairing,
         )  # fmt: skip
         for s in splits
     ]

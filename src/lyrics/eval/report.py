@@ -143,7 +143,7 @@ def _fewshot_section(results: Sequence[dict[str, Any]], used: dict[str, dict[str
             r = max(group, key=lambda item: item.get("timestamp", ""))
             used[r["_path"]] = r
             std = (r.get("metrics_std") or {}).get("primary")
-            cells.append(f"{r['metrics']['primary']:.2f}" + (f" ± {std:.2f}" if std is not None else ""))
+            cells.append(_fmt(r["metrics"]["primary"], 2) + (f" ± {std:.2f}" if std is not None else ""))
         lines.append(_row([model, benchmark, split, *cells]))
     return lines + [""]
 
@@ -166,5 +166,6 @@ def results_table(results: dict[str, Any]):
     for name, value in metrics.items():
         if name == "primary":
             continue
-        table.add_row(name, f"{value:.2f}" + (f" ± {std[name]:.2f}" if name in std else ""))
+        spread = std.get(name)
+        table.add_row(name, _fmt(value, 2) + (f" ± {spread:.2f}" if spread is not None else ""))
     return table

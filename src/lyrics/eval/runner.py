@@ -7,6 +7,7 @@ Output, under `OUT/<benchmark>-<split>-<K>shot/`:
     results.json                              metrics (mean and std over seeds), counts, template,
                                               model, benchmark, split, shots, seeds, timestamp
     submission.json                           unscored splits only: the official submission file
+    mme_results/<subtask>.txt                 MME only: the official tool's input, one line per question
 
 Restart and sharding:
 
@@ -32,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from lyrics.data.io import atomic_write_json
+from lyrics.data.io import atomic_write_json, atomic_write_text
 from lyrics.data.templates import Template, default_bank
 from lyrics.eval.benchmarks import (
     BenchmarkSpec,
@@ -44,7 +45,8 @@ from lyrics.eval.benchmarks import (
 )
 from lyrics.eval.fewshot import DEFAULT_SEEDS, ExemplarPool, build_turns
 from lyrics.eval.predictor import Predictor, Prompt
-from lyrics.eval.scoring import score_predictions, submission
+from lyrics.eval.scoring import mme_rows, score_predictions, submission
+from lyrics.eval.yesno import MME_PAIRINGS, mme_result_lines
 
 RESULTS_FORMAT = "lyrics-eval-results/1"
 
@@ -66,6 +68,7 @@ class EvalConfig:
     template: int | None = None
     max_new_tokens: int | None = None
     model: str = ""
+    mme_pairing: str = "lines"
 
     def __post_init__(self) -> None:
         self.data, self.out = Path(self.data), Path(self.out)
@@ -79,6 +82,8 @@ class EvalConfig:
             raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"--seeds must be distinct, got {list(self.seeds)}")
+        if self.mme_pairing not in MME_PAIRINGS:
+            raise ValueError(f"--mme-pairing must be one of {', '.join(MME_PAIRINGS)}, got {self.mme_pairing!r}")
 
 
 @dataclass
@@ -192,6 +197,8 @@ def run_eval(predictor: Predictor, config: EvalConfig, progress: Any = None) -> 
     samples = apply_limit(all_samples, config.limit, whole_images=spec.metric == "mme")
     image_root = config.images or config.data
     check_images(samples, image_root, f"{spec.title} {split}")
+    if spec.metric == "mme" and config.mme_pairing == "lines":
+        _check_line_pairs(samples)
     template = choose_template(spec, config.template, samples[0])
     max_new_tokens = config.max_new_tokens or spec.max_new_tokens
     fmt = predictor.coordinate_format
@@ -249,6 +256,36 @@ def run_eval(predictor: Predictor, config: EvalConfig, progress: Any = None) -> 
     return outcome
 
 
+def _check_line_pairs(samples: Sequence[EvalSample]) -> None:
+    """Before predicting: MME's acc+ pairs consecutive questions of a subtask, so each subtask
+    needs an even number of them (the official tool stops on an odd one)."""
+    counts: dict[str, int] = {}
+    for s in samples:
+        counts[s.target["subtask"]] = counts.get(s.target["subtask"], 0) + 1
+    odd = {name: n for name, n in counts.items() if n % 2}
+    if odd:
+        raise ValueError(f"MME subtasks with an odd number of questions {odd}: acc+ pairs consecutive questions; use --mme-pairing image")
+
+
+def _write_mme_results(run_dir: Path, name: str, samples: Sequence[EvalSample], texts: Sequence[str]) -> None:
+    """The official tool's input: `<name>/<subtask>.txt`, one `image, question, gold, prediction`
+    line per question in question-file order (so `calculation.py --results_dir` can check us)."""
+    folder = run_dir / name
+    folder.mkdir(exist_ok=True)
+    for subtask, rows in mme_rows(samples, texts).items():
+        atomic_write_text(folder / f"{subtask}.txt", mme_result_lines(rows))
+
+
+def _mean_std(per_seed: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Mean and (several seeds) population std per metric; a metric that is None in any seed (an
+    MME group sum over an incomplete set) stays None."""
+    keys = per_seed[0]["metrics"].keys()
+    values = {k: [r["metrics"][k] for r in per_seed] for k in keys}
+    mean = {k: None if None in v else round(statistics.fmean(v), 4) for k, v in values.items()}
+    std = {k: None if None in v else round(statistics.pstdev(v), 4) for k, v in values.items()} if len(per_seed) > 1 else None
+    return mean, std
+
+
 def merge_and_score(spec, split, samples, seeds, run_dir: Path, identity: dict, config: EvalConfig, fmt: str):
     """Score the union of all shards' predictions if it covers every sample for every seed;
     returns `(results, [])`, or `(None, [what is missing])`."""
@@ -268,7 +305,9 @@ def merge_and_score(spec, split, samples, seeds, run_dir: Path, identity: dict, 
         records = per_seed_predictions[seed]
         texts = {s.sample_id: records[s.sample_id]["prediction"] or "" for s in samples}
         errors = sum(1 for s in samples if records[s.sample_id].get("error"))
-        metrics = score_predictions(spec, samples, texts, fmt) if spec.scored(split) else None
+        metrics = score_predictions(spec, samples, texts, fmt, config.mme_pairing) if spec.scored(split) else None
+        if spec.metric == "mme":
+            _write_mme_results(run_dir, "mme_results" if len(seeds) == 1 else f"mme_results.seed{seed}", samples, [texts[s.sample_id] for s in samples])
         if not spec.scored(split):
             name = "submission.json" if len(seeds) == 1 else f"submission.seed{seed}.json"
             atomic_write_json(run_dir / name, submission(spec, samples, texts), indent=None)
@@ -276,9 +315,7 @@ def merge_and_score(spec, split, samples, seeds, run_dir: Path, identity: dict, 
 
     mean = std = None
     if spec.scored(split):
-        keys = per_seed[0]["metrics"].keys()
-        mean = {k: round(statistics.fmean(r["metrics"][k] for r in per_seed), 4) for k in keys}
-        std = {k: round(statistics.pstdev([r["metrics"][k] for r in per_seed]), 4) for k in keys} if len(per_seed) > 1 else None
+        mean, std = _mean_std(per_seed)
     results = {
         "format": RESULTS_FORMAT,
         "benchmark": spec.name,
@@ -303,6 +340,8 @@ def merge_and_score(spec, split, samples, seeds, run_dir: Path, identity: dict, 
         "predictions": sorted(p.name for seed in seeds for p in _seed_files(run_dir, seed)),
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if spec.metric == "mme":
+        results["mme_pairing"] = config.mme_pairing
     if not spec.scored(split):
         results["note"] = "no public answers for this split: submit submission.json to the official evaluation server"
     atomic_write_json(run_dir / "results.json", results)

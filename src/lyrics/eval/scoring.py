@@ -48,11 +48,17 @@ def _pct(value: float) -> float:
 
 
 def score_predictions(
-    spec: BenchmarkSpec, samples: Sequence[EvalSample], predictions: Mapping[str, str], coordinate_format: str = "int1000"
-) -> dict[str, float]:
+    spec: BenchmarkSpec,
+    samples: Sequence[EvalSample],
+    predictions: Mapping[str, str],
+    coordinate_format: str = "int1000",
+    mme_pairing: str = "lines",
+) -> dict[str, float | None]:
     """Metrics of one split; `predictions` maps every sample id to its generated text.
 
-    Returns a flat dict whose `primary` entry is the headline number (see `PRIMARY`).
+    Returns a flat dict whose `primary` entry is the headline number (see `PRIMARY`). `mme_pairing`
+    is how MME's acc+ pairs questions (`lyrics.eval.yesno.score_mme_subtask`): consecutive lines of
+    each subtask, as the official tool, or by image name.
     """
     missing = [s.sample_id for s in samples if s.sample_id not in predictions]
     if missing:
@@ -85,16 +91,29 @@ def score_predictions(
         pope = score_pope([s.target["label"] for s in samples], texts)
         out = {k: _pct(getattr(pope, k)) for k in ("accuracy", "precision", "recall", "f1", "yes_ratio")}
     elif metric == "mme":
-        rows: dict[str, list[MMERow]] = {}
-        for s, text in zip(samples, texts):
-            t = s.target
-            rows.setdefault(t["subtask"], []).append(MMERow(t["image"], s.slots["question"], t["answer"], text))
-        mme = score_mme(rows)
-        out = {"perception": round(mme.perception, 4), "cognition": round(mme.cognition, 4), "total": round(mme.total, 4)}
+        mme = score_mme(mme_rows(samples, texts), pairing=mme_pairing, allow_partial=True)
+        out = {group: round(value, 4) for group in ("perception", "cognition") if (value := getattr(mme, group)) is not None}
+        if mme.total is not None:
+            out["total"] = round(mme.total, 4)
         out |= {f"score[{name}]": round(r.score, 4) for name, r in mme.subtasks.items()}
+        out["other"] = sum(r.other for r in mme.subtasks.values())  # answers read as neither yes nor no
+        single = out[f"score[{next(iter(mme.subtasks))}]"] if len(mme.subtasks) == 1 else None
+        # The headline: perception, else cognition, else the one subtask scored; None for a partial
+        # set (--limit), which is never summed.
+        return {"primary": out.get("perception", out.get("cognition", single)), **out}
     else:
         raise ValueError(f"{spec.title}: unknown metric {metric!r}")
     return {"primary": out[PRIMARY[metric]], **out}
+
+
+def mme_rows(samples: Sequence[EvalSample], texts: Sequence[str]) -> dict[str, list[MMERow]]:
+    """`{subtask: rows}` in sample order, i.e. the order of the official question files (which is
+    what pairs the lines of acc+)."""
+    rows: dict[str, list[MMERow]] = {}
+    for s, text in zip(samples, texts):
+        t = s.target
+        rows.setdefault(t["subtask"], []).append(MMERow(t["image"], s.slots["question"], t["answer"], text))
+    return rows
 
 
 def submission(spec: BenchmarkSpec, samples: Sequence[EvalSample], predictions: Mapping[str, str]) -> list[dict[str, Any]]:

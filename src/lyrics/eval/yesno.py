@@ -10,10 +10,13 @@ no yes-labels) we return 0.0 for that ratio instead of crashing.
 MME (`eval_tool/calculation.py`): ground truth and prediction are lower-cased; a prediction that is
 exactly "yes" or "no" is that answer, otherwise its first 4 characters decide ("yes" inside -> yes,
 else "no" inside -> no, else "other", which is always wrong). Per subtask: acc over questions,
-acc+ over images (an image counts if both its questions are right), score = 100 * acc + 100 * acc+.
-Perception sums the scores of the 10 perception subtasks that are present, cognition those of the 4
-cognition subtasks; other subtask names are scored but summed into neither (the official tool skips
-them).
+acc+ over pairs of CONSECUTIVE lines of the result file (the official tool never looks at the image
+names: rows A1, B1, A2, B2 make the pairs (A1, B1) and (A2, B2)), score = 100 * acc + 100 * acc+.
+An odd number of lines is refused, as it stops the official tool. Grouping by image name instead is
+an option (`pairing="image"`). Perception sums the scores of all 10 perception subtasks, cognition
+those of the 4 cognition subtasks; a group with only some of its subtasks is refused by name (or,
+with `allow_partial`, left without a sum) instead of being summed over fewer. Other subtask names
+are scored but summed into neither (the official tool does not read them).
 """
 
 from __future__ import annotations
@@ -155,6 +158,8 @@ MME_PERCEPTION = (
     "existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark", "artwork", "OCR",
 )  # fmt: skip
 MME_COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning")
+MME_GROUPS = {"perception": MME_PERCEPTION, "cognition": MME_COGNITION}
+MME_PAIRINGS = ("lines", "image")
 
 
 def parse_mme_answer(text: str) -> str:
@@ -179,9 +184,17 @@ class MMERow(NamedTuple):
     prediction: str
 
 
+class MMEIncompleteError(ValueError):
+    """Some but not all subtasks of a group (perception or cognition) are present: the official tool
+    reads every one of them, so a sum over fewer would not be comparable with published numbers."""
+
+
 @dataclass
 class MMESubtaskResult:
-    """One MME subtask: acc and acc+ as fractions, score = 100*acc + 100*acc+ (0..200)."""
+    """One MME subtask: acc and acc+ as fractions, score = 100*acc + 100*acc+ (0..200).
+
+    `images` counts the acc+ units: line pairs with the default pairing, image names with
+    `pairing="image"`."""
 
     acc: float
     acc_plus: float
@@ -193,80 +206,163 @@ class MMESubtaskResult:
 
 @dataclass
 class MMEResult:
-    """MME: per-subtask results and the perception / cognition / total sums of subtask scores."""
+    """MME: per-subtask results and the perception / cognition sums of subtask scores.
+
+    A group's sum is None unless every one of its subtasks was scored (never a partial sum)."""
 
     subtasks: dict[str, MMESubtaskResult] = field(default_factory=dict)
-    perception: float = 0.0
-    cognition: float = 0.0
+    perception: float | None = None
+    cognition: float | None = None
 
     @property
-    def total(self) -> float:
+    def total(self) -> float | None:
+        """perception + cognition, when both are complete."""
+        if self.perception is None or self.cognition is None:
+            return None
         return self.perception + self.cognition
 
 
-def score_mme_subtask(rows: Sequence[MMERow | Sequence[str]], name: str = "subtask") -> MMESubtaskResult:
-    """acc, acc+ and score of one subtask; every image must have exactly two questions (official)."""
+def _acc_plus_units(rows: Sequence[MMERow], correct: Sequence[bool], name: str, pairing: str) -> list[bool]:
+    """Per acc+ unit, whether all of its questions are right."""
+    if pairing == "lines":
+        if len(rows) % 2:
+            raise ValueError(
+                f"MME {name}: {len(rows)} lines, an odd number; acc+ pairs consecutive lines (1-2, 3-4, ...) as the "
+                f"official calculation.py does, and that tool stops on an unpaired last line"
+            )
+        return [correct[i] and correct[i + 1] for i in range(0, len(rows), 2)]
+    if pairing == "image":
+        per_image: dict[str, bool] = {}
+        for row, right in zip(rows, correct):
+            per_image[row.image] = per_image.get(row.image, True) and right
+        return list(per_image.values())
+    raise ValueError(f"MME pairing must be one of {MME_PAIRINGS}, got {pairing!r}")
+
+
+def score_mme_subtask(rows: Sequence[MMERow | Sequence[str]], name: str = "subtask", pairing: str = "lines") -> MMESubtaskResult:
+    """acc, acc+ and score of one subtask, rows in result-file order.
+
+    Args:
+        rows: (image, question, gold, prediction) per question.
+        name: the subtask, for error messages.
+        pairing: how acc+ groups questions. "lines" (default, as the official calculation.py):
+            rows 1-2, 3-4, ... form the pairs whatever their image names, so the rows must be in the
+            question files' order and their number even. "image": rows grouped by image name; an
+            image counts when all of its questions are right (differs from the official tool when an
+            image has other than two questions, or its two questions are not adjacent).
+    """
     if not rows:
         raise ValueError(f"MME {name}: no questions")
-    per_image: dict[str, list[bool]] = {}
-    correct = other = 0
+    checked, correct = [], []
+    other = 0
     for position, row in enumerate(rows):
         if len(row) != 4:
             raise ValueError(f"MME {name}, row #{position}: expected (image, question, answer, prediction), got {row}")
-        image, _question, answer, prediction = row
-        gold = answer.lower()
+        row = MMERow(*row)
+        gold = row.answer.lower()
         if gold not in ("yes", "no"):
-            raise ValueError(f"MME {name}, row #{position} ({image}): gold answer must be yes or no, got {answer!r}")
-        parsed = parse_mme_answer(prediction)
-        other += parsed == "other"
-        correct += parsed == gold
-        per_image.setdefault(image, []).append(parsed == gold)
-    wrong_count = {image: len(v) for image, v in per_image.items() if len(v) != 2}
-    if wrong_count:
-        examples = dict(list(wrong_count.items())[:5])
-        raise ValueError(f"MME {name}: each image needs exactly 2 questions; these do not (image: count): {examples}")
-    acc = correct / len(rows)
-    acc_plus = sum(all(v) for v in per_image.values()) / len(per_image)
+            raise ValueError(f"MME {name}, row #{position} ({row.image}): gold answer must be yes or no, got {row.answer!r}")
+        parsed = parse_mme_answer(row.prediction)
+        other += parsed == "other"  # always wrong: the official tool maps it to -1
+        checked.append(row)
+        correct.append(parsed == gold)
+    units = _acc_plus_units(checked, correct, name, pairing)
+    acc = sum(correct) / len(rows)
+    acc_plus = sum(units) / len(units)
     return MMESubtaskResult(
-        acc=acc,
-        acc_plus=acc_plus,
-        score=100 * acc + 100 * acc_plus,
-        questions=len(rows),
-        images=len(per_image),
-        other=other,
+        acc=acc, acc_plus=acc_plus, score=100 * acc + 100 * acc_plus, questions=len(rows), images=len(units), other=other,
+    )  # fmt: skip
+
+
+def missing_mme_subtasks(names: Iterable[str]) -> dict[str, list[str]]:
+    """{group: its absent subtasks} for each group of which some but not all subtasks are in `names`."""
+    names = set(names)
+    out = {}
+    for group, members in MME_GROUPS.items():
+        missing = [n for n in members if n not in names]
+        if missing and len(missing) < len(members):
+            out[group] = missing
+    return out
+
+
+def _incomplete_message(incomplete: dict[str, list[str]], where: str) -> str:
+    parts = []
+    for group, missing in incomplete.items():
+        total = len(MME_GROUPS[group])
+        files = ", ".join(f"{n}.txt" for n in missing)
+        parts.append(f"{group} has {total - len(missing)} of its {total} subtasks; missing: {files}")
+    return (
+        f"MME{where}: {'; '.join(parts)}. The official calculation.py sums all of a group's subtasks, so a "
+        f"partial sum is not comparable; add the missing result files (or score the present subtasks one by one)"
     )
 
 
-def score_mme(subtasks: Mapping[str, Sequence[MMERow | Sequence[str]]]) -> MMEResult:
-    """Score MME from `{subtask name: rows}` (names as in the official tool, e.g. "existence")."""
+def score_mme(
+    subtasks: Mapping[str, Sequence[MMERow | Sequence[str]]], pairing: str = "lines", allow_partial: bool = False
+) -> MMEResult:
+    """Score MME from `{subtask name: rows}` (names as in the official tool, e.g. "existence").
+
+    A group (perception: 10 subtasks, cognition: 4) of which only some subtasks are given raises
+    `MMEIncompleteError` naming the missing ones; with `allow_partial` its sum is None instead. A
+    group that is absent altogether is None. Other subtask names are scored but summed into neither
+    group (the official tool does not read them).
+    """
+    incomplete = missing_mme_subtasks(subtasks)
+    if incomplete and not allow_partial:
+        raise MMEIncompleteError(_incomplete_message(incomplete, ""))
     result = MMEResult()
     for name, rows in subtasks.items():
-        result.subtasks[name] = score_mme_subtask(rows, name)
-    result.perception = sum(r.score for n, r in result.subtasks.items() if n in MME_PERCEPTION)
-    result.cognition = sum(r.score for n, r in result.subtasks.items() if n in MME_COGNITION)
+        result.subtasks[name] = score_mme_subtask(rows, name, pairing)
+    for group, members in MME_GROUPS.items():
+        if all(n in result.subtasks for n in members):
+            setattr(result, group, sum(result.subtasks[n].score for n in members))
     return result
 
 
 def read_mme_results(directory: str | Path, names: Iterable[str] | None = None) -> dict[str, list[MMERow]]:
     """`{subtask: rows}` from a directory of official-format `<subtask>.txt` result files.
 
+    Each line is `image<TAB>question<TAB>gold<TAB>prediction`. The prediction is everything after
+    the third tab: a tab inside a model's answer stays part of the answer (the official tool stops
+    with an unpacking error there; only the answer's first characters decide it anyway). Blank lines
+    are refused, as they stop the official tool too and would shift the line pairs of acc+.
+
     Args:
-        directory: holds one tab-separated file per subtask (image, question, gold, prediction).
-        names: subtasks to read; default: every `*.txt` in the directory, in sorted order.
+        directory: holds one tab-separated file per subtask.
+        names: subtasks to read; default: every `*.txt` in the directory, in sorted order. Without
+            `names`, a directory holding some but not all perception (or cognition) files raises
+            `MMEIncompleteError` naming the missing files.
     """
     directory = Path(directory)
-    paths = [directory / f"{n}.txt" for n in names] if names is not None else sorted(directory.glob("*.txt"))
+    if names is None:
+        paths = sorted(directory.glob("*.txt"))
+        incomplete = missing_mme_subtasks(p.stem for p in paths)
+        if incomplete:
+            raise MMEIncompleteError(_incomplete_message(incomplete, f" results in {directory}"))
+    else:
+        paths = [directory / f"{n}.txt" for n in names]
     out: dict[str, list[MMERow]] = {}
     for path in paths:
         rows = []
         with path.open(encoding="utf-8") as handle:
             for number, line in enumerate(handle, start=1):
-                line = line.rstrip("\n")
+                line = line.rstrip("\r\n")
                 if not line.strip():
-                    continue
-                fields = line.split("\t")
+                    raise ValueError(f"{path}:{number}: blank line (every line is one question; the official tool stops here too)")
+                fields = line.split("\t", 3)
                 if len(fields) != 4:
                     raise ValueError(f"{path}:{number}: expected 4 tab-separated fields, got {len(fields)}")
                 rows.append(MMERow(*fields))
         out[path.stem] = rows
     return out
+
+
+def mme_result_lines(rows: Iterable[MMERow]) -> str:
+    """Rows as an official result file (what LLaVA's `convert_answer_to_mme.py` writes, read by
+    `calculation.py`): tabs and line breaks inside a prediction become spaces so every question
+    stays one line of four fields (neither can change what the parser reads)."""
+    out = []
+    for row in rows:
+        prediction = " ".join(row.prediction.replace("\t", " ").splitlines())
+        out.append("\t".join((row.image, row.question, row.answer, prediction)) + "\n")
+    return "".join(out)
