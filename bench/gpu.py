@@ -211,7 +211,7 @@ def stage2(setup: Setup, peak: float):
 
     def step():
         with setup.autocast():
-            loss = model(**inputs).loss
+            loss = model(**inputs, response_logits_only=True).loss  # as the stage-2 recipe trains
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -6,7 +6,7 @@ Prints:
     FLOP/s measured in the same run (aim >= 0.5), and peak memory;
   * stage 2 (LyricsForConditionalGeneration with LoRA) on a small LLaMA with Vicuna's 32k vocabulary:
     steps/s and peak memory with the output layer computed at the response positions only (the
-    default) and at every position (`keep_all_logits=True`), and their ratio;
+    (`response_logits_only=True`, what training asks for) and at every position, and their ratio;
   * with `--llm DIR` (e.g. the quickstart's converted SmolLM2, `runs/quickstart/llm`), stage 2 on that
     LLM in fp32 and under bfloat16 autocast (the quickstart's `precision="auto"` on a CPU with AMX or
     AVX512-BF16), and the ratio of their steps/s.
@@ -129,7 +129,7 @@ def stage2(batch: int, iters: int, keep_all_logits: bool, llm_dir: str | None, b
     def step():
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = model(**data, keep_all_logits=keep_all_logits).loss
+            loss = model(**data, response_logits_only=not keep_all_logits).loss
         loss.backward()
         optimizer.step()
 

@@ -171,11 +171,12 @@ def preset_names() -> list[str]:
     return sorted(PRESETS)
 
 
-def _merge(base: dict[str, Any], override: dict[str, Any], where: str) -> dict[str, Any]:
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `override` laid over it, nested mappings merged key by key (a copy; neither changes)."""
     out = copy.deepcopy(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value, f"{where}{key}.")
+            out[key] = merge(out[key], value)
         else:
             out[key] = value
     return out
@@ -259,9 +260,9 @@ def load_config(
             if not isinstance(data, dict):
                 raise ValueError(f"{path}: expected a mapping of config fields, got {type(data).__name__}")
         _check_keys(data, origin)
-        values = _merge(values, data, "")
+        values = merge(values, data)
     if dotted:
         data = parse_dotted(dotted)
         _check_keys(data, "command-line override")
-        values = _merge(values, data, "")
+        values = merge(values, data)
     return LyricsConfig(**values)

@@ -57,20 +57,21 @@ def test_visual_tokens_reach_the_llm_and_loss_covers_responses_only(parts):
     model.eval()
     batch = proc.training_batch([CONV, CONV])
     visual = inputs(proc)
-    out = model(**batch, **visual, keep_all_logits=True)
+    out = model(**batch, **visual)
+    assert out.logits.shape[:2] == batch["input_ids"].shape  # the usual (B, T, V)
     # the loss is the mean cross-entropy over response positions only
     logits = out.logits[:, :-1]
     labels = batch["labels"][:, 1:]
     keep = labels != -100
     manual = torch.nn.functional.cross_entropy(logits[keep], labels[keep])
     torch.testing.assert_close(out.loss, manual)
-    # by default only the response rows are computed: the same loss and the same rows
-    sliced = model(**batch, **visual)
+    # training asks for the response rows only: the same loss and the same rows
+    sliced = model(**batch, **visual, response_logits_only=True)
     assert sliced.logits.shape == (int(keep.sum()), logits.shape[-1])
     torch.testing.assert_close(sliced.logits, logits[keep], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(sliced.loss, manual)
     # another image changes the prediction; the visual tokens sit at the image positions
-    other = model(**batch, pixel_values=visual["pixel_values"].flip(0), local_features=visual["local_features"], keep_all_logits=True)
+    other = model(**batch, pixel_values=visual["pixel_values"].flip(0), local_features=visual["local_features"])
     assert (other.logits[0] - out.logits[0]).abs().max() > 1e-4
     first_image = int((batch["input_ids"][0] == model.config.image_token_index).nonzero()[0])
     torch.testing.assert_close(other.logits[0, :first_image], out.logits[0, :first_image])
@@ -83,14 +84,14 @@ def test_response_logits_give_the_full_logits_loss_for_both_reductions(parts, mo
     batch = proc.training_batch([CONV, long_answer])
     visual = inputs(proc)
     assert model._slices_logits()  # the tiny LLaMA slices inside transformers
-    token, sample = (model(**batch, **visual, loss_reduction=r) for r in ("token", "sample"))
+    token, sample = (model(**batch, **visual, loss_reduction=r, response_logits_only=True) for r in ("token", "sample"))
     assert abs(token.loss.item() - sample.loss.item()) > 1e-4  # the two means differ on unequal answers
     for reduction, sliced in (("token", token), ("sample", sample)):
-        full = model(**batch, **visual, loss_reduction=reduction, keep_all_logits=True)
+        full = model(**batch, **visual, loss_reduction=reduction)
         torch.testing.assert_close(sliced.loss, full.loss)
     # an LLM whose forward cannot slice its logits gets the same rows and loss
     monkeypatch.setattr(LyricsForConditionalGeneration, "_slices_logits", lambda self: False)
-    fallback = model(**batch, **visual, loss_reduction="sample")
+    fallback = model(**batch, **visual, loss_reduction="sample", response_logits_only=True)
     torch.testing.assert_close(fallback.logits, sample.logits, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(fallback.loss, sample.loss)
 
@@ -170,9 +171,37 @@ def test_save_load_merge_round_trip(parts, tmp_path):
     torch.testing.assert_close(loaded(**batch, **visual).logits, reference, rtol=1e-5, atol=1e-5)
 
     loaded.save_merged(tmp_path / "merged", processor=LyricsProcessor.from_pretrained(tmp_path / "ckpt"))
-    merged = LyricsForConditionalGeneration.from_pretrained(tmp_path / "merged")
+    assert hasattr(loaded.language_model, "peft_config")  # the caller's model keeps its adapter
+    torch.testing.assert_close(loaded(**batch, **visual).logits, reference, rtol=1e-5, atol=1e-5)
+    merged = LyricsForConditionalGeneration.from_pretrained(tmp_path / "merged", dtype=torch.float32, device_map="cpu")
     assert not hasattr(merged.language_model, "peft_config")
     torch.testing.assert_close(merged(**batch, **visual).logits, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_transformers_options_are_honoured_or_refused_by_name(parts, tmp_path):
+    model, proc = build(parts)
+    with pytest.raises(TypeError, match=r"save_pretrained does not support \['max_shard_size', 'push_to_hub'\]"):
+        model.save_pretrained(tmp_path / "ckpt", push_to_hub=True, max_shard_size="1GB")
+    with pytest.raises(ValueError, match="safetensors only"):
+        model.save_pretrained(tmp_path / "ckpt", safe_serialization=False)
+    model.save_pretrained(tmp_path / "skipped", is_main_process=False)
+    assert not (tmp_path / "skipped").exists()
+    model.save_pretrained(tmp_path / "ckpt", processor=proc)
+    with pytest.raises(TypeError, match=r"from_pretrained does not support \['revision'\]"):
+        LyricsForConditionalGeneration.from_pretrained(tmp_path / "ckpt", revision="main")
+    with pytest.raises(ValueError, match="device_map must name one device"):
+        LyricsForConditionalGeneration.from_pretrained(tmp_path / "ckpt", device_map="auto")
+    loaded = LyricsForConditionalGeneration.from_pretrained(tmp_path / "ckpt", dtype=torch.bfloat16)
+    assert loaded.llm.dtype == torch.bfloat16
+
+
+def test_pad_id_zero_is_used_for_generation(parts, monkeypatch):
+    model, proc = build(parts)
+    model.llm.config.pad_token_id = 0
+    seen = {}
+    monkeypatch.setattr(model.language_model, "generate", lambda **kw: seen.update(kw) or torch.zeros(1, 1, dtype=torch.long))
+    model.generate(**proc.generation_batch([CONV[:1]]), **inputs(proc, n=1), max_new_tokens=1)
+    assert seen["pad_token_id"] == 0
 
 
 def test_stage1_weights_load_into_stage2(parts, tmp_path):

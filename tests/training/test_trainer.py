@@ -12,19 +12,33 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lyrics.training.trainer import TrainerConfig, cosine_with_warmup
+from lyrics.training.trainer import TrainerConfig
 
 RUN = [sys.executable, str(Path(__file__).with_name("tiny_run.py"))]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
 
 
-def test_cosine_schedule_with_fifteen_percent_warmup():
-    total, warmup = 100, 15
-    values = [cosine_with_warmup(s, total, warmup, 0.0) for s in range(total)]
-    assert values[0] == pytest.approx(1 / 15) and values[14] == pytest.approx(1.0)
-    assert values[15] == pytest.approx(1.0) and values[-1] < 0.01
-    assert all(a >= b for a, b in zip(values[15:], values[16:]))
-    assert cosine_with_warmup(10**6, total, warmup, 0.1) == pytest.approx(0.1)
+def test_cosine_schedule_with_fifteen_percent_warmup(tmp_path):
+    """The trainer's schedule (transformers' cosine with warm-up): linear up over 15% of the steps,
+    then cosine down to `min_lr_ratio` of the peak."""
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    from lyrics.training.trainer import Trainer
+
+    for floor in (0.0, 0.1):
+        model = nn.Linear(1, 1)
+        config = TrainerConfig(output_dir=str(tmp_path / str(floor)), max_steps=100, batch_size=1, lr=1.0, warmup_ratio=0.15,
+                               min_lr_ratio=floor, log_every=1, save_every=0, progress=False, max_grad_norm=None)  # fmt: skip
+        trainer = Trainer(config, model, [torch.zeros(1)] * 100, torch.stack, lambda m, b: SimpleNamespace(loss=m(b).sum()))
+        trainer.train()
+        trainer.cleanup()
+        lrs = [json.loads(line)["lr"] for line in (tmp_path / str(floor) / "logs" / "train.jsonl").read_text().splitlines()]
+        # the log holds the lr after each step (k + 1 scheduler steps): (k + 1) / 15 while warming up
+        assert lrs[0] == pytest.approx(1 / 15) and lrs[13] == pytest.approx(14 / 15) and lrs[14] == pytest.approx(1.0)
+        assert all(a >= b for a, b in zip(lrs[14:], lrs[15:]))
+        assert lrs[-1] == pytest.approx(floor, abs=1e-3)
 
 
 def test_paper_optimiser_is_the_default():

@@ -278,16 +278,17 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
         qformer_input_ids: torch.Tensor | None = None,
         qformer_attention_mask: torch.Tensor | None = None,
         loss_reduction: str = "token",
-        keep_all_logits: bool = False,
+        response_logits_only: bool = False,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         r"""Args:
             input_ids (`(B, T)`): prompts with expanded `<image>` placeholders (see `LyricsProcessor`).
-            labels (`(B, T)`): response ids, -100 elsewhere. The loss covers responses only, and so do
-                the logits: `output.logits` is `(N, V)`, one row per response token in batch order
-                (the row at position t predicts `labels[:, t + 1]`). The output layer at every
-                position is the largest activation of a step (`T x 32k` floats per sample for
-                Vicuna) and, at toy widths, a third of its time; `keep_all_logits=True` keeps `(B, T, V)`.
+            labels (`(B, T)`): response ids, -100 elsewhere. The loss covers responses only.
+            response_logits_only: compute the output layer only where a response token is predicted;
+                `output.logits` is then `(N, V)`, one row per response token in batch order (the row at
+                position t predicts `labels[:, t + 1]`) instead of the usual `(B, T, V)`. The output
+                layer at every position is the largest activation of a step (`T x 32k` floats per
+                sample for Vicuna) and, at toy widths, a third of its time: training asks for this.
             loss_reduction: "token", the mean over every response token of the batch (LLaVA, BLIP-2),
                 or "sample", the mean per sample, then over samples (a one-word answer weighs as much
                 as a caption).
@@ -305,14 +306,14 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
             return self.language_model(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)
         targets = labels[:, 1:]
         predicts = targets != IGNORE_INDEX  # position t predicts token t + 1
-        if not keep_all_logits and self._slices_logits():
+        if response_logits_only and self._slices_logits():
             keep = torch.cat([predicts, predicts.new_zeros(len(predicts), 1)], dim=1)
             output = self.language_model(inputs_embeds=embeds, attention_mask=attention_mask, logits_to_keep=keep, **kwargs)
             rows = output.logits
         else:  # every logit; a causal LM whose forward cannot slice keeps only the response rows
             output = self.language_model(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)
             rows = output.logits[:, :-1][predicts]
-            if not keep_all_logits:
+            if response_logits_only:
                 output.logits = rows
         output.loss = response_loss(rows, targets[predicts], predicts, loss_reduction)
         return output
@@ -342,7 +343,8 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
         )  # fmt: skip
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        generate_kwargs.setdefault("pad_token_id", self.llm.config.pad_token_id or self.llm.config.eos_token_id)
+        pad = self.llm.config.pad_token_id
+        generate_kwargs.setdefault("pad_token_id", pad if pad is not None else self.llm.config.eos_token_id)
         return self.language_model.generate(inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs)
 
     # --- persistence --------------------------------------------------------------------------
@@ -350,13 +352,30 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
         state = self.state_dict() if state_dict is None else state_dict
         return {k: v.detach().contiguous() for k, v in state.items() if k.startswith(TRAINED_PREFIXES)}
 
-    def save_pretrained(self, save_directory: str | Path, processor=None, state_dict: dict[str, torch.Tensor] | None = None, **_) -> None:
+    def save_pretrained(
+        self,
+        save_directory: str | Path,
+        processor=None,
+        state_dict: dict[str, torch.Tensor] | None = None,
+        is_main_process: bool = True,
+        safe_serialization: bool = True,
+        **kwargs,
+    ) -> None:
         """Write config, trained weights, the LoRA adapter and the processor, atomically: the directory
         appears complete or not at all.
 
         `state_dict`: the whole model's weights when this module's own are sharded (FSDP, ZeRO-3:
-        `accelerator.get_state_dict`, gathered on the main process)."""
+        `accelerator.get_state_dict`, gathered on the main process). `is_main_process=False` writes
+        nothing (transformers' convention for multi-process saves). Weights are always safetensors;
+        other transformers options (sharding, hub upload, variants) are refused by name: the
+        checkpoint holds only the trained parts, and `save_merged` writes the whole model."""
         from safetensors.torch import save_file
+
+        _refuse("save_pretrained", kwargs, "the trained weights are one safetensors file; use save_merged for a whole model")
+        if not safe_serialization:
+            raise ValueError("save_pretrained writes safetensors only (safe_serialization=False is not supported)")
+        if not is_main_process:
+            return
 
         target = Path(save_directory)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -384,12 +403,23 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
         vision_model: str | None = None,
         torch_dtype: torch.dtype | None = None,
         is_trainable: bool = False,
-        **_,
+        dtype: torch.dtype | None = None,
+        device_map: str | torch.device | None = None,
+        **kwargs,
     ) -> "LyricsForConditionalGeneration":
         """Load a checkpoint written by `save_pretrained` or `save_merged`. `text_model` / `vision_model`
-        override where the frozen parts come from (e.g. after moving them)."""
+        override where the frozen parts come from (e.g. after moving them). `dtype` (or the older
+        `torch_dtype`) is the frozen LLM's dtype; `device_map` may name one device ("cuda:0", "cpu")
+        the whole model moves to; a per-module map is refused, as are other transformers options."""
         from peft import PeftModel
         from safetensors.torch import load_file
+
+        _refuse("from_pretrained", kwargs, "pass text_model / vision_model to load the frozen parts from elsewhere")
+        if dtype is not None and torch_dtype is not None and dtype != torch_dtype:
+            raise ValueError(f"give dtype or torch_dtype, not both ({dtype} vs {torch_dtype})")
+        torch_dtype = dtype if dtype is not None else torch_dtype
+        if device_map is not None and not isinstance(device_map, (str, torch.device)) or device_map == "auto":
+            raise ValueError(f"device_map must name one device (e.g. 'cuda:0'); a per-module map is not supported, got {device_map!r}")
 
         path = Path(path)
         if not (path / "config.json").is_file() or not (path / TRAINED_WEIGHTS).is_file():
@@ -414,19 +444,25 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
         model.configure_trainable()
         if not is_trainable:
             model.eval()
+        if device_map is not None:
+            model.to(device_map)
         return model
 
     def save_merged(self, save_directory: str | Path, processor=None) -> None:
-        """Fold LoRA into the LLM and write a standalone checkpoint (LLM and image encoder included)."""
+        """Write a standalone checkpoint with LoRA folded into the LLM (LLM and image encoder included).
+
+        The fold happens on a copy of the LLM, so this model keeps its adapter (and can go on
+        training); the copy costs the LLM's memory once more while it is written."""
         from safetensors.torch import save_file
 
-        if hasattr(self.language_model, "merge_and_unload"):
-            self.language_model = self.language_model.merge_and_unload()
+        llm = self.language_model
+        if hasattr(llm, "merge_and_unload"):
+            llm = copy.deepcopy(llm).merge_and_unload()
         target = Path(save_directory)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
-            self.language_model.save_pretrained(str(tmp / "language_model"))
+            llm.save_pretrained(str(tmp / "language_model"))
             self.image_encoder.vision_model.save_pretrained(str(tmp / "vision_model"))
             config = copy.deepcopy(self.config)
             config.text_model_name_or_path = "language_model"
@@ -438,6 +474,12 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
             _replace_dir(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _refuse(method: str, kwargs: dict, hint: str) -> None:
+    """transformers' keyword arguments this model does not honour are errors, never silently dropped."""
+    if kwargs:
+        raise TypeError(f"LyricsForConditionalGeneration.{method} does not support {sorted(kwargs)} ({hint})")
 
 
 @functools.cache

@@ -37,7 +37,7 @@ from lyrics.configuration import LyricsConfig
 from lyrics.models import masks
 from lyrics.models.masks import Segment
 from lyrics.models.mqformer import MQFormerModel
-from lyrics.training.distributed import all_gather_no_grad, all_gather_padded, rank
+from lyrics.distributed import all_gather_no_grad, all_gather_padded, rank
 
 
 @dataclass
@@ -228,7 +228,6 @@ class LyricsForPretraining(LyricsPreTrainedModel):
         spatial_attention_mask: torch.Tensor | None = None,
         msp_ids: torch.Tensor | None = None,
         msp_labels: torch.Tensor | None = None,
-        **unused,
     ) -> PretrainingOutput:
         r"""One stage-1 step.
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from lyrics.presets import _merge, parse_dotted
+from lyrics.presets import merge, parse_dotted
 
 RECIPES = ("stage1", "stage2")
 SECTIONS = ("recipe", "model", "data", "trainer")
@@ -35,7 +35,7 @@ def load_recipe_config(path: str | Path | dict[str, Any], overrides: list[str] |
     if not isinstance(config, dict):
         raise ValueError(f"{origin}: a recipe config is a mapping with sections {SECTIONS}")
     if overrides:
-        config = _merge(config, parse_dotted(overrides), "")
+        config = merge(config, parse_dotted(overrides))
     unknown = set(config) - set(SECTIONS)
     if unknown:
         raise ValueError(f"{origin}: unknown section(s) {sorted(unknown)}; expected {SECTIONS}")

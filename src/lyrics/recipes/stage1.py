@@ -86,10 +86,10 @@ class Stage1Data(DataSources):
 def build_config(model: Stage1Model, tokenizer, vision_config: dict[str, Any] | None):
     """LyricsConfig from the preset + overrides, with the MQ-Former vocabulary of `tokenizer` and the
     vision config of the image encoder that will feed it."""
-    from lyrics.presets import _merge, load_config
+    from lyrics.presets import load_config, merge
     from lyrics.tokenization import mqformer_token_ids
 
-    overrides = _merge({"mqformer_config": mqformer_token_ids(tokenizer)}, model.overrides or {}, "")
+    overrides = merge({"mqformer_config": mqformer_token_ids(tokenizer)}, model.overrides or {})
     if vision_config is not None:
         overrides["vision_config"] = vision_config
     return load_config(model.preset, overrides)

@@ -199,7 +199,7 @@ class Stage2Recipe:
 
             print(load_mqformer_from_blip2(self.model.mqformer, m.blip2).summary())
         self.model.enable_lora()
-        self.step_fn = lambda model, batch: model(**batch, loss_reduction=reduction)
+        self.step_fn = lambda model, batch: model(**batch, loss_reduction=reduction, response_logits_only=True)
 
     def _setup_data(self) -> None:
         from lyrics.data.dataset import InstructionDataset

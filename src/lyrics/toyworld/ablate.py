@@ -137,7 +137,7 @@ def run_ablation(
     row there. Returns `summarize`'s row -> metric -> statistics mapping (`rows` in the JSON file).
     """
     from lyrics.data.io import atomic_write_text
-    from lyrics.presets import _merge
+    from lyrics.presets import merge
     from lyrics.toyworld.results import evaluate_quickstart
 
     out = Path(out)
@@ -156,7 +156,7 @@ def run_ablation(
         prepared: dict[str, Any] | None = None  # what `prepare` set on `base`, given to every row
         for row in rows:
             overrides, pretrain = row_overrides(row, base.model)
-            run = Quickstart(folder / "ablate" / row, budget, seed=seed, model=_merge(base.model, overrides, ""), log=log, shared=folder)
+            run = Quickstart(folder / "ablate" / row, budget, seed=seed, model=merge(base.model, overrides), log=log, shared=folder)
             key = _plain({"seed": seed, "budget": asdict(budget), "model": run.model})
             metrics = _finished(run.out, key)
             if metrics is not None:

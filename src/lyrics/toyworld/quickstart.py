@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from lyrics.presets import merge
 from lyrics.toyworld.world import WorldSizes
 
 
@@ -274,7 +275,7 @@ class Quickstart:
             "recipe": "stage1",
             "model": {
                 "preset": "tiny",
-                "overrides": _merged(self.model_overrides(), overrides or {}),
+                "overrides": merge(self.model_overrides(), overrides or {}),
                 "mqformer_tokenizer": str(self.standins.mqformer_tokenizer),
                 "vision_model": str(self.standins.clip),
             },
@@ -298,7 +299,7 @@ class Quickstart:
             return final
         model: dict[str, Any] = {
             "preset": str(stage1) if stage1 is not None else "tiny",
-            "overrides": _merged(self.model_overrides() if stage1 is None else self.stage2_overrides(), overrides or {}),
+            "overrides": merge(self.model_overrides() if stage1 is None else self.stage2_overrides(), overrides or {}),
             "text_model": str(self.llm),
             "vision_model": str(self.standins.clip),
             # the LLM's own chat template (ChatML), without SmolLM2's default system sentence
@@ -472,12 +473,6 @@ def available_cores() -> int:
 def _clock(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 60}:{seconds % 60:02d}"
-
-
-def _merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    from lyrics.presets import _merge
-
-    return _merge(base, extra, "")
 
 
 def _refine_shard(manifest: str, store: str, config: dict, rank: int, world: int) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import gc
 import json
-import math
 import os
 import shutil
 import time
@@ -33,6 +32,7 @@ from typing import Any
 import torch
 from accelerate.utils import send_to_device
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
+from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 STATE_FILE = "trainer_state.json"
 
@@ -184,14 +184,6 @@ class TrainerState:
 
 
 StepFn = Callable[[torch.nn.Module, dict[str, Any]], Any]
-
-
-def cosine_with_warmup(step: int, total: int, warmup: int, min_ratio: float) -> float:
-    """LR multiplier: linear warm-up to 1 over `warmup` steps, then cosine decay to `min_ratio`."""
-    if step < warmup:
-        return (step + 1) / max(1, warmup)
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 class Trainer:
@@ -363,9 +355,8 @@ class Trainer:
     def train(self, resume: bool | str | Path = False) -> TrainerState:
         cfg, acc = self.config, self.accelerator
         optimizer = self._optimizer()
-        warmup = int(cfg.warmup_ratio * cfg.max_steps)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: cosine_with_warmup(s, cfg.max_steps, warmup, cfg.min_lr_ratio)
+        scheduler = get_cosine_with_min_lr_schedule_with_warmup(
+            optimizer, int(cfg.warmup_ratio * cfg.max_steps), cfg.max_steps, min_lr_rate=cfg.min_lr_ratio
         )
         # The scheduler is stepped by hand once per optimizer step (accelerate would step it once per
         # process), so the schedule is the same on 1 or 64 GPUs.
