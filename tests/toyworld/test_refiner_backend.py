@@ -60,3 +60,14 @@ def test_analyzer_cache_is_per_image_object():
     second, _ = scene([Drawn("blue", "star", (50, 50), 20)])
     assert analyzer(first) is analyzer(first)
     assert analyzer(second)[0].tag == "blue star" and analyzer(first)[0].tag == "red square"
+
+
+def test_a_toy_refiner_shares_one_analyzer_between_its_stages():
+    from lyrics.configuration import RefinerConfig
+    from lyrics.refiner.pipeline import build_stages
+
+    config = RefinerConfig(tagger="toy", tagger_model=None, detector="toy", detector_model=None, segmenter="toy", segmenter_model=None, detection_feature_size=24, segmentation_feature_size=8)
+    tagger, detector, segmenter = build_stages(config)
+    assert isinstance(tagger, toy.ToyTagger) and isinstance(detector, toy.ToyDetector) and isinstance(segmenter, toy.ToySegmenter)
+    assert tagger.analyzer is detector.analyzer is segmenter.analyzer
+    assert build_stages(config)[0].analyzer is not tagger.analyzer  # one per refiner

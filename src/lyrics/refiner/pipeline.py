@@ -14,20 +14,19 @@ The box part is the normalised (cx, cy, w, h) of the object, the convention of G
 `pred_boxes` and of the released code's reference boxes. With segmenter "none" the row is 256 + 4 =
 260 as in the released code; with SAM-HQ it is 256 + 4 + 256 = 516 (paper preset).
 
-`VisualRefiner.from_config(RefinerConfig)` builds the backends the config names; any stage can also
-be passed in directly (any object with the `stages` protocol).
+`VisualRefiner.from_config(RefinerConfig)` builds the backends the config names (`backends` says what
+each name means); any stage can also be passed in directly (any object with the `stages` protocol).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from PIL import Image
 
 from lyrics.configuration import RefinerConfig
-from lyrics.refiner import rle
+from lyrics.refiner import backends, rle
 from lyrics.refiner.detection import select_detections
 from lyrics.refiner.record import RefinedObject, RefinerRecord
 from lyrics.refiner.spatial import Box, box_from_pixels, format_spatial
@@ -40,85 +39,12 @@ def box_feature(box_norm: Box) -> torch.Tensor:
     return torch.tensor([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], dtype=torch.float32)
 
 
-class NoSegmenter:
-    """segmenter "none": no masks, no segmentation features (the released code has no SAM)."""
-
-    feature_size = 0
-
-    def segment(self, images: Sequence[Image.Image], boxes: Sequence[Sequence[Box]]) -> list[list[Segment]]:
-        return [[Segment(None, torch.zeros(0)) for _ in image_boxes] for image_boxes in boxes]
-
-
 def build_stages(config: RefinerConfig, device: str | torch.device = "cpu") -> tuple[Tagger, Detector, Segmenter]:
-    """Instantiate the tagger, detector and segmenter named by `config` (models load here)."""
-    from lyrics.toyworld import refiner_backend as toy
-
-    analyzer = toy.ToyAnalyzer() if "toy" in (config.tagger, config.detector, config.segmenter) else None
-
-    if config.tagger == "clip":
-        from lyrics.refiner.tagging import ClipTagger
-
-        name = Path(str(config.tagger_model or "")).name.lower()
-        if name.endswith(".pth") or name.startswith(("ram_", "ram-")):
-            raise BackendError(
-                f"tagger='clip' but RefinerConfig.tagger_model={config.tagger_model!r} names a RAM checkpoint; "
-                "give a CLIP hub id or directory (tagger_model=openai/clip-vit-large-patch14), or use tagger=ram"
-            )
-        tagger: Tagger = ClipTagger(
-            _model_id(config.tagger_model, "tagger_model"),
-            config.tag_vocabulary,
-            config.tag_threshold,
-            config.max_tags,
-            config.tag_prompt,
-            config.batch_size,
-            device,
-        )
-    elif config.tagger == "ram":
-        from lyrics.refiner.tagging import RamTagger
-
-        tagger = RamTagger(config.tagger_model, config.max_tags, device=device)
-    elif config.tagger == "given":
-        from lyrics.refiner.tagging import GivenTagger
-
-        tagger = GivenTagger(config.max_tags)
-    else:
-        tagger = toy.ToyTagger(analyzer, config.tag_threshold, config.max_tags)
-
-    if config.detector == "grounding_dino":
-        from lyrics.refiner.detection import GroundingDinoDetector
-
-        detector: Detector = GroundingDinoDetector(
-            _model_id(config.detector_model, "detector_model"),
-            config.box_threshold,
-            config.text_threshold,
-            config.detection_feature_size,
-            config.batch_size,
-            device,
-        )
-    else:
-        detector = toy.ToyDetector(analyzer, config.detection_feature_size, config.box_threshold)
-
-    if config.segmenter in ("sam", "sam_hq"):
-        from lyrics.refiner.segmentation import SamSegmenter
-
-        segmenter: Segmenter = SamSegmenter(
-            _model_id(config.segmenter_model, "segmenter_model"),
-            hq=config.segmenter == "sam_hq",
-            feature_size=config.segmentation_feature_size,
-            batch_size=config.batch_size,
-            device=device,
-        )
-    elif config.segmenter == "toy":
-        segmenter = toy.ToySegmenter(analyzer, config.segmentation_feature_size)
-    else:
-        segmenter = NoSegmenter()
+    """Instantiate the tagger, detector and segmenter named by `config` (models load here); what each
+    name means is `backends`' table, plug-ins such as the toy world's "toy" included."""
+    shared: dict[str, object] = {}
+    tagger, detector, segmenter = (backends.factory(stage, getattr(config, stage))(config, device, shared) for stage in backends.STAGES)
     return tagger, detector, segmenter
-
-
-def _model_id(value: str | None, field: str) -> str:
-    if not value:
-        raise BackendError(f"RefinerConfig.{field} is not set (a hub id or a local directory)")
-    return value
 
 
 class VisualRefiner:

@@ -1,7 +1,10 @@
 """The toy world's refiner backend: the "toy" tagger, detector and segmenter over `vision`.
 
-The three stages share one `ToyAnalyzer`, so each image is analysed once per refiner however many
-toy stages run. Features per object:
+Importing this module registers "toy" for all three stages with the refiner's backend table
+(`lyrics.refiner.backends`); a config that names "toy" finds it through the entry point
+`toy = "lyrics.toyworld.refiner_backend"` of the group `lyrics.refiner_backends` in pyproject, so the
+refiner never imports the toy world. The three stages of one refiner share one `ToyAnalyzer`, so
+each image is analysed once however many toy stages run. Features per object:
 
 * detection (`ToyDetector`): the 24-value descriptor of `vision` (colour, shape fits, extent,
   visibility, scale, decided class), zero-padded to `detection_feature_size`;
@@ -14,12 +17,15 @@ from __future__ import annotations
 import math
 import weakref
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from lyrics.configuration import RefinerConfig
+from lyrics.refiner.backends import register
 from lyrics.refiner.spatial import Box
 from lyrics.refiner.stages import BackendError, Detection, Segment
 from lyrics.toyworld.vision import DETECTION_DESCRIPTOR_SIZE, ToyObject, analyse, classify_pixels, dominant_colour_mask
@@ -149,3 +155,28 @@ class ToySegmenter:
                 segments.append(Segment(mask, mask_descriptor(mask, box, self.feature_size)))
             results.append(segments)
         return results
+
+
+# ---------------------------------------------------------------------------------- registration
+def _analyzer(shared: dict[str, Any]) -> ToyAnalyzer:
+    """The `ToyAnalyzer` of the refiner being built (one per refiner, shared by its toy stages)."""
+    if "toy_analyzer" not in shared:
+        shared["toy_analyzer"] = ToyAnalyzer()
+    return shared["toy_analyzer"]
+
+
+def build_tagger(config: RefinerConfig, device: str | torch.device, shared: dict[str, Any]) -> ToyTagger:
+    return ToyTagger(_analyzer(shared), config.tag_threshold, config.max_tags)
+
+
+def build_detector(config: RefinerConfig, device: str | torch.device, shared: dict[str, Any]) -> ToyDetector:
+    return ToyDetector(_analyzer(shared), config.detection_feature_size, config.box_threshold)
+
+
+def build_segmenter(config: RefinerConfig, device: str | torch.device, shared: dict[str, Any]) -> ToySegmenter:
+    return ToySegmenter(_analyzer(shared), config.segmentation_feature_size)
+
+
+register("tagger", "toy", build_tagger)
+register("detector", "toy", build_detector)
+register("segmenter", "toy", build_segmenter)
