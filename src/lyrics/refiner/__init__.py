@@ -8,6 +8,7 @@ Modules, one concept each:
 * `tagging`      - CLIP zero-shot tagger, RAM++ adapter, given tags
 * `detection`    - Grounding-DINO prompted by tags, prompt chunking, NMS, top-K
 * `segmentation` - SAM / SAM-HQ prompted by boxes, pooled per-object features
+* `backends`     - what a backend name means: (stage, name) -> factory; plug-ins via entry points
 * `pipeline`     - `VisualRefiner`, the three stages turned into records
 * `images`       - robust image loading for the batch job
 * `rle`          - COCO RLE of masks

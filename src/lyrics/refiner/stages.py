@@ -1,8 +1,11 @@
 """The three pluggable stages of the visual refiner and what they hand each other.
 
-    tagger    images                  -> tags per image            (RAM++, CLIP zero-shot, given, toy)
-    detector  images + tags           -> `Detection`s per image    (Grounding-DINO, toy)
-    segmenter images + kept boxes     -> `Segment`s per box        (SAM-HQ, SAM, toy, none)
+    tagger    images                  -> tags per image            (RAM++, CLIP zero-shot, given)
+    detector  images + tags           -> `Detection`s per image    (Grounding-DINO)
+    segmenter images + kept boxes     -> `Segment`s per box        (SAM-HQ, SAM, none)
+
+`backends` maps the backend names of a `RefinerConfig` to these; plug-ins registered there (the toy
+world's "toy" backend for all three stages) implement the same protocols.
 
 Every stage works on a batch (a list of images) so the real backends can batch their forward passes.
 Boxes between stages are pixel xyxy in the (EXIF-corrected) image. A stage returns one feature vector
