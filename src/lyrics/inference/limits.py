@@ -1,9 +1,18 @@
 """What an inference surface accepts: size limits and safe decoding of uploaded images.
 
 A server faces hostile input. Every image that reaches the model passes `decode_image`, which checks
-the encoded size, then the pixel count from the header *before* decoding a pixel (a decompression bomb
-costs a few bytes of reading), then normalises mode and EXIF orientation exactly as the refiner's batch
-job does (`lyrics.refiner.images.to_rgb`), so a served answer sees the same pixels as training did.
+the encoded size, then the pixel count and the aspect ratio from the header *before* decoding a pixel
+(a decompression bomb costs a few bytes of reading), then normalises mode and EXIF orientation exactly as
+the refiner's batch job does (`lyrics.refiner.images.to_rgb`), so a served answer sees the same pixels
+as training did.
+
+Why an aspect-ratio limit: CLIP-style image processors resize the *short* side to the encoder's input
+size s and then centre-crop s x s. A 1,000,000 x 1 strip (3 kB of PNG) would be resized to
+s*1,000,000 x s before the crop: gigabytes for one request. With the ratio capped at R the largest
+array any stage builds is s x R*s, bounded by the model's input size, not by the upload's shape.
+
+Request bodies are parsed by `parse_json`: standard JSON only (no NaN / Infinity literals), with a
+nesting limit checked before any recursive Python code (pydantic, our own) walks the data.
 
 Image references in requests follow the OpenAI convention (`image_url.url`): `data:` URLs are always
 accepted; remote `http(s)` URLs and local files only when the server was started with
@@ -15,10 +24,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import pydantic_core
 from PIL import Image
 
 from lyrics.refiner.images import load_image
@@ -56,6 +68,13 @@ class ServerLimits:
         allow_remote_urls: fetch `http(s)` image URLs (off: only `data:` URLs).
         allow_local_files: read `file://` URLs and plain paths on the server's disk.
         remote_timeout_s: timeout for fetching a remote image.
+        max_aspect_ratio: longest side / shortest side of an image; beyond it 400. It bounds what the
+            image processor allocates (see the module docstring); 20 still passes panoramas and long
+            screenshots, whose centre crop the encoder sees anyway.
+        max_json_depth: deepest nesting of arrays and objects in a request body; beyond it 400. A
+            request needs 6 levels (an image part); 32 leaves room for fields we ignore.
+        body_timeout_s: a request body must arrive in full within this many seconds of the request's
+            start; a stalled or trickling client gets 408 and the connection is closed.
     """
 
     max_body_bytes: int = 20 * MiB
@@ -72,16 +91,50 @@ class ServerLimits:
     allow_remote_urls: bool = False
     allow_local_files: bool = False
     remote_timeout_s: float = 10.0
+    max_aspect_ratio: float = 20.0
+    max_json_depth: int = 32
+    body_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_image_bytes", "max_image_pixels", "max_tokens", "default_max_tokens",
-                     "max_concurrent", "max_batch_size", "max_messages", "max_text_chars"):  # fmt: skip
+                     "max_concurrent", "max_batch_size", "max_messages", "max_text_chars", "max_aspect_ratio", "max_json_depth"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"ServerLimits.{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_json_depth > 200:
+            raise ValueError(f"ServerLimits.max_json_depth must be at most 200 (the JSON parser's own cap), got {self.max_json_depth}")
+        if not self.body_timeout_s > 0:
+            raise ValueError(f"ServerLimits.body_timeout_s must be positive, got {self.body_timeout_s}")
         self.default_max_tokens = min(self.default_max_tokens, self.max_tokens)
 
 
-def decode_image(data: bytes, max_pixels: int, what: str = "image") -> Image.Image:
+def check_aspect_ratio(width: int, height: int, max_ratio: float, what: str = "image") -> None:
+    """`InputError` (code `image_aspect_ratio`) when the long side exceeds `max_ratio` x the short one."""
+    if width < 1 or height < 1:
+        return  # the decoder names an image without pixels
+    ratio = max(width, height) / min(width, height)
+    if ratio > max_ratio:
+        raise InputError(
+            f"{what}: image is {width}x{height}, an aspect ratio of {ratio:.1f}:1, more than the limit of "
+            f"{max_ratio:g}:1 (crop or pad it first)", code="image_aspect_ratio",
+        )  # fmt: skip
+
+
+def _peek_size(data: bytes, max_pixels: int, what: str) -> tuple[int, int] | None:
+    """The image's size from its header alone (None when PIL cannot read one: the decoder says why).
+    PIL refuses images beyond its own bomb limit while opening; the refusal is restated with this
+    server's limit, which is the one a client can act on."""
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            return opened.size
+    except Image.DecompressionBombError as exc:
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{pixels.group(1)} pixels" if pixels else "larger than PIL will open"
+        raise InputError(f"{what}: image is {size}, more than the limit of {max_pixels}", code="image_too_large") from None
+    except Exception:  # noqa: BLE001 - unreadable headers are reported by the decoder
+        return None
+
+
+def decode_image(data: bytes, max_pixels: int, what: str = "image", max_aspect_ratio: float | None = None) -> Image.Image:
     """Encoded image bytes -> RGB `PIL.Image` with EXIF orientation applied, or `InputError`.
 
     Decoding is `lyrics.refiner.images.load_image` (the project's one decoder; pixel count checked
@@ -91,7 +144,12 @@ def decode_image(data: bytes, max_pixels: int, what: str = "image") -> Image.Ima
         data: the encoded file (PNG, JPEG, ...).
         max_pixels: reject images with more pixels, checked from the header before decoding.
         what: how the error messages name this image (e.g. "messages[0].content[1]").
+        max_aspect_ratio: reject images whose long side is more than this many times the short one,
+            checked from the header before decoding (None: no limit).
     """
+    size = _peek_size(data, max_pixels, what)
+    if size is not None and max_aspect_ratio is not None:
+        check_aspect_ratio(*size, max_aspect_ratio, what)
     loaded = load_image(data, max_pixels)
     if loaded.ok:
         return loaded.image
@@ -200,4 +258,39 @@ def _load_image_url(url: str, limits: ServerLimits, what: str) -> Image.Image:
         data = read_local(url[len("file://"):] if scheme == "file" else url, limits.max_image_bytes, what)
     else:
         raise InputError(f"{what}: unsupported URL scheme {scheme!r} (use a data: URL)", code="invalid_image_url")
-    return decode_image(data, limits.max_image_pixels, what)
+    return decode_image(data, limits.max_image_pixels, what, limits.max_aspect_ratio)
+
+
+# --- request bodies -------------------------------------------------------------------------------
+def json_depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether arrays / objects nest deeper than `limit` (the top level is depth 1). Iterative, so
+    it cannot overflow the stack whatever the input."""
+    stack = [(value, 1)] if isinstance(value, (dict, list)) else []
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+    return False
+
+
+def parse_json(raw: bytes, max_depth: int) -> Any:
+    """A request body -> Python data, or `InputError`.
+
+    pydantic-core's parser (Rust, linear time, its own recursion cap of 200) reads the bytes, so no
+    depth can overflow a stack while parsing; `max_depth` is then checked without recursion, before
+    pydantic validation or any other recursive code sees the data. NaN and Infinity literals, which
+    Python's `json` would accept, are refused as the JSON standard does.
+    """
+    try:
+        value = pydantic_core.from_json(raw, allow_inf_nan=False)
+    except ValueError as exc:
+        if "recursion limit" in str(exc):
+            raise InputError(f"request body nests arrays/objects more than {max_depth} levels deep", code="json_too_deep") from None
+        raise InputError(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+    # Cheap exit: a body with at most `max_depth` openers cannot nest deeper (the usual case).
+    if raw.count(b"[") + raw.count(b"{") > max_depth and json_depth_exceeds(value, max_depth):
+        raise InputError(f"request body nests arrays/objects more than {max_depth} levels deep", code="json_too_deep")
+    return value

@@ -36,11 +36,13 @@ import torch
 from PIL import Image
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from lyrics.inference.limits import InputError, decode_image
+from lyrics.inference.limits import InputError, check_aspect_ratio, decode_image
 from lyrics.refiner.record import RefinedObject, RefinerRecord
 from lyrics.refiner.spatial import Box, box_from_pixels, box_to_pixels, clean_tag, format_object, format_box, parse_boxes, parse_spatial
 
 REGION = "<region>"
+GREEDY_BELOW_TEMPERATURE = 0.01  # sampling at a lower temperature decodes greedily (GenerationSettings)
+MAX_ASPECT_RATIO = 20.0  # long side / short side of an image the pipeline accepts (see LyricsPipeline)
 Turn = dict[str, str]
 
 
@@ -52,7 +54,10 @@ class GenerationSettings:
     Args:
         max_new_tokens: answer length limit in tokens.
         do_sample: sample (with `temperature`, `top_p`) instead of greedy decoding (the paper's choice).
-        temperature, top_p: sampling parameters (ignored when greedy).
+        temperature, top_p: sampling parameters (ignored when greedy). A temperature below
+            `GREEDY_BELOW_TEMPERATURE` (0.01) decodes greedily: logits divided by it are scaled 100x or
+            more, so sampling would pick the argmax anyway except in near-exact ties, and around 1e-38
+            the scaled logits overflow float32 to inf and softmax yields NaN (a crash, not an answer).
         num_beams: beam search width (not with streaming).
         stop: strings that end the answer; the answer is cut before the first one.
     """
@@ -72,6 +77,9 @@ class GenerationSettings:
             raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
         if self.do_sample and not (self.temperature > 0 and math.isfinite(self.temperature)):
             raise ValueError(f"temperature must be a positive number when sampling, got {self.temperature}")
+        if self.do_sample and self.temperature < GREEDY_BELOW_TEMPERATURE:
+            object.__setattr__(self, "do_sample", False)
+            object.__setattr__(self, "temperature", 1.0)
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.num_beams < 1:
@@ -288,9 +296,16 @@ class LyricsPipeline:
             (`lyrics.refiner.provenance.checkpoint_refiner_config`).
         device: where the model runs.
         max_image_pixels: images with more pixels are refused (default: the refiner config's limit).
+        max_aspect_ratio: images whose long side exceeds this many times the short side are refused
+            (`InputError`) before the refiner or the image processor touch them: CLIP-style processors
+            resize the short side to the encoder's input size s, so a thin strip would become a
+            gigantic array before the centre crop. With the cap, no stage allocates more than s x R*s.
     """
 
-    def __init__(self, model, processor, refiner, device: str | torch.device = "cpu", max_image_pixels: int | None = None):
+    def __init__(
+        self, model, processor, refiner, device: str | torch.device = "cpu", max_image_pixels: int | None = None,
+        max_aspect_ratio: float = MAX_ASPECT_RATIO,
+    ):  # fmt: skip
         processor.sync_with(model.config)  # the model's config decides what its visual inputs are
         self.model, self.processor, self.refiner = model, processor, refiner
         self.device = torch.device(device)
@@ -298,6 +313,7 @@ class LyricsPipeline:
         self.coordinate_format = refiner_config.coordinate_format
         self.spatial_style = refiner_config.spatial_format
         self.max_image_pixels = max_image_pixels or refiner_config.max_image_pixels
+        self.max_aspect_ratio = max_aspect_ratio
         self.max_positions = getattr(model.llm.config, "max_position_embeddings", None)
         self.eos_token_id = processor.tokenizer.eos_token_id
         self._lock = threading.Lock()  # one generate at a time: the model is not re-entrant
@@ -344,15 +360,18 @@ class LyricsPipeline:
         if source is None or isinstance(source, Image.Image):
             if source is not None and source.width * source.height > self.max_image_pixels:
                 raise InputError(f"{what}: {source.width}x{source.height} pixels is more than the limit of {self.max_image_pixels}")
+            if source is not None:
+                check_aspect_ratio(source.width, source.height, self.max_aspect_ratio, what)
             return source.convert("RGB") if source is not None and source.mode != "RGB" else source
         if isinstance(source, (bytes, bytearray)):
-            return decode_image(bytes(source), self.max_image_pixels, what)
+            return decode_image(bytes(source), self.max_image_pixels, what, self.max_aspect_ratio)
         if isinstance(source, (str, Path)):
             from lyrics.refiner.images import load_image
 
             loaded = load_image(source, self.max_image_pixels)
             if not loaded.ok:
                 raise InputError(f"{source}: {loaded.reason}")
+            check_aspect_ratio(loaded.image.width, loaded.image.height, self.max_aspect_ratio, str(source))
             return loaded.image
         raise TypeError(f"{what}: expected a PIL image, a path or bytes, got {type(source).__name__}")
 
@@ -403,10 +422,21 @@ class LyricsPipeline:
 
     def prepare(self, requests: Sequence[ChatRequest]) -> list["Prepared | InputError"]:
         """Refine all images in one batch, then build and tokenise each row's prompt. A row with bad
-        input yields its `InputError` instead of failing the others (the server answers it alone)."""
-        records = self.refine([req.image for req in requests])
+        input yields its `InputError` instead of failing the others (the server answers it alone).
+        Images beyond `max_aspect_ratio` are refused before the refiner sees them."""
+        refused: dict[int, InputError] = {}
+        for i, req in enumerate(requests):
+            if req.image is not None:
+                try:
+                    check_aspect_ratio(req.image.width, req.image.height, self.max_aspect_ratio)
+                except InputError as exc:
+                    refused[i] = exc
+        records = self.refine([None if i in refused else req.image for i, req in enumerate(requests)])
         out: list[Prepared | InputError] = []
-        for req, rec in zip(requests, records):
+        for i, (req, rec) in enumerate(zip(requests, records)):
+            if i in refused:
+                out.append(refused[i])
+                continue
             try:
                 conv = self.conversation(req, rec)
                 proc = self._processor_for(req.system)

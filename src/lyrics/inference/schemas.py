@@ -3,7 +3,8 @@
 Requests: `model`, `messages` (roles system/developer/user/assistant; content a string or parts
 `{"type": "text", "text": ...}` / `{"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}}`),
 `max_tokens` (or `max_completion_tokens`), `temperature`, `top_p`, `stop`, `stream`, `n` (1 only).
-Unknown fields are ignored, as most OpenAI-compatible servers do. One extension: `regions`, pixel
+Unknown fields are ignored, as most OpenAI-compatible servers do. A temperature below 0.01 decodes
+greedily (`GenerationSettings`). One extension: `regions`, pixel
 xyxy boxes that fill `<region>` placeholders of the last user message (referential dialogue).
 
 Responses follow OpenAI's `chat.completion` / `chat.completion.chunk` objects, plus a `lyrics` field
@@ -49,7 +50,11 @@ class ChatCompletionRequest(BaseModel):
     messages: list[Message] = Field(min_length=1)
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0, le=2)
+    temperature: float | None = Field(
+        default=None, ge=0, le=2,
+        description="Sampling temperature. 0, and any value below 0.01, decodes greedily (the argmax token "
+        "each step): such temperatures sample the argmax anyway, and tiny ones overflow floating point.",
+    )  # fmt: skip
     top_p: float | None = Field(default=None, gt=0, le=1)
     stop: str | list[str] | None = None
     stream: bool = False
