@@ -10,6 +10,10 @@ Jobs in a group may differ in `max_new_tokens`, `stop` and streaming; rows are g
 sampling settings (`GenerationSettings.batch_key`), and greedy answers equal single-request answers
 because each row decodes independently (`RowStopper`, left padding).
 
+A failure inside a batch (a bug, an out-of-memory error) is not blamed on every row: the rows are
+run again one by one, so only the request that causes it fails. A streamed row that already sent
+text cannot be replayed and fails with the batch's error.
+
 Admission control: at most `max_pending` jobs queued or running; the next one gets `QueueFull` (429).
 A closed batcher, or a job that waited longer than `queue_timeout_s`, gets `Unavailable` (503).
 The model runs in one dedicated thread, so the event loop stays free to accept and reject requests.
@@ -18,6 +22,7 @@ The model runs in one dedicated thread, so the event loop stays free to accept a
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +33,8 @@ from transformers.generation.streamers import BaseStreamer
 
 from lyrics.inference.limits import InputError
 from lyrics.inference.pipeline import ChatRequest, LyricsPipeline, PipelineResult, StopFilter
+
+log = logging.getLogger("lyrics.serve")
 
 
 class QueueFull(Exception):
@@ -49,6 +56,11 @@ class Job:
     started: asyncio.Future
     on_text: Callable[[str], None] | None = None
     enqueued: float = field(default_factory=time.monotonic)
+    streamed: bool = False  # text was already sent to the client (a retry would repeat it)
+
+    def emit(self, text: str) -> None:
+        self.streamed = True
+        self.on_text(text)  # type: ignore[misc]
 
 
 class BatchTextStreamer(BaseStreamer):
@@ -223,7 +235,27 @@ class DynamicBatcher:
                 future.exception()  # mark retrieved: a client that left never awaits it
 
     def _process(self, jobs: list[Job], loop: asyncio.AbstractEventLoop) -> list[PipelineResult | BaseException]:
-        """Model thread: prepare every row (bad rows fail alone), then one generate for the rest."""
+        """Model thread: the batch in one go; if it raises, each row again alone, so the error lands
+        on the row that causes it and the others still get their answers."""
+        try:
+            return self._process_batch(jobs, loop)
+        except Exception as exc:  # noqa: BLE001 - isolated below
+            if len(jobs) == 1:
+                return [exc]
+            log.warning("a batch of %d requests failed (%s: %s); running them one by one", len(jobs), type(exc).__name__, exc)
+            outcomes: list[PipelineResult | BaseException] = []
+            for job in jobs:
+                if job.streamed:  # its client already has part of the failed answer
+                    outcomes.append(exc)
+                    continue
+                try:
+                    outcomes.extend(self._process_batch([job], loop))
+                except Exception as alone:  # noqa: BLE001 - this row's own failure
+                    outcomes.append(alone)
+            return outcomes
+
+    def _process_batch(self, jobs: list[Job], loop: asyncio.AbstractEventLoop) -> list[PipelineResult | BaseException]:
+        """Prepare every row (bad rows fail alone), then one generate for the rest."""
         prepared = self.pipeline.prepare([job.request for job in jobs])
         outcomes: list[PipelineResult | BaseException] = [item for item in prepared]  # type: ignore[misc]
         good = [i for i, item in enumerate(prepared) if not isinstance(item, InputError)]
@@ -236,7 +268,7 @@ class DynamicBatcher:
         streamer = None
         if any(jobs[i].on_text is not None for i in good):
             streamer = BatchTextStreamer(
-                self.pipeline.decode, [jobs[i].on_text for i in good], [jobs[i].request.settings.stop for i in good],
+                self.pipeline.decode, [jobs[i].emit if jobs[i].on_text else None for i in good], [jobs[i].request.settings.stop for i in good],
                 self.pipeline.eos_token_id,
             )  # fmt: skip
         results = self.pipeline.generate(rows, streamer)  # type: ignore[arg-type]
