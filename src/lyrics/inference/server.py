@@ -8,11 +8,14 @@ Any OpenAI client works: images travel as `image_url` content parts with `data:`
 boxes (pixels of the sent image) and the refiner's objects come in the extra `lyrics` field.
 
 Everything a caller sends is bounded before it costs anything: the body size (413, read in chunks,
-never trusting Content-Length alone), the decoded image bytes and pixels (400, header checked before
-decoding), `max_tokens` (400 above the cap, not clamped silently), message count and text length, and
-requests queued or running (429 when full, 503 when shutting down or a request waited too long).
-Remote URLs and local paths are refused unless allowed. Every error has OpenAI's error shape and a
-message naming the offending field.
+never trusting Content-Length alone), the time the body takes to arrive (408, `deadline.BodyDeadline`),
+its JSON nesting depth (400, checked before pydantic walks it), the decoded image bytes, pixels and
+aspect ratio (400, header checked before decoding), `max_tokens` (400 above the cap, not clamped
+silently), message count and text length, and requests queued or running (429 when full, 503 when
+shutting down or a request waited too long). Remote URLs and local paths are refused unless allowed.
+Every error has OpenAI's error shape and a message naming the offending field and quoting this
+server's own limit. A failure inside a batch fails only the request that causes it (`batching`).
+The request body's JSON schema is published at /openapi.json (the fuzz tests are generated from it).
 """
 
 from __future__ import annotations
@@ -29,18 +32,21 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lyrics.inference.batching import DynamicBatcher, QueueFull, Unavailable, batch_stats
-from lyrics.inference.limits import InputError, ServerLimits, load_image_url
+from lyrics.inference.deadline import BodyDeadline
+from lyrics.inference.limits import InputError, ServerLimits, load_image_url, parse_json
 from lyrics.inference.pipeline import ChatRequest, GenerationSettings, LyricsPipeline, PipelineResult
 from lyrics.inference.schemas import ChatCompletion, ChatCompletionRequest, Choice, ModelCard, ModelList, ResponseMessage, Usage, error_body
 
 log = logging.getLogger("lyrics.serve")
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error",
-               405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error", 503: "server_error"}  # fmt: skip
+               405: "invalid_request_error", 408: "invalid_request_error", 413: "invalid_request_error",
+               429: "rate_limit_error", 503: "server_error"}  # fmt: skip
 
 
 class APIError(Exception):
@@ -50,7 +56,7 @@ class APIError(Exception):
 
 
 def _error(status: int, message: str, param: str | None = None, code: str | None = None) -> JSONResponse:
-    headers = {"Retry-After": "1"} if status in (429, 503) else None
+    headers = {"Retry-After": "1"} if status in (429, 503) else {"Connection": "close"} if status == 408 else None
     return JSONResponse(error_body(message, ERROR_TYPES.get(status, "server_error"), param, code), status_code=status, headers=headers)
 
 
@@ -149,6 +155,27 @@ def build_request(body: ChatCompletionRequest, limits: ServerLimits, pipeline: L
     )  # fmt: skip
 
 
+def parse_request(raw: bytes, limits: ServerLimits) -> ChatCompletionRequest:
+    """Body bytes -> validated request (runs in a worker thread: a 20 MB body takes a moment)."""
+    payload = parse_json(raw, limits.max_json_depth)
+    try:
+        return ChatCompletionRequest.model_validate(payload)
+    except ValidationError as exc:
+        message, param = _validation_message(exc)
+        raise APIError(400, message, param) from None
+
+
+def request_body_openapi(model_name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The POST body's OpenAPI entry and the component schemas it refers to. The handler reads the
+    body itself (size limit, deadline, depth limit come first), so FastAPI cannot infer it; the
+    schema is the pydantic model's, with `model` narrowed to the one model served."""
+    schema = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    components = schema.pop("$defs", {})
+    schema["properties"]["model"] = {**schema["properties"]["model"], "enum": [model_name]}
+    body = {"required": True, "content": {"application/json": {"schema": schema}}}
+    return body, components
+
+
 def lyrics_field(result: PipelineResult) -> dict[str, Any]:
     return {
         "boxes": [box.to_dict() for box in result.boxes],
@@ -170,6 +197,11 @@ def create_app(
     """The FastAPI app. `default_temperature` applies when a request gives none (0: greedy, the
     paper's decoding; OpenAI's own default is 1)."""
     limits = limits or ServerLimits()
+    if limits.max_aspect_ratio > pipeline.max_aspect_ratio:
+        raise ValueError(
+            f"ServerLimits.max_aspect_ratio={limits.max_aspect_ratio:g} is above the pipeline's "
+            f"max_aspect_ratio={pipeline.max_aspect_ratio:g}; raise the pipeline's too"
+        )
     state: dict[str, Any] = {}
 
     @asynccontextmanager
@@ -183,6 +215,8 @@ def create_app(
             await batcher.close()
 
     app = FastAPI(title="Lyrics", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.add_middleware(BodyDeadline, timeout_s=limits.body_timeout_s)
+    request_body, components = request_body_openapi(model_name)
 
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError):
@@ -229,19 +263,11 @@ def create_app(
         authorize(request)
         return ModelList(data=[ModelCard(id=model_name, created=int(time.time()))]).model_dump()
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", openapi_extra={"requestBody": request_body})
     async def chat_completions(request: Request):
         authorize(request)
         raw = await read_body(request, limits.max_body_bytes)
-        try:
-            payload = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise APIError(400, f"request body is not valid JSON: {exc}") from None
-        try:
-            body = ChatCompletionRequest.model_validate(payload)
-        except ValidationError as exc:
-            message, param = _validation_message(exc)
-            raise APIError(400, message, param) from None
+        body = await asyncio.to_thread(parse_request, raw, limits)
         if body.model != model_name:
             raise APIError(404, f"model {body.model!r} does not exist; this server serves {model_name!r} (see /v1/models)", "model", "model_not_found")
         chat = await asyncio.to_thread(build_request, body, limits, pipeline, default_temperature)
@@ -320,6 +346,14 @@ def create_app(
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 
