@@ -18,6 +18,12 @@ from transformers import AutoModel, PreTrainedConfig
 from lyrics.models.loading import load_pretrained
 
 
+# What a whole CLIP / BLIP-2 checkpoint holds beside the vision tower: left unused by design.
+CLIP_TEXT_PARTS = (r"^text_model\.", r"^text_projection\.", r"^visual_projection\.", r"^logit_scale$")
+BLIP2_OTHER_PARTS = (r"^qformer\.", r"^query_tokens$", r"^language_projection\.", r"^language_model\.", r"^text_projection\.",
+                     r"^vision_projection\.", r"^itm_head\.", r"^embeddings\.")  # fmt: skip
+
+
 def build_vision_tower(vision_config: PreTrainedConfig) -> nn.Module:
     """Build a vision tower from its config. `Blip2VisionConfig` is not registered with `AutoModel`,
     so the two towers Lyrics uses are named explicitly; anything else goes through `AutoModel`."""
@@ -57,10 +63,10 @@ class ImageEncoder(nn.Module):
 
         config = AutoConfig.from_pretrained(str(path))
         if config.model_type in ("clip", "clip_vision_model"):
-            model = load_pretrained(CLIPVisionModel, path, **kwargs)
+            model = load_pretrained(CLIPVisionModel, path, expected_unused=CLIP_TEXT_PARTS, **kwargs)
         elif config.model_type == "blip-2":
             kwargs = {"config": config.vision_config, "key_mapping": {r"^vision_model\.": ""}, **kwargs}
-            model = load_pretrained(Blip2VisionModel, path, **kwargs)
+            model = load_pretrained(Blip2VisionModel, path, expected_unused=BLIP2_OTHER_PARTS, **kwargs)
         elif config.model_type == "blip_2_vision_model":
             model = load_pretrained(Blip2VisionModel, path, **kwargs)
         else:

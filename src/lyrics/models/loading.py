@@ -14,6 +14,7 @@ pass. See docs/loading.md.
 from __future__ import annotations
 
 SHOWN_KEYS = 5
+_UNSET = object()
 
 
 class MissingWeightsError(ValueError):
@@ -33,9 +34,26 @@ def check_loading_info(info: dict, model_name: str, path) -> None:
     )
 
 
-def load_pretrained(model_class, path, **kwargs):
+def load_pretrained(model_class, path, expected_unused: tuple[str, ...] = (), **kwargs):
     """`model_class.from_pretrained(path, **kwargs)`, refusing a checkpoint that misses any of the model's
-    weights (`MissingWeightsError`, a `ValueError`). `model_class` is a transformers model or auto class."""
-    model, info = model_class.from_pretrained(str(path), output_loading_info=True, **kwargs)
+    weights (`MissingWeightsError`, a `ValueError`). `model_class` is a transformers model or auto class.
+
+    `expected_unused`: regexes of checkpoint keys this load leaves unused by design (the text tower of
+    a whole CLIP read for its vision tower); transformers then keeps them out of its load report, so
+    a user sees a report only when something unexpected happened."""
+    # Set on the class for the duration of the load (a subclass would lose transformers' per-class
+    # key conversions, such as stripping a whole CLIP's `vision_model.` prefix).
+    before = model_class.__dict__.get("_keys_to_ignore_on_load_unexpected", _UNSET)
+    if expected_unused:
+        inherited = list(getattr(model_class, "_keys_to_ignore_on_load_unexpected", None) or [])
+        model_class._keys_to_ignore_on_load_unexpected = inherited + list(expected_unused)
+    try:
+        model, info = model_class.from_pretrained(str(path), output_loading_info=True, **kwargs)
+    finally:
+        if expected_unused:
+            if before is _UNSET:
+                del model_class._keys_to_ignore_on_load_unexpected
+            else:
+                model_class._keys_to_ignore_on_load_unexpected = before
     check_loading_info(info, type(model).__name__, path)
     return model
