@@ -4,7 +4,7 @@ Parameters: builds every part of a paper-scale Lyrics on PyTorch's meta device (
 seconds) through the same classes a real run uses, counts parameters, and compares with the paper:
 MQ-Former 195M, projection 4M, LoRA 79M, 278M trainable, 14.9B in all.
 
-RAM++ cannot be built here (not on PyPI, and it breaks on recent transformers - NOTES section 3);
+RAM++ cannot be built here (not on PyPI, and it breaks on recent transformers - docs/design.md, "Refiner components in transformers");
 its row counts its Swin backbone, built as transformers' `SwinModel`, and says so.
 
 Training cost (`training_cost`, `lyrics audit --flops`): FLOPs per sample and per optimizer step of

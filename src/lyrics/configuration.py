@@ -8,7 +8,7 @@ Three `transformers.PreTrainedConfig` subclasses, saved as JSON beside the weigh
 * `LyricsConfig`    - the whole model: image encoder (CLIP vision config), refiner, MQ-Former,
                       LLM (any causal-LM config) and the LoRA / stage-2 switches.
 
-Every difference between the paper and the authors' released code (NOTES section 1) is a field
+Every difference between the paper and the authors' released code (docs/design.md, "Released code vs. paper") is a field
 here, so the `paper` and `released` presets in `lyrics.presets` differ only in values.
 """
 
@@ -47,7 +47,7 @@ class MQFormerConfig(PreTrainedConfig):
             defaults to `cross_attention_frequency` (the released code puts both in the same layers).
         query_hidden_act (`str`, *optional*): activation of the query FFN shared by both query sets.
             The paper says ReLU, BLIP-2 and the released code use GELU; `None` means `hidden_act`
-            (GELU), which is what makes BLIP-2 initialisation meaningful (NOTES section 7).
+            (GELU), which is what makes BLIP-2 initialisation meaningful (docs/design.md, "Ambiguities in the paper and the reading we take").
         local_feature_layernorm (`bool`, defaults to True): LayerNorm over local features before the
             grounding cross-attention. The local vector mixes decoder states, box coordinates in
             [0, 1] and SAM embeddings of different scales; BLIP-2 normalises image features the same
@@ -163,7 +163,7 @@ class RefinerConfig(PreTrainedConfig):
             "webdataset" (tar shards with one `json` + `features.safetensors` entry per image); both come
             with the JSONL index.
         feature_dtype (`str`, defaults to "float16"): dtype of stored local features ("float16",
-            "bfloat16" or "float32"); fp16 halves storage (NOTES section 3).
+            "bfloat16" or "float32"); fp16 halves storage (docs/design.md, "Refiner components in transformers").
     """
 
     model_type = "lyrics_refiner"
@@ -249,7 +249,7 @@ class LyricsConfig(PreTrainedConfig):
         train_mqformer (`bool`, defaults to True): stage 2 trains the MQ-Former (paper). The released
             code freezes it and the projection.
         spatial_text_in_prompt (`bool`, defaults to False): also put the refiner's textual spatial
-            representation in the LLM prompt (NOTES section 7 ambiguity; measured by `lyrics ablate`).
+            representation in the LLM prompt (an ambiguity, docs/design.md, "Ambiguities in the paper and the reading we take"; measured by `lyrics ablate`).
         instruction_aware (`bool`, defaults to False): in stage 2 the MQ-Former also reads the
             instruction (InstructBLIP's instruction-aware query extraction; the released code's
             `qformer_input_ids`), so the queries extract what the question asks about.

@@ -4,7 +4,7 @@
                MQ-Former with 32 visual + 32 grounding queries, local features per object =
                Grounding-DINO decoder state 256 + box 4 + SAM-HQ pooled embedding 256, a LLaMA with
                Vicuna-13B's shape, LoRA on W_q and W_v.
-* `released` - the authors' released code (NOTES section 1): EVA ViT-g (1408), 32 + 64 queries,
+* `released` - the authors' released code (docs/design.md, "Released code vs. paper"): EVA ViT-g (1408), 32 + 64 queries,
                260-d detection features, no SAM, LoRA on q/k/v with r=8, MQ-Former frozen in stage 2,
                `tag: [x1, y1, x2, y2]` box text with [0, 1] coordinates.
 * `tiny`     - the same architecture at toy widths, for tests and plumbing.

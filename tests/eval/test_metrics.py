@@ -1,4 +1,4 @@
-"""Hand-computed cases for every metric in lyrics.eval.metrics (official conventions, NOTES section 4)."""
+"""Hand-computed cases for every metric in lyrics.eval.metrics (official conventions, docs/design.md, "Metric conventions")."""
 
 import json
 import shutil

@@ -1,5 +1,5 @@
 """The paper's training augmentation (section 4: 224 x 224 images, random resized crop, horizontal
-flip), applied so that boxes and texts stay true to the pixels (NOTES section 7).
+flip), applied so that boxes and texts stay true to the pixels (docs/design.md, "Ambiguities in the paper and the reading we take").
 
 One call transforms, together:
 

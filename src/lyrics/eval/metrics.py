@@ -1,4 +1,4 @@
-"""Every benchmark metric, scored the way its official tool scores it (NOTES section 4).
+"""Every benchmark metric, scored the way its official tool scores it (docs/design.md, "Metric conventions").
 
 One import point for the evaluation code; each metric lives in a short module of its own:
 

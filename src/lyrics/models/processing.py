@@ -11,7 +11,7 @@ expansion keeps batching, KV-cached generation and beam search plain transformer
 conversation give in-context few-shot prompts (paper Figure 5).
 
 With `spatial_text_in_prompt` the refiner's textual spatial representation is added after the image
-(NOTES section 7: the paper is ambiguous; `lyrics ablate` measures both).
+(docs/design.md, "Ambiguities in the paper and the reading we take": the paper is ambiguous; `lyrics ablate` measures both).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Open-set detection prompted by tags: Grounding-DINO through transformers, plus NMS and top-K.
 
 Grounding-DINO reads a text prompt of lowercase phrases separated by ". " and ending with "."
-(NOTES section 3; commas do not separate phrases) and scores each of its 900 queries against every
+(docs/design.md, "Refiner components in transformers"; commas do not separate phrases) and scores each of its 900 queries against every
 text token. Its text side is capped at `config.max_text_len` (256) tokens, so a long tag list is split
 into chunks that each fit, every chunk is run against the image, and the candidates are merged before
 NMS. Per kept query we take:
@@ -94,7 +94,7 @@ def clean_phrase(tag: str) -> str:
 
 
 def prompt_text(phrases: Sequence[str]) -> str:
-    """`["a cat", "a dog"]` -> `"a cat. a dog."` (NOTES section 3)."""
+    """`["a cat", "a dog"]` -> `"a cat. a dog."` (docs/design.md, "Refiner components in transformers")."""
     return ". ".join(phrases) + "."
 
 

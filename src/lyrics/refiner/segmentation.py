@@ -1,6 +1,6 @@
 """Box-prompted segmentation with SAM / SAM-HQ through transformers, and per-object pooled features.
 
-The ViT-H image encoder is about 85% of the refiner's FLOPs (NOTES section 3), while the mask decoder
+The ViT-H image encoder is about 85% of the refiner's FLOPs (docs/design.md, "Refiner components in transformers"), while the mask decoder
 is tiny, so each image is encoded ONCE (`get_image_embeddings`, batched over images) and the
 embedding is reused by the decoder for all of that image's boxes. SAM-HQ's decoder also needs the
 encoder's intermediate (global-attention) embeddings; they are kept beside the image embedding.

@@ -8,7 +8,7 @@ Backends:
   a softmax over a batch, so its similarities are not calibrated probabilities; a per-tag threshold on
   the raw cosine (typically 0.2-0.3 for ViT-L/14) is what the vocabulary file tunes.
 * `RamTagger` - RAM / RAM++ (xinyu1205/recognize-anything), the paper's tagger. It is not on PyPI and
-  breaks on recent transformers (NOTES section 3), so it is used only where `import ram` works, and
+  breaks on recent transformers (docs/design.md, "Refiner components in transformers"), so it is used only where `import ram` works, and
   only from a downloaded `.pth` checkpoint file (`ram_checkpoint`; docs/refiner.md).
 * `GivenTagger` - tags from the annotations (a manifest's per-image "tags"), for datasets that
   already name their objects.

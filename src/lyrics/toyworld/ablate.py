@@ -7,7 +7,7 @@ features, with the same step counts and seed, then is scored on the test split):
 * `no_grounding_queries`     - stage 1 and 2 without grounding queries (visual queries do both parts);
 * `no_spatial_representation`- stage 1 without the spatial text (the caption plays its part, no MSP);
 * `no_pretraining`           - stage 2 starts from an untrained MQ-Former;
-* `spatial_text_switch`      - the refiner's spatial text in the LLM prompt flipped (NOTES section 7).
+* `spatial_text_switch`      - the refiner's spatial text in the LLM prompt flipped (docs/design.md, "Ambiguities in the paper and the reading we take").
 
 Every seed has its own world, stand-ins, refiner store and features (the world depends on the seed),
 so each seed runs in its own folder (`seed_folder`): `OUT` itself where it holds that seed's world (a

@@ -450,7 +450,7 @@ class Trainer:
 
     def cleanup(self) -> None:
         """Tear down cleanly: with DDP on CPU a process can abort at exit unless the wrapped model and
-        optimizer are released and the process group destroyed after a barrier (NOTES section 6)."""
+        optimizer are released and the process group destroyed after a barrier (docs/design.md, "Multi-process runs on CPU")."""
         acc = self.accelerator
         acc.wait_for_everyone()
         if self.config.tensorboard:
