@@ -409,7 +409,7 @@ def toyworld_command(
 def eval_command(
     results: Annotated[Optional[list[Path]], typer.Argument(help="With --report: results.json files or folders (default: eval_results).")] = None,
     model: Annotated[Optional[Path], typer.Option("--model", "-m", help="A stage-2 checkpoint directory.")] = None,
-    benchmark: Annotated[Optional[str], typer.Option("--benchmark", "-b", help="coco-captions, nocaps, flickr30k, vqav2, okvqa, vizwiz, textvqa, gqa, ocrvqa, scienceqa-img, refcoco, refcoco+, refcocog, pope, mme (see --list).")] = None,
+    benchmark: Annotated[Optional[str], typer.Option("--benchmark", "-b", help="coco-captions, nocaps, flickr30k, vqav2, okvqa, vizwiz, textvqa, gqa, ocrvqa, scienceqa-img, refcoco, refcoco+, refcocog, pope, mme, llava-bench (see --list).")] = None,
     data: Annotated[Optional[Path], typer.Option("--data", help="Folder with the benchmark's official annotation files (docs/evaluation.md).")] = None,
     images: Annotated[Optional[Path], typer.Option("--images", help="Image root of the official layout (default: --data).")] = None,
     split: Annotated[Optional[str], typer.Option("--split", help="Split, comma list or 'all' (default: the paper's; all three for REC and POPE).")] = None,
@@ -427,11 +427,21 @@ def eval_command(
     device: Annotated[str, typer.Option("--device", help="Torch device, e.g. cpu or cuda:0.")] = "cpu",
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="LLM dtype: float32, bfloat16 or float16.")] = None,
     mme_pairing: Annotated[str, typer.Option("--mme-pairing", help="MME acc+ pairs: 'lines' (consecutive questions of a subtask, as the official calculation.py) or 'image' (by image name).")] = "lines",
+    judge_url: Annotated[Optional[str], typer.Option("--judge-url", rich_help_panel="LLaVA-Bench judge", help="OpenAI-compatible API base (e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1) or its /chat/completions URL; without it llava-bench only writes answers.")] = None,
+    judge_model: Annotated[Optional[str], typer.Option("--judge-model", rich_help_panel="LLaVA-Bench judge", help="Judge model name (LLaVA's reviews: gpt-4-0314).")] = None,
+    judge_key_env: Annotated[Optional[str], typer.Option("--judge-key-env", rich_help_panel="LLaVA-Bench judge", help="NAME of the environment variable holding the judge's API key (default OPENAI_API_KEY; unset = no key sent).")] = None,
+    judge_timeout: Annotated[Optional[float], typer.Option("--judge-timeout", min=1, rich_help_panel="LLaVA-Bench judge", help="Seconds per judge request (default 120).")] = None,
+    judge_retries: Annotated[Optional[int], typer.Option("--judge-retries", min=0, rich_help_panel="LLaVA-Bench judge", help="Retries after a timeout, connection error, HTTP 429 or 5xx (default 5, exponential backoff).")] = None,
+    judge_context: Annotated[Optional[str], typer.Option("--judge-context", rich_help_panel="LLaVA-Bench judge", help="'llava' (default): the caption joined as LLaVA's script does, one character per line for a string caption; 'plain': the caption as written.")] = None,
     report: Annotated[bool, typer.Option("--report", help="Collect result files into Markdown tables beside the paper's numbers.")] = False,
     list_benchmarks: Annotated[bool, typer.Option("--list", help="List the benchmarks, their splits, templates and expected files.")] = False,
 ) -> None:
     """Evaluate a checkpoint on a paper benchmark in its official layout (sharded, resumable,
-    few-shot), or build the leaderboard with --report."""
+    few-shot), or build the leaderboard with --report.
+
+    llava-bench answers are scored by a judge LLM as LLaVA's scripts do: --judge-url and --judge-model
+    name an OpenAI-compatible endpoint; the API key is read from $OPENAI_API_KEY, or from the variable
+    --judge-key-env names; reviews are kept in reviews.jsonl so a rerun asks only what is missing."""
     from lyrics.eval import command
 
     if list_benchmarks:
@@ -448,6 +458,7 @@ def eval_command(
     if model is None or benchmark is None or data is None:
         _fail("lyrics eval needs --model, --benchmark and --data (or --report / --list)")
     from lyrics.data.official.common import FormatError
+    from lyrics.eval.judge import JudgeError
     from lyrics.eval.predictor import RefinerStoreMiss
     from lyrics.refiner.stages import BackendError
     from lyrics.refiner.store import StoreError
@@ -458,8 +469,9 @@ def eval_command(
             model, benchmark, data, images=images, split=split, limit=limit, shots=shots, seeds=seeds, shard=shard,
             batch_size=batch_size, out=out, refiner_store=refiner_store, template=template, max_new_tokens=max_new_tokens,
             max_length=max_length, device=device, dtype=dtype, refiner=fields, mme_pairing=mme_pairing,
+            judge=dict(url=judge_url, model=judge_model, key_env=judge_key_env, timeout_s=judge_timeout, retries=judge_retries, context=judge_context),
         )  # fmt: skip
-    except (ValueError, FileNotFoundError, IndexError, FormatError, RefinerStoreMiss, StoreError, BackendError) as exc:
+    except (ValueError, FileNotFoundError, IndexError, FormatError, RefinerStoreMiss, StoreError, BackendError, JudgeError) as exc:
         _fail(str(exc))
 
 

@@ -236,6 +236,37 @@ def write_mme(root: Path, subtasks=None) -> dict:
     return {"root": root}
 
 
+LLAVA_BENCH_QUESTIONS = [  # (question_id, image, category, question, GPT-4 reference answer)
+    (0, "001.jpg", "conv", "What colour is the square?", "The square is red."),
+    (1, "001.jpg", "detail", "Describe this photo in detail.", "A red square on a grey background."),
+    (2, "001.jpg", "complex", "Why might someone draw this?", "As a simple test pattern."),
+    (3, "002.jpg", "conv", "How many shapes are there?", "There is one shape."),
+    (4, "002.jpg", "detail", "Describe the picture in detail.", "A single blue square near the top left."),
+    (5, "002.jpg", "complex", "What could the shape stand for?", "It could mark a button."),
+]
+
+
+def write_llava_bench(root: Path, with_rules: bool = True, caption_as_list: bool = False) -> dict:
+    """The In-the-Wild layout: questions.jsonl, context.jsonl, answers_gpt4.jsonl, rule.json, images/.
+    Rule prompts here are short stand-ins written for the tests (the real ones come with LLaVA)."""
+    root.mkdir(parents=True, exist_ok=True)
+
+    def jsonl(name, rows):
+        (root / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    jsonl("questions.jsonl", [{"question_id": q, "image": im, "text": text, "category": c} for q, im, c, text, _ in LLAVA_BENCH_QUESTIONS])
+    captions = {"001.jpg": "A red square.", "002.jpg": "A blue square."}
+    jsonl("context.jsonl", [{"id": k[:3], "image": k, "caption": [v] if caption_as_list else v} for k, v in captions.items()])
+    jsonl("answers_gpt4.jsonl", [{"question_id": q, "prompt": text, "text": ref, "answer_id": f"ref{q}", "model_id": "gpt-4-0314", "metadata": {}}
+                                 for q, _, _, text, ref in LLAVA_BENCH_QUESTIONS])  # fmt: skip
+    if with_rules:
+        rules = {f"llava_bench_{c}": {"role": "Assistant", "prompt": f"Rate both answers ({c}); first line: two scores."} for c in ("conv", "detail", "complex")}
+        dump(root / "rule.json", rules | {"default": {"role": "Assistant", "prompt": "unused"}})
+    write_image(root / "images" / "001.jpg")
+    write_image(root / "images" / "002.jpg", colour=(30, 30, 200))
+    return {"root": root, "captions": captions}
+
+
 def write_alpaca(root: Path) -> dict:
     data = [
         {"instruction": "Give three tips for staying healthy.", "input": "", "output": "Eat well, sleep, move."},

@@ -86,6 +86,7 @@ WRITERS = {
     "refcocog": lambda root: layouts.write_refcoco(root, name="refcocog", split_by="umd"),
     "pope": layouts.write_pope,
     "mme": lambda root: layouts.write_mme(root),
+    "llava-bench": lambda root: layouts.write_llava_bench(root),
 }
 # The split each tiny folder is read with, and the folder images are under (None = the data folder).
 SPLITS = {"coco-captions": "toyval", "vqav2": "toyval", "okvqa": "toyval", "refcoco": "train", "refcoco+": "train", "refcocog": "train"}

@@ -34,8 +34,9 @@ def prompts_of(predictor):
 def test_every_benchmark_of_the_issue_is_specified():
     assert set(BENCHMARKS) == {
         "coco-captions", "nocaps", "flickr30k", "vqav2", "okvqa", "vizwiz", "textvqa", "gqa", "ocrvqa",
-        "scienceqa-img", "refcoco", "refcoco+", "refcocog", "pope", "mme",
+        "scienceqa-img", "refcoco", "refcoco+", "refcocog", "pope", "mme", "llava-bench",
     }  # fmt: skip
+    assert get_benchmark("llava_bench") is get_benchmark("llava-bench")
     assert expand_splits(get_benchmark("refcoco"), None) == ["val", "testA", "testB"]
     assert expand_splits(get_benchmark("refcocog"), "all") == ["val", "test"]
     assert expand_splits(get_benchmark("pope"), None) == ["random", "popular", "adversarial"]

@@ -42,8 +42,8 @@ def test_leaderboard_puts_our_numbers_beside_the_paper(results_dir):
     assert len(results) == 5
     text = leaderboard(results)
     assert "| Lyrics | 88.3 | 89.8 | 93.4 | 1537.37 | 431.06 | 91.25 | 87.33 | 83.55 |" in text
-    # POPE random: both right (100), popular: "Yes" to the "no" question (50); MME not run
-    assert "| **ours: toy-lyrics** | n/a | n/a | n/a | - | - | 100.00 | 50.00 | - |" in text
+    # POPE random: both right (100), popular: "Yes" to the "no" question (50); LLaVA-Bench, MME not run
+    assert "| **ours: toy-lyrics** | - | - | - | - | - | 100.00 | 50.00 | - |" in text
     # VQAv2 only on the toy split: shown with a dagger (another split than the paper's column)
     assert "66.7†" in text
     assert "| **ours: toy-lyrics** | - | - | - | 66.7† | - | - | 100.0 | - |" in text

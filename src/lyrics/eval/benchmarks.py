@@ -25,12 +25,16 @@ scienceqa-img      problems.json + pid_splits.json             images/S/<pid>/  
 refcoco[+|g]       <name>/refs(unc|umd).p + instances.json     train2014/           Acc@0.5
 pope               coco_pope_S.json (S = random/...)           val2014/<image>      POPE accuracy
 mme                <subtask>/ for each of the 14 subtasks      inside each subtask  MME score
+llava-bench        questions.jsonl, context.jsonl,             images/<image>       judged relative score
+                   answers_gpt4.jsonl, rule.json (S = in-the-wild)
 =================  =========================================  ===================  ======================
 
 Splits marked unscored (VQAv2 test-dev, VizWiz and TextVQA test) need only the question file; the
 runner then writes the official submission file instead of a score. POPE and MME have no template
 in Table 10: they use the VQA task's template 0, `<Image>{Question}`, which keeps the official
-question text ("Is there a dog in the image?", "... Please answer yes or no.") unchanged.
+question text ("Is there a dog in the image?", "... Please answer yes or no.") unchanged. So does
+LLaVA-Bench (as LLaVA's model_vqa.py, with answers of up to 1024 tokens), which a judge LLM then
+scores (`lyrics.eval.llava_bench`); `llava_bench` is accepted for its name.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ from lyrics.data.official import (
     read_vqa,
 )
 from lyrics.data.official.common import find_files
+from lyrics.data.official.llava_bench import FILES as LLAVA_BENCH_FILES
+from lyrics.data.official.llava_bench import read_llava_bench
 from lyrics.data.official.mme import COGNITION, PERCEPTION, SUBTASKS
 from lyrics.data.records import placeholder, render_text
 
@@ -99,8 +105,8 @@ class BenchmarkSpec:
         name: the `--benchmark` value.
         title: display name (report columns, tables).
         task: the Table 10 task whose templates prompt it.
-        metric: `cider`, `vqa_accuracy`, `exact_match`, `multiple_choice`, `rec_accuracy`, `pope`
-            or `mme` (see `lyrics.eval.scoring`).
+        metric: `cider`, `vqa_accuracy`, `exact_match`, `multiple_choice`, `rec_accuracy`, `pope`,
+            `mme` (see `lyrics.eval.scoring`) or `llava_judge` (`lyrics.eval.llava_bench`).
         splits: the known splits; the first is the default, `--split all` runs all scored ones.
         files: split -> {role: candidate names relative to `--data`}; the first existing candidate
             of each role is used and every role without one is reported missing.
@@ -275,6 +281,17 @@ def _mme_read(found: dict[str, Path], images: Path, split: str) -> list[EvalSamp
     return out
 
 
+def _llava_bench_read(found: dict[str, Path], images: Path, split: str) -> list[EvalSample]:
+    out = []
+    for s in read_llava_bench(found["questions"], found["context"], found["answers"], found["rules"], images):
+        target = {
+            "question_id": s.question_id, "category": s.category, "caption": s.caption, "reference": s.reference,
+            "reference_id": s.reference_id, "role": s.role, "rule": s.rule,
+        }  # fmt: skip
+        out.append(EvalSample(str(s.question_id), Path(s.image_path), {"question": s.question}, target, str(s.image_path), {"category": s.category}))
+    return out
+
+
 # ------------------------------------------------------------------------------- the specs
 def _refcoco_spec(name: str, title: str, split_by: str, splits: tuple[str, ...], paper_split: str) -> BenchmarkSpec:
     return BenchmarkSpec(
@@ -344,11 +361,18 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             "mme", "MME", "vqa", "mme", ("all", "perception", "cognition"), _mme_files, _mme_read,
             default_template=0, max_new_tokens=10, paper_split="all 14 subtasks",
         ),
+        BenchmarkSpec(
+            "llava-bench", "LLaVA-Bench", "vqa", "llava_judge", ("in-the-wild",), lambda s, _: dict(LLAVA_BENCH_FILES),
+            _llava_bench_read, default_template=0, max_new_tokens=1024, paper_split="COCO (30 val images, 90 questions)",
+            image_subdir="images",
+        ),
     )
 }
 
 
 def get_benchmark(name: str) -> BenchmarkSpec:
+    """The spec of `name`; underscores read as hyphens (`llava_bench` is `llava-bench`)."""
+    name = name if name in BENCHMARKS else name.replace("_", "-")
     if name not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)}")
     return BENCHMARKS[name]
@@ -429,4 +453,6 @@ def exemplar_answer(spec: BenchmarkSpec, sample: EvalSample, coordinate_format: 
         return render_text(placeholder(0), [t["box"]], coordinate_format)
     if spec.metric == "pope":
         return t["label"]
+    if spec.metric == "llava_judge":
+        return t["reference"]
     return t["answer"]

@@ -5,6 +5,7 @@
     lyrics eval ... --shard 0/4                            # one of 4 machines; the last one scores
     lyrics eval --report eval_results --out leaderboard.md # Markdown beside the paper's tables
     lyrics eval --list                                     # benchmarks, splits and expected files
+    lyrics eval ... --benchmark llava-bench --judge-url https://api.openai.com/v1 --judge-model gpt-4-0314
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def run_benchmark(
     console: Any = None,
     refiner: dict[str, Any] | None = None,
     mme_pairing: str = "lines",
+    judge: dict[str, Any] | None = None,
 ) -> list[EvalOutcome]:
     """Evaluate a checkpoint on every requested split of a benchmark; prints progress and tables.
     The live refiner is the checkpoint's own; `refiner` holds explicit fields (`--refiner`)."""
@@ -78,11 +80,12 @@ def run_benchmark(
     console = console or Console()
     spec = get_benchmark(benchmark)
     splits = expand_splits(spec, split)
+    judge_config = judge_from_options(spec.metric, judge or {})
     configs = [
         EvalConfig(
             benchmark=spec.name, data=data, split=s, images=images, limit=limit, shots=shots, seeds=parse_seeds(seeds),
             shard=parse_shard(shard), batch_size=batch_size, out=out or Path("eval_results"), template=template,
-            max_new_tokens=max_new_tokens, model=str(Path(model).resolve()), mme_pairing=mme_pairing,
+            max_new_tokens=max_new_tokens, model=str(Path(model).resolve()), mme_pairing=mme_pairing, judge=judge_config,
         )  # fmt: skip
         for s in splits
     ]
@@ -97,7 +100,10 @@ def run_benchmark(
         def progress(done: int, total: int, seed: int, name: str = f"{spec.title} {config.split}") -> None:
             console.print(f"{name} seed {seed}: {done}/{total}", highlight=False)
 
-        outcome = run_eval(predictor, config, progress)
+        def judged(done: int, total: int, name: str = f"{spec.title} {config.split}") -> None:
+            console.print(f"{name} judge: {done}/{total}", highlight=False)
+
+        outcome = run_eval(predictor, config, progress, judged)
         outcomes.append(outcome)
         console.print(f"{outcome.run_dir}: {outcome.computed} predicted, {outcome.reused} already done", highlight=False)
         if outcome.results is not None:
@@ -106,6 +112,26 @@ def run_benchmark(
         else:
             console.print("waiting for the other shards: " + "; ".join(outcome.pending), highlight=False)
     return outcomes
+
+
+def judge_from_options(metric: str, options: dict[str, Any]):
+    """A `JudgeConfig` from the `--judge-*` options (`url`, `model`, `key_env`, `timeout_s`,
+    `retries`, `context`; None values = defaults), or None when neither URL nor model is given.
+    Checked before the model loads: both are needed, only judged benchmarks take them, and a key
+    variable named explicitly must be set (the default OPENAI_API_KEY may be unset: local judges)."""
+    import os
+
+    from lyrics.eval.judge import JudgeConfig
+
+    given = {k: v for k, v in options.items() if v is not None}
+    if not given.get("url") and not given.get("model"):
+        return None
+    if metric != "llava_judge":
+        raise ValueError("--judge-url / --judge-model apply to judged benchmarks (llava-bench) only")
+    key_env = given.get("key_env")
+    if key_env is not None and not os.environ.get(key_env):
+        raise ValueError(f"--judge-key-env {key_env}: that environment variable is not set")
+    return JudgeConfig(**given)
 
 
 def write_report(paths: Sequence[Path] | None, out: Path | None) -> str:

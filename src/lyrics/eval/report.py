@@ -67,7 +67,8 @@ def _row(cells: Sequence[str]) -> str:
 
 def _pick(results: Sequence[dict[str, Any]], column: dict[str, Any], fallback: bool) -> tuple[dict[str, Any] | None, bool]:
     """The newest result for a column, preferring its exact split; another split only with
-    `fallback` (the benchmark has one column in the table). Returns (result, other_split)."""
+    `fallback` (no other column of the table shows this benchmark's metric). Returns (result,
+    other_split)."""
     same = [r for r in results if r["benchmark"] == column["benchmark"] and r.get("metrics")]
     exact = [r for r in same if r["split"] == column["split"]]
     pool = exact or (same if fallback else [])
@@ -98,7 +99,9 @@ def leaderboard(results: Sequence[dict[str, Any]], tables: dict[str, Any] | None
                 if column.get("benchmark") is None:
                     cells.append("n/a")
                     continue
-                fallback = sum(c.get("benchmark") == column["benchmark"] for c in columns) == 1
+                # Another split may stand in only where no other column shows the same metric of
+                # the same benchmark (POPE's three splits are three columns of one metric).
+                fallback = sum((c.get("benchmark"), c.get("metric")) == (column["benchmark"], column["metric"]) for c in columns) == 1
                 result, other = _pick(mine, column, fallback)
                 value = None if result is None else result["metrics"].get(column["metric"])
                 if value is None:

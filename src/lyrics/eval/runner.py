@@ -8,6 +8,8 @@ Output, under `OUT/<benchmark>-<split>-<K>shot/`:
                                               model, benchmark, split, shots, seeds, timestamp
     submission.json                           unscored splits only: the official submission file
     mme_results/<subtask>.txt                 MME only: the official tool's input, one line per question
+    answers.jsonl, reviews.jsonl              LLaVA-Bench only: the answers in LLaVA's layout, and the
+                                              judge's reviews (resumable; `lyrics.eval.llava_bench`)
 
 Restart and sharding:
 
@@ -44,6 +46,8 @@ from lyrics.eval.benchmarks import (
     load_samples,
 )
 from lyrics.eval.fewshot import DEFAULT_SEEDS, ExemplarPool, build_turns
+from lyrics.eval.judge import JudgeConfig
+from lyrics.eval.llava_bench import answer_rows, judge_answers, judged_metrics
 from lyrics.eval.predictor import Predictor, Prompt
 from lyrics.eval.scoring import mme_rows, score_predictions, submission
 from lyrics.eval.yesno import MME_PAIRINGS, mme_result_lines
@@ -69,6 +73,7 @@ class EvalConfig:
     max_new_tokens: int | None = None
     model: str = ""
     mme_pairing: str = "lines"
+    judge: JudgeConfig | None = None
 
     def __post_init__(self) -> None:
         self.data, self.out = Path(self.data), Path(self.out)
@@ -183,16 +188,19 @@ def _check_identity(run_dir: Path, identity: dict[str, Any]) -> None:
         atomic_write_json(path, identity)
 
 
-def run_eval(predictor: Predictor, config: EvalConfig, progress: Any = None) -> EvalOutcome:
+def run_eval(predictor: Predictor, config: EvalConfig, progress: Any = None, judge_progress: Any = None) -> EvalOutcome:
     """Predict this shard's missing samples for every seed, then score if all shards are done.
 
     Args:
         predictor: any `Predictor` (a `LyricsPredictor`, or a scripted one in tests).
         config: the run.
         progress: optional callable `(done, total, seed)` called after each batch.
+        judge_progress: optional callable `(reviewed, total)` called after each new judge review.
     """
     spec = get_benchmark(config.benchmark)
     split = config.split or spec.default_split
+    if config.judge is not None and spec.metric != "llava_judge":
+        raise ValueError(f"the judge options apply to judged benchmarks (llava-bench), not {spec.name}")
     all_samples = load_samples(spec, config.data, split, config.images)
     samples = apply_limit(all_samples, config.limit, whole_images=spec.metric == "mme")
     image_root = config.images or config.data
@@ -252,7 +260,7 @@ def run_eval(predictor: Predictor, config: EvalConfig, progress: Any = None) -> 
             if progress is not None:
                 progress(len(mine) - len(todo) + start + len(batch), len(mine), seed)
 
-    outcome.results, outcome.pending = merge_and_score(spec, split, samples, seeds, run_dir, identity, config, fmt)
+    outcome.results, outcome.pending = merge_and_score(spec, split, samples, seeds, run_dir, identity, config, fmt, judge_progress)
     return outcome
 
 
@@ -286,7 +294,20 @@ def _mean_std(per_seed: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str,
     return mean, std
 
 
-def merge_and_score(spec, split, samples, seeds, run_dir: Path, identity: dict, config: EvalConfig, fmt: str):
+def _judged(run_dir: Path, name: str, samples, texts: dict[str, str], config: EvalConfig, progress: Any):
+    """LLaVA-Bench: the answers in LLaVA's answer-file layout, then (with a judge) the reviews and
+    the relative scores; None without a judge."""
+    questions = [s.slots["question"] for s in samples]
+    rows = answer_rows([s.target["question_id"] for s in samples], questions, [texts[s.sample_id] for s in samples], config.model)
+    atomic_write_text(run_dir / f"answers{name}.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    if config.judge is None:
+        return None
+    items = [dict(s.target, question=s.slots["question"], answer_id=s.sample_id) for s in samples]
+    reviews = judge_answers(items, texts, config.judge, run_dir / f"reviews{name}.jsonl", progress=progress)
+    return judged_metrics(reviews)
+
+
+def merge_and_score(spec, split, samples, seeds, run_dir: Path, identity: dict, config: EvalConfig, fmt: str, judge_progress: Any = None):
     """Score the union of all shards' predictions if it covers every sample for every seed;
     returns `(results, [])`, or `(None, [what is missing])`."""
     per_seed_predictions = {}
@@ -300,21 +321,26 @@ def merge_and_score(spec, split, samples, seeds, run_dir: Path, identity: dict, 
     if pending:
         return None, pending
 
+    judged = spec.metric == "llava_judge"
+    scored = spec.scored(split) and (not judged or config.judge is not None)
     per_seed = []
     for seed in seeds:
         records = per_seed_predictions[seed]
         texts = {s.sample_id: records[s.sample_id]["prediction"] or "" for s in samples}
         errors = sum(1 for s in samples if records[s.sample_id].get("error"))
-        metrics = score_predictions(spec, samples, texts, fmt, config.mme_pairing) if spec.scored(split) else None
+        if judged:
+            metrics = _judged(run_dir, "" if len(seeds) == 1 else f".seed{seed}", samples, texts, config, judge_progress)
+        else:
+            metrics = score_predictions(spec, samples, texts, fmt, config.mme_pairing) if scored else None
         if spec.metric == "mme":
             _write_mme_results(run_dir, "mme_results" if len(seeds) == 1 else f"mme_results.seed{seed}", samples, [texts[s.sample_id] for s in samples])
-        if not spec.scored(split):
+        if not spec.scored(split) and not judged:
             name = "submission.json" if len(seeds) == 1 else f"submission.seed{seed}.json"
             atomic_write_json(run_dir / name, submission(spec, samples, texts), indent=None)
         per_seed.append({"seed": seed, "metrics": metrics, "count": len(samples), "errors": errors})
 
     mean = std = None
-    if spec.scored(split):
+    if scored:
         mean, std = _mean_std(per_seed)
     results = {
         "format": RESULTS_FORMAT,
@@ -342,7 +368,11 @@ def merge_and_score(spec, split, samples, seeds, run_dir: Path, identity: dict, 
     }
     if spec.metric == "mme":
         results["mme_pairing"] = config.mme_pairing
-    if not spec.scored(split):
+    if judged:
+        results["judge"] = config.judge.record() if config.judge is not None else None
+        if config.judge is None:
+            results["note"] = "answers written (answers*.jsonl); rerun with --judge-url and --judge-model to score them"
+    elif not spec.scored(split):
         results["note"] = "no public answers for this split: submit submission.json to the official evaluation server"
     atomic_write_json(run_dir / "results.json", results)
     return results, []

@@ -21,6 +21,7 @@ either the annotation file or the folder holding it under its official name, and
 | RefCOCO / RefCOCO+ / RefCOCOg   | `read_refcoco`                 | RefSample     |
 | POPE                            | `read_pope`                    | PopeSample    |
 | MME (both folder layouts)       | `read_mme`                     | MMESample     |
+| LLaVA-Bench (In-the-Wild)       | `read_llava_bench`             | LLaVABenchSample |
 | Alpaca                          | `read_alpaca`                  | TextSample    |
 | Shikra GPT4Gen-RD               | `read_shikra_rd`               | DialogueSample|
 """
@@ -28,6 +29,7 @@ either the annotation file or the folder holding it under its official name, and
 from lyrics.data.official.captions import read_coco_captions, read_karpathy
 from lyrics.data.official.common import FormatError, MissingFilesError
 from lyrics.data.official.dialogue import read_shikra_rd
+from lyrics.data.official.llava_bench import read_llava_bench
 from lyrics.data.official.mme import COGNITION, PERCEPTION, SUBTASKS as MME_SUBTASKS, read_mme, read_mme_subtask
 from lyrics.data.official.multichoice import read_aokvqa, read_scienceqa
 from lyrics.data.official.pope import POPE_VARIANTS, read_pope
@@ -36,6 +38,7 @@ from lyrics.data.official.samples import (
     BoxedText,
     CaptionSample,
     DialogueSample,
+    LLaVABenchSample,
     MMESample,
     PopeSample,
     QASample,
@@ -51,6 +54,7 @@ __all__ = [
     "BoxedText",
     "CaptionSample",
     "DialogueSample",
+    "LLaVABenchSample",
     "MMESample",
     "PopeSample",
     "QASample",
@@ -74,6 +78,7 @@ __all__ = [
     "read_pope",
     "read_mme",
     "read_mme_subtask",
+    "read_llava_bench",
     "read_alpaca",
     "read_shikra_rd",
     "POPE_VARIANTS",

@@ -101,6 +101,22 @@ class MMESample:
 
 
 @dataclass
+class LLaVABenchSample:
+    """One LLaVA-Bench question with what its judge sees: the image's caption(s) from the context
+    file, the GPT-4 reference answer, and the rule (role name and instruction) of its category."""
+
+    question_id: int | str
+    image_path: Path
+    question: str
+    category: str
+    caption: str | list[str]
+    reference: str
+    reference_id: str
+    role: str
+    rule: str
+
+
+@dataclass
 class TextSample:
     """One pure-text instruction (Alpaca)."""
 
