@@ -165,13 +165,20 @@ def parse_request(raw: bytes, limits: ServerLimits) -> ChatCompletionRequest:
         raise APIError(400, message, param) from None
 
 
-def request_body_openapi(model_name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def request_body_openapi(model_name: str, limits: ServerLimits) -> tuple[dict[str, Any], dict[str, Any]]:
     """The POST body's OpenAPI entry and the component schemas it refers to. The handler reads the
     body itself (size limit, deadline, depth limit come first), so FastAPI cannot infer it; the
-    schema is the pydantic model's, with `model` narrowed to the one model served."""
+    schema is the pydantic model's, narrowed to what this server accepts: its one model, `n` = 1,
+    `max_tokens` up to its cap, at most 4 stop strings and `max_messages` messages."""
     schema = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
     components = schema.pop("$defs", {})
-    schema["properties"]["model"] = {**schema["properties"]["model"], "enum": [model_name]}
+    props = schema["properties"]
+    props["model"] = {**props["model"], "enum": [model_name]}
+    props["n"] = {**props["n"], "maximum": 1}
+    props["messages"] = {**props["messages"], "maxItems": limits.max_messages}
+    for name in ("max_tokens", "max_completion_tokens"):
+        props[name] = {**props[name], "anyOf": [{"type": "integer", "minimum": 1, "maximum": limits.max_tokens}, {"type": "null"}]}
+    props["stop"] = {**props["stop"], "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 4}, {"type": "null"}]}
     body = {"required": True, "content": {"application/json": {"schema": schema}}}
     return body, components
 
@@ -216,7 +223,7 @@ def create_app(
 
     app = FastAPI(title="Lyrics", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.add_middleware(BodyDeadline, timeout_s=limits.body_timeout_s)
-    request_body, components = request_body_openapi(model_name)
+    request_body, components = request_body_openapi(model_name, limits)
 
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError):
