@@ -125,3 +125,65 @@ def test_mixture_from_a_yaml_config(tmp_path):
     assert len(dataset) == 40 and share == pytest.approx(0.75, abs=0.07)
     with pytest.raises(ValueError, match="unknown keys"):
         mixture_from_config({"a": {"records": str(tmp_path / "x.json"), "wieght": 1}})
+
+
+# ------------------------------------------------------------------ Table 8: exclude a train split
+def _records(source, n, start=0):
+    from lyrics.data.records import InstructionRecord
+
+    conv = [{"from": "human", "value": "<image>\nq?"}, {"from": "gpt", "value": "a"}]
+    return [InstructionRecord(f"{source}-{i}", f"{source}/{i}.jpg", "vqa", conv, source=source) for i in range(start, start + n)]
+
+
+def test_exclude_train_drops_a_dataset_by_record_source_alias_or_mixture_name():
+    from lyrics.data.mixing import exclude_train, parse_exclude
+
+    parts = {"vqa": _records("vqav2", 5) + _records("gqa", 4), "captioning": _records("karpathy_flickr30k", 3), "gqa_extra": _records("x", 2)}
+    kept, removed = exclude_train(parts, ["gqa"])
+    assert removed == {"gqa": 4} and [r.source for r in kept["vqa"]] == ["vqav2"] * 5 and len(kept["captioning"]) == 3
+    kept, removed = exclude_train(parts, parse_exclude("Flickr30K, gqa_extra"))  # Table 8's column name; a mixture source
+    assert removed == {"flickr30k": 3, "gqa_extra": 2} and set(kept) == {"vqa"}
+    with pytest.raises(ValueError, match=r"no record or mixture source is \['okvqa'\]; sources here: \['captioning', 'gqa', .*'vqav2', 'x'\]"):
+        exclude_train(parts, ["okvqa"])
+    with pytest.raises(ValueError, match="removes every training record"):
+        exclude_train({"vqa": _records("gqa", 2)}, ["gqa"])
+    with pytest.raises(ValueError, match="NoCaps has no train split"):
+        parse_exclude(["nocaps"])
+    assert parse_exclude(None) == [] and parse_exclude(["gqa", "GQA"]) == ["gqa"]
+
+
+def test_stage2_mixture_without_gqa_never_draws_gqa_and_records_it(tmp_path):
+    """The recipe's data setup (model stubbed: only its config is read) with the override a command
+    line gives (`--set data.exclude_train=gqa`)."""
+    import json
+    from types import SimpleNamespace
+
+    from lyrics.data.records import save_records
+    from lyrics.presets import load_config
+    from lyrics.recipes import load_recipe_config
+    from lyrics.recipes.stage2 import DATA_RECORD, Stage2Recipe, write_data_record
+
+    save_records(_records("vqav2", 30), tmp_path / "vqav2.json")
+    save_records(_records("gqa", 30) + _records("vqav2", 5, start=30), tmp_path / "gqa.json")  # a mixed file
+    save_records(_records("karpathy_flickr30k", 20), tmp_path / "flickr.json")
+    mixture = {"vqa": {"records": [str(tmp_path / "vqav2.json"), str(tmp_path / "gqa.json")], "weight": 0.6},
+               "captioning": {"records": str(tmp_path / "flickr.json"), "weight": 0.4}}  # fmt: skip
+    base = {"recipe": "stage2", "trainer": {"output_dir": str(tmp_path / "run")}, "data": {"mixture": mixture, "samples_per_epoch": 400}}
+    config = load_recipe_config(base, ["data.exclude_train=gqa"])
+    recipe = Stage2Recipe(config)
+    recipe.model = SimpleNamespace(config=load_config("tiny"))
+    recipe.processor = SimpleNamespace(image_processor=None)
+    recipe._setup_data()
+
+    sampler = recipe.sampler_fn(0, 0, 1)
+    concat = recipe.dataset.samples  # the ConcatDataset the sampler's flat indices point into
+    sources = []
+    for index in sampler:
+        part, local = sampler.locate(index)
+        sources.append(concat.datasets[sampler.names.index(part)].records[local].source)
+    assert len(sources) == 400 and "gqa" not in sources
+    assert Counter(sources).keys() == {"vqav2", "karpathy_flickr30k"}
+    assert recipe.data_record == {"ablation": "w/o specific train split", "exclude_train": ["gqa"], "removed_records": {"gqa": 30},
+                                  "records": {"vqa": 35, "captioning": 20}}  # fmt: skip
+    written = json.loads(write_data_record(tmp_path / "run", recipe.data_record).read_text())
+    assert (tmp_path / "run" / DATA_RECORD).is_file() and written["exclude_train"] == ["gqa"]

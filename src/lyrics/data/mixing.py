@@ -18,13 +18,17 @@ even on a different number of DataLoader workers (the sampler runs in the main p
 
 Indices are flat indices into the sources concatenated in `names` order, i.e. a
 `torch.utils.data.ConcatDataset` of the sources; `locate(i)` maps back to (name, local index).
+
+Table 8's ablation ("w/o specific train split": a dataset's train split left out of stage 2 so its
+benchmark is zero-shot) is `exclude_train`, applied to the records before the sampler is built, so
+the excluded records are not in any source and can never be drawn.
 """
 
 from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -232,3 +236,65 @@ def mixture_from_config(
         weights[name] = float(spec.get("weight", 1.0))
     sampler = MixtureSampler(sizes, weights, seed, samples_per_epoch, rank, world_size)
     return ConcatDataset(datasets), sampler
+
+
+# ------------------------------------------------------------------------- Table 8 ablation
+TABLE8_ROW = "w/o specific train split"  # the ablation row of the paper's Table 8
+# Table 8's columns -> the record `source` of their train split (what `lyrics convert` writes);
+# any other name is matched literally against record sources and mixture source names.
+TRAIN_SOURCE_ALIASES = {"flickr30k": ("karpathy_flickr30k",), "coco": ("coco_captions", "karpathy_coco")}
+NO_TRAIN_SPLIT = {"nocaps": "NoCaps has no train split in the instruction data (Table 6), so its Table 8 cell needs no exclusion"}
+
+
+def parse_exclude(value: str | Sequence[str] | None) -> list[str]:
+    """`"gqa"`, `"gqa, textvqa"` (what `--set data.exclude_train=gqa` gives) or a list -> names."""
+    if value is None:
+        return []
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = [str(item).strip().lower() for item in items if str(item).strip()]
+    refused = [f"{n}: {NO_TRAIN_SPLIT[n]}" for n in names if n in NO_TRAIN_SPLIT]
+    if refused:
+        raise ValueError("; ".join(refused))
+    return list(dict.fromkeys(names))
+
+
+def exclude_train(parts: Mapping[str, Sequence[Any]], names: Sequence[str]) -> tuple[dict[str, list[Any]], dict[str, int]]:
+    """Drop the train splits of the datasets `names` from the stage-2 data (Table 8's ablation).
+
+    A record goes when its `source` (the dataset `lyrics convert` made it from: `gqa`, `vqav2`,
+    `okvqa`, `textvqa`, `refcocog`, `karpathy_flickr30k`, ...) is named, directly or through
+    `TRAIN_SOURCE_ALIASES`; a mixture source whose own name is named goes whole.
+
+    Args:
+        parts: mixture source name -> its records (anything with a `.source`).
+        names: the datasets to drop.
+
+    Returns:
+        (the kept records per mixture source, without sources left empty; how many records each
+        name removed). A name that removes nothing is an error listing the sources there are: an
+        ablation that silently trains on everything would be reported as zero-shot.
+    """
+    wanted = {name: {name, *TRAIN_SOURCE_ALIASES.get(name, ())} for name in names}
+    kept: dict[str, list[Any]] = {}
+    removed = dict.fromkeys(names, 0)
+    for part, records in parts.items():
+        whole = next((n for n in names if n == part.lower()), None)
+        if whole is not None:
+            removed[whole] += len(records)
+            continue
+        keep = []
+        for record in records:
+            hit = next((n for n, sources in wanted.items() if str(record.source).lower() in sources), None)
+            if hit is None:
+                keep.append(record)
+            else:
+                removed[hit] += 1
+        if keep:
+            kept[part] = keep
+    unused = [n for n, count in removed.items() if not count]
+    if unused:
+        present = sorted({str(r.source) for records in parts.values() for r in records} | set(parts))
+        raise ValueError(f"data.exclude_train: no record or mixture source is {unused}; sources here: {present}")
+    if not kept:
+        raise ValueError(f"data.exclude_train {list(names)} removes every training record")
+    return kept, removed

@@ -29,6 +29,10 @@ YAML sections:
     refiner_store: features/
     image_features: null          # cached encoder features (disables augmentation)
     group_by_length: false        # batches of similar prompt length (less padding; `data/grouping.py`)
+    exclude_train: null           # Table 8 "w/o specific train split": datasets whose train split is left
+                                  # out, by record source (gqa, vqav2, okvqa, textvqa, refcocog, flickr30k)
+                                  # or mixture source name; recorded in OUTPUT_DIR/stage2_data.json
+                                  # (`lyrics train ... --set data.exclude_train=[gqa]`)
     augment: {enabled: true}
   trainer: {...}                  # lyrics.training.trainer.TrainerConfig
 """
@@ -71,6 +75,7 @@ class Stage2Data(DataSources):
     mixture: dict | None = None
     samples_per_epoch: int | None = None
     group_by_length: bool = False
+    exclude_train: str | list | None = None
 
 
 class Stage2Examples(torch.utils.data.Dataset):
@@ -140,6 +145,18 @@ def prompt_lengths(parts, store, spatial_text_in_prompt: bool) -> list[int]:
     return lengths
 
 
+DATA_RECORD = "stage2_data.json"
+
+
+def write_data_record(folder: str | Path, record: dict[str, Any]) -> Path:
+    """`stage2_data.json` in the run folder and the final checkpoint: which train splits the model
+    saw (Table 8's ablation names its excluded datasets and how many records each removed)."""
+    from lyrics.data.io import atomic_write_json
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return atomic_write_json(Path(folder) / DATA_RECORD, record)
+
+
 class Stage2Recipe:
     def __init__(self, config: dict[str, Any]):
         self.cfg = config
@@ -154,6 +171,8 @@ class Stage2Recipe:
             self.trainer_config, self.model, self.dataset, Stage2Collator(self.processor),
             self.step_fn, sampler_fn=self.sampler_fn, on_epoch=self.dataset.set_epoch,
         )  # fmt: skip
+        if self.trainer.accelerator.is_main_process:
+            write_data_record(self.trainer_config.output_dir, self.data_record)
 
     def _setup_model(self) -> None:
         from accelerate.utils import set_seed
@@ -203,8 +222,11 @@ class Stage2Recipe:
 
     def _setup_data(self) -> None:
         from lyrics.data.dataset import InstructionDataset
+        from lyrics.data.mixing import TABLE8_ROW, exclude_train, parse_exclude
 
         data = self.data_config
+        exclude = parse_exclude(data.exclude_train)
+        removed: dict[str, int] = {}
         store = open_refiner_store(data, self.model.config)
         transform = make_augment(data, self.model.config)
         features = open_feature_cache(data)
@@ -221,10 +243,15 @@ class Stage2Recipe:
                 names.append(name)
                 files.append(source["records"])
             parts = [InstructionDataset(f, data.images, store, transform, seed=data.seed) for f in files]
+            if exclude:  # before the sampler exists: excluded records are in no source, never drawn
+                kept, removed = exclude_train({name: part.records for name, part in zip(names, parts)}, exclude)
+                for part, name in zip(parts, names):
+                    part.records = kept.get(name, [])
+                names, parts = [n for n in names if n in kept], [p for n, p in zip(names, parts) if n in kept]
             samples = torch.utils.data.ConcatDataset(parts)
             samples.set_epoch = lambda epoch: [p.set_epoch(epoch) for p in parts]  # type: ignore[attr-defined]
             sizes = {name: len(part) for name, part in zip(names, parts)}
-            weights = {name: float(source.get("weight", 1.0)) for name, source in data.mixture.items()}
+            weights = {name: float(data.mixture[name].get("weight", 1.0)) for name in names}
             per_epoch = data.samples_per_epoch
 
             def sampler_fn(epoch: int, rank: int, world: int):
@@ -235,7 +262,15 @@ class Stage2Recipe:
             self.sampler_fn = sampler_fn
         else:
             samples = InstructionDataset(data.records, data.images, store, transform, seed=data.seed)
+            if exclude:
+                kept, removed = exclude_train({"records": samples.records}, exclude)
+                samples.records = kept["records"]
             parts = [samples]
+            names = ["records"]
+        self.data_record = {
+            "ablation": TABLE8_ROW if exclude else None, "exclude_train": exclude, "removed_records": removed,
+            "records": {name: len(part) for name, part in zip(names, parts)},
+        }  # fmt: skip
         self.dataset = Stage2Examples(samples, self.model.config.refiner_config.coordinate_format, self.processor.image_processor, features)
         if data.group_by_length:
             self.sampler_fn = self._grouped(self.sampler_fn, prompt_lengths(parts, store, self.model.config.spatial_text_in_prompt))
@@ -262,6 +297,7 @@ class Stage2Recipe:
         state = self.trainer.full_state_dict()  # collective: gathers FSDP / ZeRO-3 shards
         if self.trainer.accelerator.is_main_process:
             self.trainer.unwrapped_model().save_pretrained(final, processor=self.processor, state_dict=state)
+            write_data_record(final, self.data_record)
         self.trainer.accelerator.wait_for_everyone()
         return final
 
