@@ -182,6 +182,25 @@ def test_a_failing_image_is_recorded_and_the_rest_survive(tmp_path):
         run_job(tmp_path / "in", tmp_path / "out3", cfg, progress=False, refiner=broken_setup)
 
 
+def test_a_resumed_job_counts_the_errors_of_earlier_runs(tmp_path):
+    bad = write_dataset(tmp_path / "in", good=2)  # 12 entries: 4 bad files
+    cfg = toy_config(max_image_pixels=100_000, shard_size=3)
+    first = run_job(tmp_path / "in", tmp_path / "out", cfg, progress=False)
+    assert (first.errors, first.errors_earlier, first.shards_written) == (len(bad), 0, 4)
+
+    again = run_job(tmp_path / "in", tmp_path / "out", cfg, progress=False)  # everything already done
+    assert (again.records, again.shards_written, again.errors, again.errors_earlier, again.error_lines) == (0, 0, 4, 4, 4)
+    assert "0 records and 0 errors in 0 new shards (4 of 4 already done); 4 errors recorded (4 from earlier runs)" in again.describe()
+
+    # one shard redone: its errors are new, the other shards' come from the first run
+    shards = tmp_path / "out" / "shards"
+    per_shard = {int(p.name[:5]): len(p.read_text().splitlines()) for p in shards.glob("*.errors.jsonl")}
+    redo = max(s for s, n in per_shard.items() if n)
+    (shards / f"{redo:05d}.jsonl").unlink()
+    partly = run_job(tmp_path / "in", tmp_path / "out", cfg, progress=False)
+    assert partly.shards_written == 1 and partly.errors == 4 and partly.errors_earlier == 4 - per_shard[redo]
+
+
 def test_visualize_during_the_job(tmp_path):
     write_dataset(tmp_path / "in", good=2)
     run_job(tmp_path / "in", tmp_path / "out", toy_config(max_image_pixels=100_000), progress=False, visualize=tmp_path / "vis")

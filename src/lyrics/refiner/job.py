@@ -253,7 +253,12 @@ def _with_legacy_keys(root: str | Path, info: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ run
 @dataclass
 class JobSummary:
-    """What one run of the job did (this rank only)."""
+    """What one run of the job did (this rank only).
+
+    `errors` counts every error recorded for this rank's shards: those this run wrote and those an
+    earlier run wrote into the shards this one found done (`errors_earlier`), so a resumed job does
+    not report "0 errors" beside an errors.jsonl full of them. `error_lines` is the length of the
+    store's errors.jsonl (every rank's finished shards)."""
 
     store: Path
     shards_total: int = 0
@@ -261,7 +266,17 @@ class JobSummary:
     shards_written: int = 0
     records: int = 0
     errors: int = 0
+    errors_earlier: int = 0
     error_lines: int = 0
+
+    def describe(self) -> str:
+        """The one-line report of a run."""
+        earlier = f" ({self.errors_earlier} from earlier runs)" if self.errors_earlier else ""
+        return (
+            f"{self.records} records and {self.errors - self.errors_earlier} errors in {self.shards_written} new shards "
+            f"({self.shards_skipped} of {self.shards_total} already done); {self.errors} errors recorded{earlier} -> "
+            f"{self.store} (errors: {self.store / 'errors.jsonl'}, {self.error_lines} lines)"
+        )
 
 
 def run_job(
@@ -302,6 +317,7 @@ def run_job(
     summary = JobSummary(Path(out), shards_total=len(mine))
     todo = [s for s in mine if not layout.done(s)]
     summary.shards_skipped = len(mine) - len(todo)
+    summary.errors = summary.errors_earlier = sum(_line_count(layout.shard_errors(s)) for s in mine if s not in todo)
     if todo and refiner is None:
         refiner = VisualRefiner.from_config(config, device)
 
@@ -328,6 +344,11 @@ def run_job(
             summary.errors += len(errors)
     summary.error_lines = write_errors_summary(out)
     return summary
+
+
+def _line_count(path: Path) -> int:
+    """Non-blank lines of a shard's errors file (0 when it has none)."""
+    return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip()) if path.is_file() else 0
 
 
 def _prefetch(
