@@ -182,7 +182,8 @@ def test_refcoco_layout(tiny_world):
             obj = objects[ann["image_id"]][k]
             x1, y1, x2, y2 = obj["box"]
             assert ann["bbox"] == [x1, y1, x2 - x1, y2 - y1] and ann["iscrowd"] == 0 and ann["area"] == obj["area"]
-            mask = mask_api.decode(mask_api.frPyObjects(ann["segmentation"], 224, 224))
+            segmentation = ann["segmentation"]  # compressed COCO RLE, as COCO.annToRLE passes it on
+            mask = mask_api.decode({"size": segmentation["size"], "counts": segmentation["counts"].encode()})
             assert mask.sum() == obj["area"]
             assert list(mask_api.toBbox(mask_api.encode(np.asfortranarray(mask)))) == ann["bbox"]
         ref_ids = [r["ref_id"] for r in refs]

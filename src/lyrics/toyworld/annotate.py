@@ -15,7 +15,8 @@ import numpy as np
 from lyrics.toyworld import spec
 from lyrics.toyworld.language import Reference, captions, unique_references
 from lyrics.toyworld.questions import QA, Dialogue, MultipleChoice, YesNoPair, dialogues, mme_pairs, multiple_choice, vqa_questions
-from lyrics.toyworld.scenes import SPLIT_CODES, Scene, SceneObject, mask_to_rle
+from lyrics.refiner import rle
+from lyrics.toyworld.scenes import SPLIT_CODES, Scene, SceneObject
 
 # Expressions kept per referred object (shortest first), like RefCOCO's ~3 sentences per ref.
 MAX_EXPRESSIONS = 3
@@ -83,7 +84,7 @@ def annotate(scene: Scene, image_id: int, split: str, index: int, seed: int) -> 
         width=scene.width,
         height=scene.height,
         objects=list(objects),
-        masks=[mask_to_rle(scene.mask(k)) for k in range(len(objects))],
+        masks=[rle.encode(scene.mask(k)) for k in range(len(objects))],
         captions=captions(objects, rng),
         vqa=vqa_questions(objects, rng, pool),
         refs=refs,
