@@ -148,6 +148,11 @@ def test_the_pipeline_refuses_strips_before_the_refiner_and_the_image_processor(
         pipe(strip, "hi")
 
 
+def test_a_server_aspect_limit_above_the_pipelines_is_refused_at_startup(pipe):
+    with pytest.raises(ValueError, match="max_aspect_ratio=50 is above the pipeline's max_aspect_ratio=20"):
+        create_app(pipe, "tiny", ServerLimits(max_aspect_ratio=50))
+
+
 # --- 4. stalled bodies ------------------------------------------------------------------------
 def run_asgi(app, messages, pause_s: float | None, headers=()) -> tuple[int | None, dict, float, dict]:
     """Call the app in-process with a client that sends `messages`, then stalls (pause_s None) or
