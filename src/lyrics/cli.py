@@ -190,7 +190,8 @@ def refine_command(
 ) -> None:
     """Run the visual refiner (tagger -> detector -> segmenter) over a dataset into a sharded feature
     store; bad images go to OUT/errors.jsonl, and rerunning the same command resumes."""
-    from lyrics.refiner.job import load_refiner_config, parse_shard, run_job
+    from lyrics.distributed import parse_shard
+    from lyrics.refiner.job import load_refiner_config, run_job
     from lyrics.refiner.stages import BackendError
     from lyrics.refiner.store import StoreError
 
@@ -215,11 +216,7 @@ def refine_command(
         )
     except (ValueError, FileNotFoundError, BackendError, StoreError) as exc:
         _fail(str(exc))
-    typer.echo(
-        f"{summary.records} records, {summary.errors} errors in {summary.shards_written} new shards "
-        f"({summary.shards_skipped} of {summary.shards_total} already done) -> {summary.store} "
-        f"(errors: {summary.store / 'errors.jsonl'}, {summary.error_lines} lines)"
-    )
+    typer.echo(summary.describe())
 
 
 @app.command("train")

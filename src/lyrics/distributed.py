@@ -1,4 +1,6 @@
-"""The few collective operations the objectives need, through torch.distributed (no custom layer).
+"""Which part of the work is this process's: the few collective operations the objectives need
+(through torch.distributed, no custom layer), and the `--shard i/n` split of offline jobs
+(`lyrics refine`, `lyrics eval`).
 
 Everything degrades to the identity in a single process, so the same code runs on one CPU and on
 many GPUs (launched by torchrun or accelerate).
@@ -50,3 +52,15 @@ def all_gather_padded(tensor: torch.Tensor, dim: int = 1, value: float | int = 0
         tensor = torch.cat([tensor, tensor.new_full(shape, value)], dim=dim)
     gathered = all_gather_no_grad(tensor)
     return gathered.bool() if boolean else gathered
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    """`"i/n"` (a `--shard` option: this job does part i of n) -> `(i, n)` with 0 <= i < n."""
+    try:
+        rank_text, world_text = spec.split("/")
+        part, parts = int(rank_text), int(world_text)
+    except ValueError:
+        raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {spec!r}") from None
+    if parts < 1 or not 0 <= part < parts:
+        raise ValueError(f"--shard {spec}: need 0 <= i < n")
+    return part, parts

@@ -3,7 +3,8 @@ import sys
 
 import pytest
 
-from lyrics.data.io import atomic_write_json, atomic_write_text, stable_seed
+from lyrics.atomic import atomic_write_json, atomic_write_text
+from lyrics.data.io import stable_seed
 
 
 def test_atomic_write_replaces_and_leaves_no_temp_files(tmp_path):

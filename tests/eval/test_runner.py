@@ -6,7 +6,8 @@ import json
 import pytest
 from evalkit import Killed, ScriptedPredictor, write_benchmark
 
-from lyrics.eval.runner import EvalConfig, parse_shard, read_predictions, run_eval
+from lyrics.distributed import parse_shard
+from lyrics.eval.runner import EvalConfig, read_predictions, run_eval
 
 
 def mme_answer(prompt):

@@ -8,7 +8,6 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-import tiny
 from lyrics.cli import app
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from lyrics.cli import app
-from lyrics.refiner.job import list_inputs, load_refiner_config, parse_shard, run_job
+from lyrics.refiner.job import list_inputs, load_refiner_config, run_job
 from lyrics.refiner.stages import BackendError
 from lyrics.refiner.store import StoreError, open_store
 
@@ -77,13 +77,6 @@ def test_file_list_and_manifests(tmp_path):
         list_inputs(tmp_path / "broken.json")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         list_inputs(tmp_path / "nowhere")
-
-
-def test_parse_shard():
-    assert parse_shard("0/1") == (0, 1) and parse_shard("3/4") == (3, 4)
-    for bad in ("4/4", "1", "a/b", "-1/2", "0/0"):
-        with pytest.raises(ValueError, match="--shard"):
-            parse_shard(bad)
 
 
 def test_config_loading(tmp_path):

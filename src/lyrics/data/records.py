@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lyrics.data.io import atomic_write_json, atomic_write_text
+from lyrics.atomic import atomic_write_json, atomic_write_text
 from lyrics.data.official.common import FormatError
 from lyrics.refiner.spatial import Box, format_box, parse_boxes, parse_coordinate
 

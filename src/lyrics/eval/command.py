@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from lyrics.eval.benchmarks import BENCHMARKS, expand_splits, get_benchmark
-from lyrics.eval.runner import EvalConfig, EvalOutcome, parse_shard, run_eval
+from lyrics.distributed import parse_shard
+from lyrics.eval.runner import EvalConfig, EvalOutcome, run_eval
 
 
 def parse_seeds(values: Sequence[str] | None) -> list[int] | None:
@@ -137,7 +138,7 @@ def judge_from_options(metric: str, options: dict[str, Any]):
 def write_report(paths: Sequence[Path] | None, out: Path | None) -> str:
     """The Markdown leaderboard of the results under `paths` (default `eval_results/`); written to
     `out` atomically when given, returned either way."""
-    from lyrics.data.io import atomic_write_text
+    from lyrics.atomic import atomic_write_text
     from lyrics.eval.report import collect_results, leaderboard
 
     results = collect_results(paths or [Path("eval_results")])

@@ -35,7 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from lyrics.data.io import atomic_write_json, atomic_write_text
+from lyrics.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from lyrics.data.templates import Template, default_bank
 from lyrics.eval.benchmarks import (
     BenchmarkSpec,
@@ -103,17 +103,6 @@ class EvalOutcome:
     pending: list[str] = field(default_factory=list)
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """`"i/n"` -> `(i, n)`."""
-    try:
-        rank, world = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
-    if world < 1 or not 0 <= rank < world:
-        raise ValueError(f"--shard {text}: need 0 <= i < n")
-    return rank, world
-
-
 def choose_template(spec: BenchmarkSpec, index: int | None, sample: EvalSample) -> Template:
     """The fixed Table 10 template of the run; refuses one needing a slot the benchmark lacks."""
     bank = default_bank()
@@ -144,12 +133,7 @@ def read_predictions(path: Path, repair: bool = False) -> dict[str, dict[str, An
         except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
             raise ValueError(f"{path}:{number}: not a prediction record (the file is damaged; delete it to recompute)") from None
     if tail and repair:
-        tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-        with open(tmp, "wb") as handle:
-            handle.write(data[: len(data) - len(tail)])
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        atomic_write_bytes(path, data[: len(data) - len(tail)])
     return records
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from lyrics.inference.pipeline import PipelineResult
-from lyrics.refiner.store import atomic_write_bytes
+from lyrics.atomic import atomic_write_bytes
 from lyrics.refiner.visualize import draw_record
 
 ANSWER_COLOUR = (255, 0, 255)

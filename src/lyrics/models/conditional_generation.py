@@ -20,8 +20,6 @@ import copy
 import functools
 import inspect
 import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from lyrics.atomic import atomic_directory
 from lyrics.configuration import LyricsConfig
 from lyrics.models.image_encoder import ImageEncoder
 from lyrics.models.loading import load_pretrained
@@ -377,10 +376,7 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
         if not is_main_process:
             return
 
-        target = Path(save_directory)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
+        with atomic_directory(save_directory) as tmp:
             self.config.save_pretrained(str(tmp))
             save_file(self._trained_state(state_dict), str(tmp / TRAINED_WEIGHTS))
             if hasattr(self.language_model, "peft_config"):
@@ -391,9 +387,6 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
                 self.language_model.save_pretrained(str(tmp / "adapter"), save_embedding_layers=False, state_dict=llm_state)
             if processor is not None:
                 processor.save_pretrained(tmp)
-            _replace_dir(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     @classmethod
     def from_pretrained(
@@ -458,10 +451,7 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
         llm = self.language_model
         if hasattr(llm, "merge_and_unload"):
             llm = copy.deepcopy(llm).merge_and_unload()
-        target = Path(save_directory)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
+        with atomic_directory(save_directory) as tmp:
             llm.save_pretrained(str(tmp / "language_model"))
             self.image_encoder.vision_model.save_pretrained(str(tmp / "vision_model"))
             config = copy.deepcopy(self.config)
@@ -471,9 +461,6 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
             save_file(self._trained_state(), str(tmp / TRAINED_WEIGHTS))
             if processor is not None:
                 processor.save_pretrained(tmp)
-            _replace_dir(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _refuse(method: str, kwargs: dict, hint: str) -> None:
@@ -513,15 +500,3 @@ def response_loss(logits: torch.Tensor, targets: torch.Tensor, predicts: torch.T
     counts = predicts.sum(dim=1)
     has = counts > 0
     return (sums[has] / counts[has]).mean()
-
-
-def _replace_dir(tmp: Path, target: Path) -> None:
-    """Move a fully written directory into place; an older version is removed only afterwards."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-    os.replace(tmp, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

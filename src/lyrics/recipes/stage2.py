@@ -151,7 +151,7 @@ DATA_RECORD = "stage2_data.json"
 def write_data_record(folder: str | Path, record: dict[str, Any]) -> Path:
     """`stage2_data.json` in the run folder and the final checkpoint: which train splits the model
     saw (Table 8's ablation names its excluded datasets and how many records each removed)."""
-    from lyrics.data.io import atomic_write_json
+    from lyrics.atomic import atomic_write_json
 
     Path(folder).mkdir(parents=True, exist_ok=True)
     return atomic_write_json(Path(folder) / DATA_RECORD, record)

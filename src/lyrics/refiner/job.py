@@ -141,18 +141,6 @@ def fingerprint(items: Sequence[InputItem]) -> str:
     return digest.hexdigest()
 
 
-def parse_shard(spec: str) -> tuple[int, int]:
-    """`"i/n"` -> `(i, n)` with 0 <= i < n."""
-    try:
-        rank_text, world_text = spec.split("/")
-        rank, world = int(rank_text), int(world_text)
-    except ValueError:
-        raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {spec!r}") from None
-    if world < 1 or not 0 <= rank < world:
-        raise ValueError(f"--shard {spec}: need 0 <= i < n")
-    return rank, world
-
-
 # ------------------------------------------------------------------------------------ config
 
 

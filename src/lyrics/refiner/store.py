@@ -37,6 +37,7 @@ from safetensors import safe_open
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
+from lyrics.atomic import atomic_write_bytes, atomic_write_text
 from lyrics.refiner.record import RefinerRecord
 
 STORE_VERSION = 1
@@ -49,23 +50,9 @@ class StoreError(RuntimeError):
 
 # -------------------------------------------------------------------------------- atomic writes
 def _unique() -> str:
-    """Temporary-name suffix unique across processes and machines sharing one store directory."""
+    """Temporary-name suffix unique across processes and machines sharing one store directory (the
+    manifest's first-writer-wins `os.link`; every other file goes through `lyrics.atomic`)."""
     return f"{os.getpid()}.{uuid.uuid4().hex[:12]}"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the whole new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp.{_unique()}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def jsonl(rows: Sequence[dict[str, Any]]) -> str:

@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 
 from lyrics.refiner import rle
 from lyrics.refiner.record import RefinerRecord
-from lyrics.refiner.store import atomic_write_bytes
+from lyrics.atomic import atomic_write_bytes
 
 MASK_ALPHA = 0.45
 

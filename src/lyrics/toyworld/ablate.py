@@ -136,7 +136,7 @@ def run_ablation(
     Each seed runs its shared stages in its own folder (`seed_folder`), then trains and scores each
     row there. Returns `summarize`'s row -> metric -> statistics mapping (`rows` in the JSON file).
     """
-    from lyrics.data.io import atomic_write_text
+    from lyrics.atomic import atomic_write_text
     from lyrics.presets import merge
     from lyrics.toyworld.results import evaluate_quickstart
 

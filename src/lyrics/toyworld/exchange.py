@@ -61,7 +61,7 @@ def run_exchange(checkpoint: str | Path, world: str | Path, out: str | Path, aut
     """Ask `checkpoint` the `questions_for` a test image; write `out/chat.json` and `out/chat.png`."""
     import torch
 
-    from lyrics.data.io import atomic_write_text
+    from lyrics.atomic import atomic_write_text
     from lyrics.inference.drawing import draw_result, save_picture
     from lyrics.inference.pipeline import LyricsPipeline
     from lyrics.toyworld.spec import COLOURS

@@ -205,7 +205,7 @@ class Quickstart:
         """`lyrics refine` over every canonical image, split across two processes (`--shard i/2`)."""
         import multiprocessing as mp
 
-        from lyrics.data.io import atomic_write_text
+        from lyrics.atomic import atomic_write_text
 
         manifest = self.shared / "refine_inputs.jsonl"
         rows = []
@@ -431,7 +431,7 @@ class Quickstart:
         self.timed("records", self.stage_records)
 
     def run(self) -> QuickstartResult:
-        from lyrics.data.io import atomic_write_text
+        from lyrics.atomic import atomic_write_text
         from lyrics.toyworld.exchange import run_exchange
         from lyrics.toyworld.report import write_report
         from lyrics.toyworld.results import evaluate_quickstart

@@ -119,7 +119,7 @@ def _vqa_examples(quickstart, checkpoint: Path, limit: int = 8) -> list[dict[str
 
 def write_report(quickstart, checkpoint: Path, results: dict[str, dict[str, float]]) -> Path:
     """Write `OUT/report.html` (and `OUT/report/*.png`)."""
-    from lyrics.data.io import atomic_write_text
+    from lyrics.atomic import atomic_write_text
 
     out = quickstart.out
     assets = out / "report"

@@ -32,7 +32,7 @@ def _benchmarks(world: Path, split: str) -> list[tuple[str, str, Path, str, Path
 
 def evaluate_quickstart(quickstart, checkpoint: Path, splits: tuple[str, ...] = ("test", "zeroshot"), out_name: str = "results.json") -> dict[str, dict[str, float]]:
     """Score `checkpoint` and write `OUT/results.json`; returns the same mapping."""
-    from lyrics.data.io import atomic_write_text
+    from lyrics.atomic import atomic_write_text
     from lyrics.eval.predictor import LyricsPredictor
     from lyrics.eval.runner import EvalConfig, run_eval
 

@@ -13,13 +13,14 @@ written atomically shard by shard.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+
+from lyrics.atomic import atomic_path, atomic_write_text
 
 
 class FeatureCache:
@@ -77,13 +78,10 @@ def cache_image_features(
     def flush_shard() -> None:
         nonlocal shard_id
         name = f"shard-{shard_id:05d}.safetensors"
-        tmp = root / f".{name}.tmp"
-        save_file(dict(pending), str(tmp))
-        os.replace(tmp, root / name)
+        with atomic_path(root / name) as tmp:
+            save_file(dict(pending), str(tmp))
         index.update({key: name for key in pending})
-        tmp_index = root / ".index.json.tmp"
-        tmp_index.write_text(json.dumps(index))
-        os.replace(tmp_index, index_path)
+        atomic_write_text(index_path, json.dumps(index))
         pending.clear()
         shard_id += 1
 

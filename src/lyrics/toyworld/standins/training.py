@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -120,27 +117,13 @@ def train_loop(
 def save_atomically(out_dir: str | Path, write: Callable[[Path], None]) -> Path:
     """Run `write(tmp_dir)` then move the directory into place, replacing an older checkpoint.
 
-    A crash leaves either the old checkpoint or the new one, never a mix.
+    A crash leaves either the old checkpoint or the new one, never a mix (`lyrics.atomic`).
     """
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a checkpoint is ordinary data
+    from lyrics.atomic import atomic_directory
+
+    with atomic_directory(out_dir) as tmp:
         write(tmp)
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return Path(out_dir)
 
 
 def write_log(directory: Path, log: TrainLog) -> None:
