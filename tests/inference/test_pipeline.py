@@ -8,7 +8,8 @@ from PIL import Image
 from lyrics.inference import GenerationSettings, PipelineResult, answer_boxes, expand_regions, region_text
 from lyrics.inference.drawing import draw_result, save_picture
 from lyrics.inference.limits import InputError
-from lyrics.inference.pipeline import ChatRequest, StopFilter, cut_at_stop
+from lyrics.inference.pipeline import ChatRequest
+from lyrics.inference.stopping import StopFilter, cut_at_stop
 
 Q = ["what color is the circle?", "how many objects are there?", "is there a red square?", "what is left of the star?"]
 

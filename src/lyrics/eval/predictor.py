@@ -37,6 +37,7 @@ from typing import Any, Protocol, Union
 import torch
 from PIL import Image
 
+from lyrics.inference.stopping import cut_at_stop
 from lyrics.refiner.record import RefinerRecord
 
 ImageInput = Union[str, os.PathLike, Image.Image]
@@ -80,11 +81,6 @@ class Predictor(Protocol):
 
 class RefinerStoreMiss(LookupError):
     """An image of the benchmark is not in the `--refiner-store` (refine that folder first)."""
-
-
-def _cut(text: str, stop: Sequence[str]) -> str:
-    cuts = [text.find(s) for s in stop if s and s in text]
-    return text[: min(cuts)] if cuts else text
 
 
 class LyricsPredictor:
@@ -260,7 +256,7 @@ class LyricsPredictor:
             for chunk in self._batches(rows, prompts, prompt_keys, records):
                 texts = self._generate([prompts[i] for i in chunk], [prompt_keys[i] for i in chunk], loaded, records, max_new_tokens)
                 for i, text in zip(chunk, texts):
-                    results[i] = Prediction(_cut(text, prompts[i].stop).strip())
+                    results[i] = Prediction(cut_at_stop(text, prompts[i].stop)[0].strip())
         return results  # type: ignore[return-value]
 
     def _batches(self, rows: list[int], prompts, keys, records) -> list[list[int]]:

@@ -32,7 +32,8 @@ from typing import Any
 from transformers.generation.streamers import BaseStreamer
 
 from lyrics.inference.limits import InputError
-from lyrics.inference.pipeline import ChatRequest, LyricsPipeline, PipelineResult, StopFilter
+from lyrics.inference.pipeline import ChatRequest, LyricsPipeline, PipelineResult
+from lyrics.inference.stopping import StopFilter
 
 log = logging.getLogger("lyrics.serve")
 

@@ -27,18 +27,22 @@ import copy
 import dataclasses
 import math
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import StoppingCriteriaList
 
 from lyrics.inference.limits import InputError, check_aspect_ratio, decode_image
+from lyrics.inference.stopping import RowStopper, cut_at_stop
+
+if TYPE_CHECKING:
+    from lyrics.inference.streaming import TextStream
 from lyrics.refiner.record import RefinedObject, RefinerRecord
-from lyrics.refiner.spatial import Box, box_from_pixels, box_to_pixels, clean_tag, format_object, format_box, parse_boxes, parse_spatial
+from lyrics.refiner.spatial import Box, box_from_pixels, box_to_pixels, region_markup, tagged_boxes
 
 REGION = "<region>"
 GREEDY_BELOW_TEMPERATURE = 0.01  # sampling at a lower temperature decodes greedily (GenerationSettings)
@@ -179,8 +183,8 @@ class Prepared:
 
 # --- boxes in prompts and answers -----------------------------------------------------------------
 def region_text(box: Sequence[float], width: int, height: int, fmt: str = "int1000", tag: str | None = None, style: str = "paper") -> str:
-    """A user's pixel xyxy box in the prompt markup the model was trained with (Table 10's
-    "{Tag & Bbox}"): `<T>tag</T><Bbox>(x1,y1),(x2,y2)</Box>`, or `<Bbox>...</Box>` without a tag."""
+    """A user's pixel xyxy box, checked (an `InputError` for the API), in the prompt markup
+    (`lyrics.refiner.spatial.region_markup`)."""
     try:
         values = [float(v) for v in box] if isinstance(box, Sequence) and not isinstance(box, str) else []
     except (TypeError, ValueError):
@@ -192,11 +196,7 @@ def region_text(box: Sequence[float], width: int, height: int, fmt: str = "int10
         raise InputError(f"region {box!r} is empty: need x1 < x2 and y1 < y2 (pixel xyxy)", param="regions")
     if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:
         raise InputError(f"region {box!r} lies outside the {width}x{height} image", param="regions")
-    norm = box_from_pixels(values, width, height)
-    if style == "released":
-        return format_object(tag or "region", norm, fmt, style)
-    markup = f"<Bbox>{format_box(norm, fmt)}</Box>"
-    return f"<T>{clean_tag(tag)}</T>{markup}" if tag else markup
+    return region_markup(box_from_pixels(values, width, height), fmt, tag, style)
 
 
 def expand_regions(prompt: str, regions: Sequence[Any] | None, width: int, height: int, fmt: str = "int1000", style: str = "paper") -> str:
@@ -213,76 +213,7 @@ def expand_regions(prompt: str, regions: Sequence[Any] | None, width: int, heigh
 
 def answer_boxes(text: str, width: int, height: int, fmt: str = "int1000", style: str = "paper") -> list[AnswerBox]:
     """Every box in an answer, in order, in pixels and normalised; tagged boxes keep their tag."""
-    tagged = list(parse_spatial(text, fmt, style))
-    out = []
-    for box in parse_boxes(text, fmt):
-        tag = None
-        for i, (name, candidate) in enumerate(tagged):
-            if candidate == box:
-                tag = name
-                del tagged[i]
-                break
-        out.append(AnswerBox(tag, box_to_pixels(box, width, height), box))
-    return out
-
-
-def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
-    """`text` up to the earliest stop string, and whether one was found."""
-    cuts = [text.find(s) for s in stop if s and s in text]
-    return (text[: min(cuts)], True) if cuts else (text, False)
-
-
-class StopFilter:
-    """Incremental `cut_at_stop` for streamed text: holds back the tail that could be the start of a
-    stop string, so no character past a stop is ever emitted. Leading whitespace of the answer is
-    dropped (the final text is stripped too), so the pieces join to `PipelineResult.text`."""
-
-    def __init__(self, stop: Sequence[str] = ()):
-        self.stop = tuple(s for s in stop if s)
-        self.hold = max((len(s) for s in self.stop), default=1) - 1
-        self.buffer = ""
-        self.started = False
-        self.stopped = False
-
-    def feed(self, piece: str) -> str:
-        if self.stopped or not piece:
-            return ""
-        if not self.started:
-            piece = piece.lstrip()
-            self.started = bool(piece)
-        self.buffer += piece
-        text, found = cut_at_stop(self.buffer, self.stop)
-        if found:
-            self.stopped, self.buffer = True, ""
-            return text.rstrip()
-        cut = len(self.buffer) - self.hold
-        out, self.buffer = self.buffer[:cut] if cut > 0 else "", self.buffer[cut:] if cut > 0 else self.buffer
-        return out
-
-    def flush(self) -> str:
-        out, self.buffer = ("" if self.stopped else self.buffer.rstrip()), ""
-        return out
-
-
-class RowStopper(StoppingCriteria):
-    """Per-row stopping inside one batched `generate`: row i stops after `max_new_tokens[i]` tokens,
-    at one of its stop strings, or when its `cancelled` event is set. Stopped rows are padded by
-    transformers while the others go on, so each row decodes exactly as it would alone."""
-
-    def __init__(self, max_new_tokens: list[int], stops: list[tuple[str, ...]], cancelled: list[threading.Event | None], decode: Callable[[list[int]], str]):
-        self.max_new_tokens, self.stops, self.cancelled, self.decode = max_new_tokens, stops, cancelled, decode
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
-        # With `inputs_embeds` generation, `input_ids` holds only the new tokens.
-        length = input_ids.shape[1]
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        for row in range(input_ids.shape[0]):
-            event = self.cancelled[row]
-            if length >= self.max_new_tokens[row] or (event is not None and event.is_set()):
-                done[row] = True
-            elif self.stops[row] and cut_at_stop(self.decode(input_ids[row].tolist()), self.stops[row])[1]:
-                done[row] = True
-        return done
+    return [AnswerBox(tag, box_to_pixels(box, width, height), box) for tag, box in tagged_boxes(text, fmt, style)]
 
 
 # --- the pipeline ---------------------------------------------------------------------------------
@@ -599,40 +530,6 @@ class LyricsPipeline:
         if requests[0].settings.num_beams > 1:
             raise ValueError("streaming works with greedy decoding or sampling, not beam search")
         streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+        from lyrics.inference.streaming import TextStream
+
         return TextStream(self, requests[0], streamer)
-
-
-class TextStream:
-    """Iterator of answer text pieces; `result` is set once the iteration ends. Errors raised by the
-    generation thread are re-raised here."""
-
-    def __init__(self, pipeline: LyricsPipeline, request: ChatRequest, streamer: Any):
-        self.result: PipelineResult | None = None
-        self._error: BaseException | None = None
-        self._streamer, self._request = streamer, request
-        self._filter = StopFilter(request.settings.stop)
-        self._thread = threading.Thread(target=self._work, args=(pipeline, request), daemon=True)
-        self._thread.start()
-
-    def _work(self, pipeline: LyricsPipeline, request: ChatRequest) -> None:
-        try:
-            self.result = pipeline.run([request], streamer=self._streamer)[0]
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            self._error = exc
-            self._streamer.end()
-
-    def __iter__(self) -> Iterator[str]:
-        try:
-            for piece in self._streamer:
-                out = self._filter.feed(piece)
-                if out:
-                    yield out
-        finally:
-            if self._thread.is_alive():
-                self._request.cancelled.set()  # the consumer left early: stop generating
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        tail = self._filter.flush()
-        if tail:
-            yield tail

@@ -157,3 +157,27 @@ def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     inter = ix * iy
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
+
+
+def region_markup(box: Sequence[float], fmt: str = "int1000", tag: str | None = None, style: str = "paper") -> str:
+    """A normalised xyxy box in the prompt markup the model was trained with (Table 10's
+    "{Tag & Bbox}"): `<T>tag</T><Bbox>(x1,y1),(x2,y2)</Box>`, or `<Bbox>...</Box>` without a tag."""
+    if style == "released":
+        return format_object(tag or "region", box, fmt, style)
+    markup = f"<Bbox>{format_box(box, fmt)}</Box>"
+    return f"<T>{clean_tag(tag)}</T>{markup}" if tag else markup
+
+
+def tagged_boxes(text: str, fmt: str = "int1000", style: str = "paper") -> list[tuple[str | None, Box]]:
+    """Every box of a generated text, in order, with the tag written before it (None if untagged)."""
+    tagged = list(parse_spatial(text, fmt, style))
+    out: list[tuple[str | None, Box]] = []
+    for box in parse_boxes(text, fmt):
+        tag = None
+        for i, (name, candidate) in enumerate(tagged):
+            if candidate == box:
+                tag = name
+                del tagged[i]
+                break
+        out.append((tag, box))
+    return out
