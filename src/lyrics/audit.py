@@ -12,6 +12,9 @@ each stage, counted with `torch.utils.flop_counter` over a forward and backward 
 built on the meta device at full size, and the GPU-hours of the paper's schedule (600k steps x 512,
 then 200k steps x 64, on 16 A100s) at a given MFU and GPU peak. The counting convention is written
 out above `PAPER_SCHEDULE`; `bench/gpu.py` divides these counts by measured step times for MFU.
+
+Length: two audits of one meta-device model, parameters and training FLOPs, which share its
+construction and the paper's figures.
 """
 
 from __future__ import annotations
@@ -382,7 +385,7 @@ def stage2_flops(config: LyricsConfig, workload: Workload, batch: int = 2) -> tu
     count of the real forward on real tensors."""
     import torch.nn.functional as F
 
-    from lyrics.models.conditional_generation import LyricsForConditionalGeneration
+    from lyrics.models.conditional_generation import LyricsForConditionalGeneration, VisualInputs
 
     config = with_image_token(config)
     with torch.device("meta"):
@@ -395,7 +398,7 @@ def stage2_flops(config: LyricsConfig, workload: Workload, batch: int = 2) -> tu
 
     def forward(image_embeds):
         tokens = model.visual_tokens(
-            image_embeds=image_embeds, local_features=inputs["local_features"], local_attention_mask=inputs["local_attention_mask"]
+            VisualInputs(image_embeds=image_embeds, local_features=inputs["local_features"], local_attention_mask=inputs["local_attention_mask"])
         )
         text = model.llm.get_input_embeddings()(text_ids)
         embeds = torch.cat([tokens.to(text.dtype), text], dim=1)

@@ -1,5 +1,8 @@
 """`lyrics` command line. Each command is a thin typed function that dispatches into the library;
-heavy imports (torch, transformers) happen inside the commands so `lyrics --help` stays fast."""
+heavy imports (torch, transformers) happen inside the commands so `lyrics --help` stays fast.
+
+Length: one short function per command (about twenty of them), kept in one file so that every
+command a user can type is found in one place; none holds logic of its own."""
 
 from __future__ import annotations
 

@@ -220,3 +220,20 @@ def test_stage1_weights_load_into_stage2(parts, tmp_path):
 def test_missing_checkpoint_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a Lyrics checkpoint"):
         LyricsForConditionalGeneration.from_pretrained(tmp_path)
+
+
+def test_forward_and_generate_take_one_visual_inputs_object(parts):
+    from lyrics.models.conditional_generation import VisualInputs
+
+    model, proc = build(parts)
+    model.eval()
+    batch = proc.training_batch([CONV])
+    visual = inputs(proc, n=1)
+    by_name = model(**batch, **visual).logits
+    as_object = model(**batch, visual=VisualInputs(**visual)).logits
+    torch.testing.assert_close(as_object, by_name, rtol=0, atol=0)
+    prompt = proc.generation_batch([CONV[:1]])
+    assert torch.equal(model.generate(**prompt, visual=VisualInputs(**visual), max_new_tokens=3, do_sample=False),
+                       model.generate(**prompt, **visual, max_new_tokens=3, do_sample=False))  # fmt: skip
+    with pytest.raises(ValueError, match="not both"):
+        model(**batch, visual=VisualInputs(**visual), local_features=visual["local_features"])

@@ -35,6 +35,8 @@ in Table 10: they use the VQA task's template 0, `<Image>{Question}`, which keep
 question text ("Is there a dog in the image?", "... Please answer yes or no.") unchanged. So does
 LLaVA-Bench (as LLaVA's model_vqa.py, with answers of up to 1024 tokens), which a judge LLM then
 scores (`lyrics.eval.llava_bench`); `llava_bench` is accepted for its name.
+
+Length: one spec per benchmark of the paper (fifteen of them) with the reshaping its files need.
 """
 
 from __future__ import annotations

@@ -19,6 +19,9 @@ textual spatial representation (in the prompt when the checkpoint was trained wi
 Batches may mix generation settings: rows with equal sampling settings share one `generate` call,
 and per-row `max_new_tokens`, `stop` strings and cancellation are enforced per row by `RowStopper`,
 so a greedy answer is the same alone or in any batch (the server's dynamic batching relies on it).
+
+Length: the pipeline class and the request/result types it answers with; stop strings live in
+`inference/stopping.py`, streaming in `inference/streaming.py`, box markup in `refiner/spatial.py`.
 """
 
 from __future__ import annotations

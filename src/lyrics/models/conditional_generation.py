@@ -11,16 +11,21 @@ A checkpoint stores only what training changed: `config.json`, `lyrics_model.saf
 `ln_vision`, projection), `adapter/` (PEFT LoRA) and the processor (tokenizers); the frozen LLM and
 image encoder are referenced by `text_model_name_or_path` / `vision_model_name_or_path`.
 `save_merged` (CLI `lyrics merge`) folds LoRA into the LLM and writes a standalone directory.
+
+Length: the stage-2 model in one file, transformers style: building from pretrained parts, LoRA and
+trainability, forward and generate, and persistence (save/load/merge) belong to one class.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 import inspect
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -77,6 +82,39 @@ def _resolve(base: Path, name: str | None) -> str | None:
         return None
     candidate = base / name
     return str(candidate) if not os.path.isabs(name) and candidate.exists() else name
+
+
+@dataclass
+class VisualInputs:
+    """The images' side of a batch, one entry per `<image>` placeholder in order of appearance
+    (`LyricsProcessor.visual_inputs` builds it; `forward` and `generate` take its fields by name).
+
+    Args:
+        pixel_values (`(B_img, 3, H, W)`) or image_embeds (`(B_img, Ni, Di)`): the images, or their
+            cached image-encoder features.
+        local_features (`(B_img, K, Dl)`), local_attention_mask (`(B_img, K)`): the refiner's objects.
+        qformer_input_ids, qformer_attention_mask (`(B_img, T)`): per image, its instruction in the
+            MQ-Former vocabulary (`instruction_aware` models).
+    """
+
+    pixel_values: torch.Tensor | None = None
+    image_embeds: torch.Tensor | None = None
+    local_features: torch.Tensor | None = None
+    local_attention_mask: torch.Tensor | None = None
+    qformer_input_ids: torch.Tensor | None = None
+    qformer_attention_mask: torch.Tensor | None = None
+
+    @classmethod
+    def take(cls, kwargs: dict) -> tuple["VisualInputs", dict]:
+        """Split keyword arguments into the visual inputs (its fields, or one `visual=`) and the rest."""
+        rest = dict(kwargs)
+        given = rest.pop("visual", None)
+        named = {f.name: rest.pop(f.name) for f in dataclasses.fields(cls) if f.name in rest}
+        if given is not None:
+            if any(v is not None for v in named.values()):
+                raise ValueError(f"give visual= or its fields ({sorted(named)}), not both")
+            return given, rest
+        return cls(**named), rest
 
 
 class LyricsForConditionalGeneration(LyricsPreTrainedModel):
@@ -214,39 +252,34 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
                 param.requires_grad = False
 
     # --- forward ------------------------------------------------------------------------------
-    def visual_tokens(
-        self,
-        pixel_values: torch.Tensor | None = None,
-        image_embeds: torch.Tensor | None = None,
-        local_features: torch.Tensor | None = None,
-        local_attention_mask: torch.Tensor | None = None,
-        qformer_input_ids: torch.Tensor | None = None,
-        qformer_attention_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def visual_tokens(self, visual: "VisualInputs") -> torch.Tensor:
         """`(B, Nv + Ng, H_llm)` soft visual tokens: projected outputs of every query.
 
-        With `qformer_input_ids` (`(B, T)`, the instruction in the MQ-Former vocabulary) the queries
+        With `visual.qformer_input_ids` (the instruction in the MQ-Former vocabulary) the queries
         also read the instruction, bidirectionally (`instruction_aware`, InstructBLIP style)."""
+        image_embeds = visual.image_embeds
         if image_embeds is None:
-            if pixel_values is None:
+            if visual.pixel_values is None:
                 raise ValueError("give pixel_values or image_embeds")
             with torch.no_grad():
-                image_embeds = self.image_encoder(pixel_values.to(self.image_encoder.vision_model.dtype))
+                image_embeds = self.image_encoder(visual.pixel_values.to(self.image_encoder.vision_model.dtype))
         image = self.image_layernorm(image_embeds.to(self.image_layernorm.weight.dtype))
+        local_features = visual.local_features
         if self.config.mqformer_config.num_grounding_query_tokens and local_features is None:
             local_features = image.new_zeros(image.shape[0], 0, self.config.mqformer_config.local_feature_size)
         mask = None
-        if qformer_input_ids is not None:
-            queries_mask = qformer_input_ids.new_ones(qformer_input_ids.shape[0], self.config.mqformer_config.total_query_tokens)
-            text_mask = qformer_attention_mask if qformer_attention_mask is not None else torch.ones_like(qformer_input_ids)
+        if visual.qformer_input_ids is not None:
+            ids = visual.qformer_input_ids
+            queries_mask = ids.new_ones(ids.shape[0], self.config.mqformer_config.total_query_tokens)
+            text_mask = visual.qformer_attention_mask if visual.qformer_attention_mask is not None else torch.ones_like(ids)
             mask = torch.cat([queries_mask, text_mask], dim=1)
         queries = self.mqformer(
-            image_embeds=image, local_features=local_features, local_attention_mask=local_attention_mask,
-            input_ids=qformer_input_ids, attention_mask=mask,
+            image_embeds=image, local_features=local_features, local_attention_mask=visual.local_attention_mask,
+            input_ids=visual.qformer_input_ids, attention_mask=mask,
         )  # fmt: skip
         return self.language_projection(queries.query_output)
 
-    def embed(self, input_ids: torch.Tensor, **visual) -> torch.Tensor:
+    def embed(self, input_ids: torch.Tensor, visual: "VisualInputs") -> torch.Tensor:
         """LLM input embeddings with the soft visual tokens written over the image placeholders.
 
         Visual inputs are given per image placeholder, in order of appearance (batch order, then
@@ -256,7 +289,7 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
         positions = input_ids == image_token if image_token is not None else torch.zeros_like(input_ids, dtype=torch.bool)
         if not positions.any():
             return embeds
-        tokens = self.visual_tokens(**visual)
+        tokens = self.visual_tokens(visual)
         expected = tokens.shape[0] * tokens.shape[1]
         if int(positions.sum()) != expected:
             raise ValueError(
@@ -270,12 +303,6 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        pixel_values: torch.Tensor | None = None,
-        image_embeds: torch.Tensor | None = None,
-        local_features: torch.Tensor | None = None,
-        local_attention_mask: torch.Tensor | None = None,
-        qformer_input_ids: torch.Tensor | None = None,
-        qformer_attention_mask: torch.Tensor | None = None,
         loss_reduction: str = "token",
         response_logits_only: bool = False,
         **kwargs,
@@ -291,16 +318,11 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
             loss_reduction: "token", the mean over every response token of the batch (LLaVA, BLIP-2),
                 or "sample", the mean per sample, then over samples (a one-word answer weighs as much
                 as a caption).
-            pixel_values (`(B_img, 3, H, W)`) or image_embeds (`(B_img, Ni, Di)`): the images.
-            local_features (`(B_img, K, Dl)`), local_attention_mask (`(B_img, K)`): refiner objects.
-            qformer_input_ids, qformer_attention_mask (`(B_img, T)`): per image, its instruction in the
-                MQ-Former vocabulary (`instruction_aware` models; `LyricsProcessor.visual_inputs`).
+            kwargs: the images' inputs, `VisualInputs` fields by name (`pixel_values`, `local_features`,
+                ...) or one `visual=VisualInputs(...)`; anything else goes to the LLM.
         """
-        embeds = self.embed(
-            input_ids, pixel_values=pixel_values, image_embeds=image_embeds,
-            local_features=local_features, local_attention_mask=local_attention_mask,
-            qformer_input_ids=qformer_input_ids, qformer_attention_mask=qformer_attention_mask,
-        )  # fmt: skip
+        visual, kwargs = VisualInputs.take(kwargs)
+        embeds = self.embed(input_ids, visual)
         if labels is None:
             return self.language_model(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)
         targets = labels[:, 1:]
@@ -321,25 +343,12 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
         return _slices_logits(type(self.llm))
 
     @torch.no_grad()
-    def generate(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        pixel_values: torch.Tensor | None = None,
-        image_embeds: torch.Tensor | None = None,
-        local_features: torch.Tensor | None = None,
-        local_attention_mask: torch.Tensor | None = None,
-        qformer_input_ids: torch.Tensor | None = None,
-        qformer_attention_mask: torch.Tensor | None = None,
-        **generate_kwargs,
-    ) -> torch.Tensor:
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **generate_kwargs) -> torch.Tensor:
         """transformers generation (greedy, sampling, beam search, streamers; KV cache) over the merged
-        embeddings. Returns only the new tokens, `(B, T_new)`."""
-        embeds = self.embed(
-            input_ids, pixel_values=pixel_values, image_embeds=image_embeds,
-            local_features=local_features, local_attention_mask=local_attention_mask,
-            qformer_input_ids=qformer_input_ids, qformer_attention_mask=qformer_attention_mask,
-        )  # fmt: skip
+        embeddings. The images' inputs come as in `forward` (`VisualInputs` fields or `visual=`); the
+        rest are transformers' generation options. Returns only the new tokens, `(B, T_new)`."""
+        visual, generate_kwargs = VisualInputs.take(generate_kwargs)
+        embeds = self.embed(input_ids, visual)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         pad = self.llm.config.pad_token_id

@@ -16,6 +16,9 @@ no local feature input: the module computes exactly BLIP-2's Q-Former (tested ag
 Parameter names follow transformers' `Blip2QFormerModel` / `InstructBlipQFormerModel`
 (`encoder.layer.N.attention.attention.query`, `embeddings.layernorm`, ...) so BLIP-2 checkpoints map
 one to one; `lyrics.models.blip2_weights` holds the mappings.
+
+Length: one readable file for the model, as transformers keeps one file per model (its config is
+in `lyrics.configuration`): attention, layers, embeddings, LM head and the model itself.
 """
 
 from __future__ import annotations

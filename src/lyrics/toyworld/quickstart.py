@@ -13,6 +13,8 @@ are the recipes of `lyrics train`; evaluation is `lyrics eval`'s runner with the
 The toy model is the paper's architecture at toy widths (a 4-layer MQ-Former of width 128, 8 + 8
 queries) on the 30-layer SmolLM2 tuned with LoRA; budgets are in `Budget` (targets on 2 cores:
 `DEFAULT` < 15 min, `FAST` < 3 min; the README gives measured times).
+
+Length: one method per stage of the quickstart, in the order they run, with the budget they share.
 """
 
 from __future__ import annotations

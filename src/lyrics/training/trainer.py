@@ -15,6 +15,9 @@ Checkpoints are written atomically (a temporary directory renamed into place whe
 trainable weights, optimizer, scheduler, every rank's RNG state and the data position; `resume=True`
 continues from the newest complete checkpoint so that the run ends with the same weights, bit for bit
 on CPU, as one that was never interrupted (tested with SIGKILL).
+
+Length: the loop and the launcher glue it needs (FSDP on CPU, DeepSpeed batch fields, atomic
+checkpoints, exact resume); splitting them would spread one loop over several files.
 """
 
 from __future__ import annotations
