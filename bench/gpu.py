@@ -304,36 +304,16 @@ def end_to_end(setup: Setup, root: Path) -> dict:
     """refine -> stage 1 -> convert -> stage 2 -> generate, tiny preset, real recipes (as tests/recipes)."""
     sys.path.insert(0, str(REPO / "tests"))
     import tiny
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
     from lyrics.data.convert import convert_to_file
     from lyrics.models.conditional_generation import LyricsForConditionalGeneration
     from lyrics.models.processing import LyricsProcessor
-    from lyrics.presets import load_config
     from lyrics.recipes import load_recipe_config, run
-    from lyrics.refiner.job import run_job
     from lyrics.refiner.store import open_store
-    from lyrics.toyworld.spec import COLOURS
 
+    tiny.recipe_world(root)
     images = root / "images"
-    images.mkdir(parents=True)
-    coco = {"images": [], "annotations": []}
-    shapes = [("red", "circle"), ("blue", "square"), ("green", "circle"), ("yellow", "square")]
-    for i in range(8):
-        colour, shape = shapes[i % 4]
-        img = Image.new("RGB", (64, 64), (225, 225, 220))
-        box = (8 + 3 * i, 10, 40 + 3 * i, 42)
-        (ImageDraw.Draw(img).ellipse if shape == "circle" else ImageDraw.Draw(img).rectangle)(box, fill=COLOURS[colour])
-        img.save(images / f"{i:03d}.png")
-        coco["images"].append({"id": i, "file_name": f"{i:03d}.png", "width": 64, "height": 64})
-        coco["annotations"].append({"id": i, "image_id": i, "caption": f"a {colour} {shape}"})
-    (root / "captions.json").write_text(json.dumps(coco))
-    refiner = load_config("tiny").refiner_config
-    refiner.tagger = "toy"
-    run_job(images, root / "store", refiner, progress=False)
-    tiny.save_vision(root / "vision")
-    tiny.mqformer_tokenizer().save_pretrained(str(root / "mq_tokenizer"))
-    tiny.save_llm(root / "llm", tiny.llm_tokenizer())
 
     trainer = {"max_steps": 3, "log_every": 1, "save_every": 0, "progress": False, "mixed_precision": "bf16" if setup.bf16 else "no"}
     start = time.perf_counter()

@@ -20,7 +20,6 @@ import io
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -41,22 +40,6 @@ def percentile(values: list[float], q: float) -> float:
 
 
 # --- 1. server with and without dynamic batching ---------------------------------------------------
-def start_server(app):
-    import socket
-
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    return server, thread, port
-
-
 def request_bodies(requests: int, max_tokens: int) -> list[dict]:
     bodies = []
     for i in range(requests):
@@ -73,18 +56,21 @@ def load(pipeline, requests: int, concurrency: int, max_tokens: int, rounds: int
     noise hits both alike); per mode: throughput over all its rounds, p50 / p95 latency, model calls."""
     import httpx
 
+    from contextlib import ExitStack
+
     from lyrics.inference.limits import ServerLimits
-    from lyrics.inference.server import create_app
+    from lyrics.inference.server import create_app, serve_in_background
 
     modes = {"off": 1, "on": 8}
-    servers = {name: start_server(create_app(pipeline, "tiny", ServerLimits(max_batch_size=size, batch_window_ms=5, max_concurrent=4 * concurrency)))
-               for name, size in modes.items()}  # fmt: skip
     bodies = request_bodies(requests, max_tokens)
     latencies: dict[str, list[float]] = {name: [] for name in modes}
     walls = {name: 0.0 for name in modes}
     out = {}
-    try:
-        clients = {name: httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120, trust_env=False) for name, (_, _, port) in servers.items()}
+    with ExitStack() as servers:
+        urls = {name: servers.enter_context(serve_in_background(create_app(
+                    pipeline, "tiny", ServerLimits(max_batch_size=size, batch_window_ms=5, max_concurrent=4 * concurrency))))
+                for name, size in modes.items()}  # fmt: skip
+        clients = {name: httpx.Client(base_url=url, timeout=120, trust_env=False) for name, url in urls.items()}
 
         def one(client, body) -> float:
             start = time.perf_counter()
@@ -104,10 +90,6 @@ def load(pipeline, requests: int, concurrency: int, max_tokens: int, rounds: int
             out[name] = {"throughput": len(latencies[name]) / walls[name], "p50": percentile(latencies[name], 0.5),
                          "p95": percentile(latencies[name], 0.95), "batches": client.get("/health").json()["batches"]}  # fmt: skip
             client.close()
-    finally:
-        for server, thread, _ in servers.values():
-            server.should_exit = True
-            thread.join(30)
     return out
 
 

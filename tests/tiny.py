@@ -213,3 +213,43 @@ def save_vision(path, seed=0):
     model.save_pretrained(str(path))
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(str(path))
     return model
+
+
+RECIPE_SHAPES = [("red", "circle"), ("blue", "square"), ("green", "circle"), ("yellow", "square")]
+
+
+def recipe_world(root):
+    """What the recipes train on in tests and `bench/gpu.py`'s end-to-end check: 8 drawn images with
+    COCO captions (`captions.json`), a toy-refiner store, and tiny CLIP / MQ-Former tokenizer / LLaMA
+    checkpoints in their real formats. Returns `root`."""
+    import json
+    from pathlib import Path
+
+    from PIL import Image, ImageDraw
+
+    from lyrics.presets import load_config
+    from lyrics.refiner.job import run_job
+    from lyrics.toyworld.spec import COLOURS
+
+    root = Path(root)
+    images = root / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    coco = {"images": [], "annotations": []}
+    for i in range(8):
+        colour, shape = RECIPE_SHAPES[i % 4]
+        img = Image.new("RGB", (64, 64), (225, 225, 220))
+        draw = ImageDraw.Draw(img)
+        box = (8 + 3 * i, 10, 40 + 3 * i, 42)
+        (draw.ellipse if shape == "circle" else draw.rectangle)(box, fill=COLOURS[colour])
+        img.save(images / f"{i:03d}.png")
+        coco["images"].append({"id": i, "file_name": f"{i:03d}.png", "width": 64, "height": 64})
+        coco["annotations"].append({"id": i, "image_id": i, "caption": f"a {colour} {shape}"})
+    (root / "captions.json").write_text(json.dumps(coco))
+    refiner = load_config("tiny").refiner_config
+    refiner.tagger = "toy"
+    run_job(images, root / "store", refiner, progress=False)
+    save_vision(root / "vision")
+    mqformer_tokenizer().save_pretrained(str(root / "mq_tokenizer"))
+    save_llm(root / "llm", llm_tokenizer())
+    return root
+

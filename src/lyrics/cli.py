@@ -329,6 +329,9 @@ def serve_command(
     max_body_mb: Annotated[float, typer.Option("--max-body-mb", min=0.001, help="Largest request body (413 above).")] = 20.0,
     max_image_mb: Annotated[float, typer.Option("--max-image-mb", min=0.001, help="Largest encoded image.")] = 10.0,
     max_image_pixels: Annotated[int, typer.Option("--max-image-pixels", min=1, help="Largest image width x height.")] = 4096 * 4096,
+    max_aspect_ratio: Annotated[float, typer.Option("--max-aspect-ratio", min=1.0, help="Longest / shortest image side (400 above; at most the pipeline's 20).")] = 20.0,
+    max_json_depth: Annotated[int, typer.Option("--max-json-depth", min=6, help="Deepest nesting of a request body (400 above).")] = 32,
+    body_timeout: Annotated[float, typer.Option("--body-timeout", min=0.1, help="Seconds a request body may take to arrive (408 after).")] = 60.0,
     allow_remote_urls: Annotated[bool, typer.Option("--allow-remote-urls", help="Fetch http(s) image URLs (default: data: URLs only).")] = False,
     allow_local_files: Annotated[bool, typer.Option("--allow-local-files", help="Read file:// URLs and paths on this machine.")] = False,
     default_temperature: Annotated[float, typer.Option("--default-temperature", min=0.0, help="Temperature when a request gives none (0 = greedy).")] = 0.0,
@@ -355,6 +358,7 @@ def serve_command(
             max_tokens=max_tokens, default_max_tokens=default_max_tokens, max_concurrent=max_concurrent,
             max_batch_size=max_batch_size, batch_window_ms=batch_window_ms, queue_timeout_s=queue_timeout,
             allow_remote_urls=allow_remote_urls, allow_local_files=allow_local_files,
+            max_aspect_ratio=max_aspect_ratio, max_json_depth=max_json_depth, body_timeout_s=body_timeout,
         )  # fmt: skip
         serve(str(model), host, port, model_name, limits, api_key, device, dtype, default_temperature, log_level, refiner=fields)
     except (ValueError, FileNotFoundError, BackendError) as exc:

@@ -197,27 +197,17 @@ def test_stalled_body_gets_408_in_process(pipe):
 
 
 def test_stalled_body_gets_408_on_a_real_socket(pipe):
-    import uvicorn
+    from lyrics.inference.server import serve_in_background
 
     app = create_app(pipe, "tiny", ServerLimits(body_timeout_s=0.5))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        while not server.started:
-            time.sleep(0.02)
+    with serve_in_background(app) as url:
+        port = int(url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
             conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n" + b'{"model":')
             start, reply = time.monotonic(), b""
             while chunk := conn.recv(65536):  # ends when the server closes the connection
                 reply += chunk
             elapsed = time.monotonic() - start
-    finally:
-        server.should_exit = True
-        thread.join(30)
     assert reply.startswith(b"HTTP/1.1 408") and b"request_timeout" in reply and 0.4 < elapsed < 5
 
 

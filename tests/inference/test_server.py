@@ -163,3 +163,15 @@ def test_serve_builds_the_recorded_refiner_and_refuses_a_contradicting_one(check
     good = CliRunner().invoke(app, ["serve", "--model", str(recorded), "--refiner", "batch_size=2"])
     assert good.exit_code == 0, good.output
     assert [(p.refiner.config.max_objects, p.refiner.config.batch_size) for p in served] == [(3, 2)]
+
+
+def test_serve_flags_reach_the_hardening_limits(monkeypatch):
+    from typer.testing import CliRunner
+
+    from lyrics.cli import app
+
+    seen = []
+    monkeypatch.setattr("lyrics.inference.server.serve", lambda model, host, port, name, limits, *args, **kwargs: seen.append(limits))
+    result = CliRunner().invoke(app, ["serve", "--model", ".", "--max-aspect-ratio", "8", "--max-json-depth", "12", "--body-timeout", "5"])
+    assert result.exit_code == 0, result.output
+    assert (seen[0].max_aspect_ratio, seen[0].max_json_depth, seen[0].body_timeout_s) == (8.0, 12, 5.0)

@@ -384,6 +384,8 @@ def generate_world(
     if existing is not None:
         return existing
     out.parent.mkdir(parents=True, exist_ok=True)
+    # Not `lyrics.atomic.atomic_directory`: two processes may build the same world at once, and the
+    # second one to finish keeps the first one's world (if it is the same) instead of replacing it.
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the world is ordinary data

@@ -288,7 +288,9 @@ class Trainer:
 
     def save_checkpoint(self, scheduler) -> Path:
         """Atomic: accelerate writes model/optimizer/RNG into a temporary directory, the main process
-        adds the trainer state last and renames the directory into place."""
+        adds the trainer state last and renames the directory into place. (Not `lyrics.atomic`'s
+        `atomic_directory`: every rank writes into the directory, so its name must be known to all of
+        them, and only the main process may rename it.)"""
         acc = self.accelerator
         root = self.output_dir / "checkpoints"
         final = root / f"step-{self.state.step}"

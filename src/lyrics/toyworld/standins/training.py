@@ -4,7 +4,6 @@ and saving a checkpoint directory atomically."""
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from collections.abc import Callable
@@ -14,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 LOG_NAME = "train_log.json"
 
@@ -30,14 +30,6 @@ def epoch_order(n: int, needed: int, generator: torch.Generator) -> torch.Tensor
     """`needed` sample indices: whole shuffled epochs of range(n) back to back."""
     epochs = max(1, -(-needed // n))
     return torch.cat([torch.randperm(n, generator=generator) for _ in range(epochs)])[:needed]
-
-
-def warmup_cosine(step: int, total: int, warmup: int) -> float:
-    """LR multiplier: linear warm-up, then cosine decay to 10% (short runs still end gently)."""
-    if step < warmup:
-        return (step + 1) / max(1, warmup)
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 @dataclass
@@ -97,7 +89,8 @@ def train_loop(
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98)
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, steps, warmup))
+    # linear warm-up, then cosine decay to 10% (short runs still end gently)
+    scheduler = get_cosine_with_min_lr_schedule_with_warmup(optimizer, warmup, steps, min_lr_rate=0.1)
     model.train()
     for step in range(steps):
         loss = loss_fn(model, batches(step))
