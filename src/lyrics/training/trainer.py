@@ -192,8 +192,9 @@ StepFn = Callable[[torch.nn.Module, dict[str, Any]], Any]
 class Trainer:
     """Runs `step_fn(model, batch) -> output with .loss` over `dataset` batches made by `collate_fn`.
 
-    `step_fn` may return extra scalar fields (`loss_itc`, ...) which are logged: the mean over the
-    step's accumulated micro-batches and over ranks. Data order comes
+    `step_fn` may return extra scalar fields (`loss_itc`, ...) which are logged: each log line holds
+    the mean over every micro-batch since the previous line (accumulated ones included) and over
+    ranks. Data order comes
     from `DistributedSampler(seed, epoch)`, or from `sampler_fn(epoch, rank, world_size)` when given;
     either way it is a function of the epoch, which is what makes resuming exact.
     """
