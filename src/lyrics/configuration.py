@@ -124,6 +124,13 @@ class MQFormerConfig(PreTrainedConfig):
         return self.num_query_tokens + self.num_grounding_query_tokens
 
 
+def _plugin_backends() -> tuple[str, ...]:
+    """Names of refiner backends installed packages declare (entry points; nothing is imported)."""
+    from importlib.metadata import entry_points
+
+    return tuple(sorted({entry.name for entry in entry_points(group="lyrics.refiner_backends")}))
+
+
 class RefinerConfig(PreTrainedConfig):
     r"""Configuration of the frozen visual refiner (paper section 3.1, Figure 2 right).
 
@@ -133,17 +140,17 @@ class RefinerConfig(PreTrainedConfig):
 
     Args:
         tagger (`str`): "clip" (zero-shot CLIP over `tag_vocabulary`), "ram" (RAM++, only when the
-            `ram` package is importable), "given" (tags from the annotations), or "toy".
+            `ram` package is importable), "given" (tags from the annotations), or a plug-in's name ("toy").
         tagger_model (`str`): checkpoint id or path for the tagger.
         tag_vocabulary (`str`, *optional*): file with one tag per line, optionally `tag<TAB>threshold`.
         tag_threshold (`float`): default per-tag threshold.
         max_tags (`int`): keep at most this many tags per image.
-        detector (`str`): "grounding_dino" or "toy".
+        detector (`str`): "grounding_dino" or a plug-in's name ("toy").
         detector_model (`str`): checkpoint id or path for Grounding-DINO.
         box_threshold, text_threshold (`float`): Grounding-DINO thresholds (released code: 0.25, 0.2).
         nms_iou (`float`): IoU above which NMS drops the lower-scored box (released code: 0.6).
         max_objects (`int`): keep the top-K objects by score; this is K in the local features.
-        segmenter (`str`): "sam_hq", "sam", "toy" or "none" (the released code has no SAM).
+        segmenter (`str`): "sam_hq", "sam", "none" (the released code has no SAM) or a plug-in's name ("toy").
         segmenter_model (`str`): checkpoint id or path for SAM / SAM-HQ.
         detection_feature_size, box_feature_size, segmentation_feature_size (`int`): the local
             feature layout per object; their sum is `local_feature_size`.
@@ -197,10 +204,13 @@ class RefinerConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
+        # Backends: the refiner's own, plus those plug-ins declare as entry points of the group
+        # `lyrics.refiner_backends` (the toy world's "toy" among them; `lyrics.refiner.backends`).
+        plugins = _plugin_backends()
         choices = {
-            "tagger": ("clip", "ram", "given", "toy"),
-            "detector": ("grounding_dino", "toy"),
-            "segmenter": ("sam_hq", "sam", "toy", "none"),
+            "tagger": ("clip", "ram", "given", *plugins),
+            "detector": ("grounding_dino", *plugins),
+            "segmenter": ("sam_hq", "sam", "none", *plugins),
             "coordinate_format": ("int1000", "unit3"),
             "spatial_format": ("paper", "released"),
             "store_format": ("safetensors", "webdataset"),
