@@ -7,6 +7,7 @@ misspelt key such as `stage_1:` is an error naming it, never a silently differen
 from __future__ import annotations
 
 import difflib
+import types
 import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
@@ -36,7 +37,7 @@ def typed_section(cls: type[T], data: dict[str, Any] | None, section: str) -> T:
 
 def _matches(value: Any, expected: Any) -> bool:
     origin = typing.get_origin(expected)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         return any(_matches(value, arg) for arg in typing.get_args(expected) if arg is not type(None))
     if expected is Any:
         return True
