@@ -52,16 +52,22 @@ def atomic_write_json(path: str | os.PathLike, data: Any, indent: int | None = 1
     return atomic_write_text(path, json.dumps(data, ensure_ascii=False, indent=indent) + "\n")
 
 
+def ordinary_permissions(directory: Path) -> Path:
+    """Give a `tempfile.mkdtemp` directory (private, 0700) the permissions the umask gives any new
+    directory: the outputs built in it are ordinary data."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(directory, 0o777 & ~umask)
+    return directory
+
+
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary directory next to `path` to build a whole folder in; it replaces `path` when the
     block ends without an error (an older `path` is removed afterwards) and is removed otherwise."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; outputs are ordinary data
+    tmp = ordinary_permissions(Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)))
     try:
         yield tmp
         old = None

@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from lyrics.atomic import ordinary_permissions
 from lyrics.toyworld import layouts, spec
 from lyrics.toyworld.annotate import ImageRecord, annotate, split_subtype
 from lyrics.toyworld.pope import SAMPLINGS
@@ -105,12 +106,6 @@ FAST_SIZES = WorldSizes(train=400, val=60, test=100, zeroshot=60)
 
 class WorldExistsError(FileExistsError):
     """The output directory holds something other than the requested world."""
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -386,9 +381,8 @@ def generate_world(
     out.parent.mkdir(parents=True, exist_ok=True)
     # Not `lyrics.atomic.atomic_directory`: two processes may build the same world at once, and the
     # second one to finish keeps the first one's world (if it is the same) instead of replacing it.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = ordinary_permissions(Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent)))
     try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the world is ordinary data
         manifest = _build(tmp, seed, sizes, workers)
         if out.exists() and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
