@@ -87,7 +87,8 @@ def _resolve(base: Path, name: str | None) -> str | None:
 @dataclass
 class VisualInputs:
     """The images' side of a batch, one entry per `<image>` placeholder in order of appearance
-    (`LyricsProcessor.visual_inputs` builds it; `forward` and `generate` take its fields by name).
+    (`LyricsProcessor.visual_inputs` builds its fields; `forward` and `generate` take them by name
+    or the object as `visual=`).
 
     Args:
         pixel_values (`(B_img, 3, H, W)`) or image_embeds (`(B_img, Ni, Di)`): the images, or their

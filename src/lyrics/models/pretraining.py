@@ -91,8 +91,9 @@ class LyricsForPretraining(LyricsPreTrainedModel):
         self.grounding_proj = nn.Linear(mq.hidden_size, mq.contrastive_dim)
         self.spatial_proj = nn.Linear(mq.hidden_size, mq.contrastive_dim)
         self.itm_head = nn.Linear(mq.hidden_size, 2)
-        # One element, not 0-d (BLIP-2's shape): FSDP2 shards no scalar parameter. Checkpoints with
-        # the scalar load through `_load_from_state_dict` below.
+        # One element, not 0-d (BLIP-2's shape): FSDP2 shards no scalar parameter. A state dict with
+        # the scalar (an older trainer checkpoint) loads through `_load_from_state_dict` below; an
+        # older `save_pretrained` folder does not load with `from_pretrained` (docs/scale.md).
         self.temp = nn.Parameter(torch.full((1,), 0.07))
         self.post_init()
 
