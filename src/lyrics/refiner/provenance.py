@@ -32,12 +32,14 @@ from lyrics.configuration import RefinerConfig
 REFINER_FIELDS = frozenset(RefinerConfig.__annotations__)
 STAGES = ("tagger", "detector", "segmenter")
 
-# The model a backend loads when its `<stage>_model` is not given. RAM++ has no default: it is loaded
-# from a `.pth` file the user downloads (docs/refiner.md).
-DEFAULT_MODELS: dict[str, dict[str, str | None]] = {
-    "tagger": {"clip": "openai/clip-vit-large-patch14", "ram": None, "given": None, "toy": None},
-    "detector": {"grounding_dino": "IDEA-Research/grounding-dino-tiny", "toy": None},
-    "segmenter": {"sam_hq": "syscv-community/sam-hq-vit-huge", "sam": "facebook/sam-vit-huge", "toy": None, "none": None},
+# The model a backend loads when its `<stage>_model` is not given: the paper's backends take the
+# RefinerConfig defaults; any other backend (RAM++, loaded from a `.pth` file the user downloads,
+# docs/refiner.md; "given"; plug-ins such as "toy") has none.
+_PAPER = RefinerConfig()
+DEFAULT_MODELS: dict[str, dict[str, str]] = {
+    "tagger": {_PAPER.tagger: _PAPER.tagger_model},
+    "detector": {_PAPER.detector: _PAPER.detector_model},
+    "segmenter": {_PAPER.segmenter: _PAPER.segmenter_model, "sam": "facebook/sam-vit-huge"},
 }
 
 # Fields that do not change what the refiner says about an image.
@@ -67,8 +69,8 @@ def apply_overrides(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> di
         name = overrides.get(stage)
         if name is None or name == base.get(stage):
             continue
-        if f"{stage}_model" not in overrides and name in DEFAULT_MODELS[stage]:
-            values[f"{stage}_model"] = DEFAULT_MODELS[stage][name]
+        if f"{stage}_model" not in overrides:
+            values[f"{stage}_model"] = DEFAULT_MODELS[stage].get(name)
     if overrides.get("segmenter") == "none" and "segmentation_feature_size" not in overrides:
         values["segmentation_feature_size"] = 0
     return values
