@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 from lyrics.configuration import MQFormerConfig
 from lyrics.tokenization import mqformer_token_ids
 from lyrics.toyworld.standins import (
+    MQFORMER_CORPUS,
     ClipStandinConfig,
     StandinPaths,
     evaluate_retrieval,
@@ -127,12 +128,12 @@ def test_a_saved_tokenizer_of_other_text_is_rebuilt(tiny_world, tmp_path, one_th
     paths = train_standins(root, out, clip=TINY_CLIP)
     record_path = paths.mqformer_tokenizer / "mqformer_token_ids.json"
     record = json.loads(record_path.read_text())
-    assert record["corpus"] == "vocabulary_texts/1" and record["token_ids"] == paths.mqformer_token_ids
+    assert record["corpus"] == MQFORMER_CORPUS and record["token_ids"] == paths.mqformer_token_ids
     del record["corpus"]  # as the vocabulary trained on the LM stand-in's documents was saved
     record["token_ids"] = {**record["token_ids"], "vocab_size": 7}
     record_path.write_text(json.dumps(record))
     again = train_standins(root, out, clip=TINY_CLIP)
-    assert again.mqformer_token_ids == paths.mqformer_token_ids and json.loads(record_path.read_text())["corpus"] == "vocabulary_texts/1"
+    assert again.mqformer_token_ids == paths.mqformer_token_ids and json.loads(record_path.read_text())["corpus"] == MQFORMER_CORPUS
 
 
 def test_a_finished_standin_is_found_again_with_a_tuple_in_its_config(tmp_path):
@@ -146,3 +147,26 @@ def test_a_finished_standin_is_found_again_with_a_tuple_in_its_config(tmp_path):
     assert _finished(tmp_path, {**config, "sizes": (1, 8, 1)}, {"seed": 0}) is None
     assert _finished(tmp_path, config, {"seed": 1}) is None  # another world
     assert _finished(tmp_path / "missing", config, {"seed": 0}) is None
+
+
+def test_mqformer_vocabulary_is_the_same_in_every_process(documents, tmp_path):
+    """tokenizers' WordPiece trainer gave each process its own vocabulary (hash-map order); ours must
+    not: two fresh interpreters (different string-hash seeds) build identical tokenizer files."""
+    import os
+    import subprocess
+    import sys
+
+    corpus = tmp_path / "corpus.json"
+    corpus.write_text(json.dumps(documents[:40]))
+    script = (
+        "import json, sys; from lyrics.toyworld.standins.vocab import train_mqformer_tokenizer; "
+        "tok = train_mqformer_tokenizer(json.loads(open(sys.argv[1]).read())); tok.save_pretrained(sys.argv[2])"
+    )
+    files = []
+    for n, hash_seed in enumerate(("1", "2")):
+        out = tmp_path / f"tok{n}"
+        subprocess.run([sys.executable, "-c", script, str(corpus), str(out)], check=True, env={**os.environ, "PYTHONHASHSEED": hash_seed})
+        files.append((out / "tokenizer.json").read_bytes())
+    assert files[0] == files[1]
+    vocab = json.loads(files[0])["model"]["vocab"]
+    assert "circle" in vocab and "##e" in vocab and "999" in vocab

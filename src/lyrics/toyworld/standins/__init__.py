@@ -45,7 +45,7 @@ __all__ = [
 
 MQFORMER_VOCAB_SIZE = 1536
 # Which text the vocabulary is trained on (`vocabulary_texts`); a saved vocabulary of another is rebuilt.
-MQFORMER_CORPUS = "vocabulary_texts/1"
+MQFORMER_CORPUS = "vocabulary_texts/2"  # 2: the deterministic vocabulary (vocab.py)
 
 
 def build_mqformer_tokenizer(
