@@ -75,7 +75,11 @@ def test_killed_run_resumes_to_bitwise_identical_weights(tmp_path):
     subprocess.run([*RUN, str(killed), "--steps", "8", "--save-every", "2", "--resume"], check=True, env=ENV, timeout=300)
     assert_identical(weights(killed / "final-rank0.safetensors"), weights(tmp_path / "full" / "final-rank0.safetensors"))
     steps = [json.loads(line)["step"] for line in (killed / "logs" / "train.jsonl").read_text().splitlines()]
-    assert steps[-1] == 8
+    assert steps == list(range(1, 9))  # the lines logged after step 4 before the kill are not repeated
+    # the loss log holds no wall-clock field, so the resumed run's equals the uninterrupted run's
+    assert (killed / "logs" / "train.jsonl").read_bytes() == (tmp_path / "full" / "logs" / "train.jsonl").read_bytes()
+    timing = [json.loads(line) for line in (killed / "logs" / "timing.jsonl").read_text().splitlines()]
+    assert [t["step"] for t in timing] == steps and all(t["samples_per_second"] > 0 for t in timing)
     # checkpoints hold the trainable weights only, atomically (no temporary directory left behind)
     ckpt = killed / "checkpoints"
     assert not list(ckpt.glob(".tmp-*"))

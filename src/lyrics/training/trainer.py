@@ -38,6 +38,8 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampl
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 STATE_FILE = "trainer_state.json"
+LOG_FILE = "train.jsonl"  # per log line: step, epoch, lr and the loss fields (deterministic)
+TIMING_FILE = "timing.jsonl"  # per log line: step, samples_per_second, seconds since the previous line
 
 
 def _allow_another_precision(mixed_precision: str) -> None:
@@ -324,15 +326,43 @@ class Trainer:
         scheduler.load_state_dict(self.state.scheduler)
 
     # --- logging -------------------------------------------------------------------------------
-    def _log(self, record: dict[str, Any]) -> None:
+    # Two logs: `train.jsonl` holds only what the run computes (step, epoch, lr, losses), so two runs
+    # of one seed write it byte for byte alike; `timing.jsonl` holds the wall-clock fields.
+    LOGS = (LOG_FILE, TIMING_FILE)
+
+    def _log(self, record: dict[str, Any], timing: dict[str, Any]) -> None:
         if not self.accelerator.is_main_process:
             return
         log_dir = self.output_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
-        with open(log_dir / "train.jsonl", "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        for name, row in ((LOG_FILE, record), (TIMING_FILE, {"step": record["step"], **timing})):
+            with open(log_dir / name, "a") as handle:
+                handle.write(json.dumps(row) + "\n")
         if self.config.tensorboard:
-            self.accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=record.get("step"))
+            scalars = {k: v for k, v in {**record, **timing}.items() if isinstance(v, (int, float))}
+            self.accelerator.log(scalars, step=record.get("step"))
+
+    def _truncate_logs(self, step: int) -> None:
+        """Drop the lines a killed run logged after the checkpoint it resumes from, so the resumed
+        run's logs equal an uninterrupted run's (each line is rewritten whole, atomically)."""
+        from lyrics.atomic import atomic_write_text
+
+        if not self.accelerator.is_main_process:
+            return
+        for name in self.LOGS:
+            path = self.output_dir / "logs" / name
+            if not path.is_file():
+                continue
+            lines = path.read_text().splitlines()
+            kept = []
+            for line in lines:
+                try:
+                    if json.loads(line)["step"] <= step:
+                        kept.append(line)
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    pass  # a line torn by the kill
+            if kept != lines:
+                atomic_write_text(path, "".join(line + "\n" for line in kept))
 
     def _collect(self, output: Any, window: dict[str, list[torch.Tensor]]) -> None:
         """Keep one micro-batch's loss and log fields (detached) for the next log line."""
@@ -381,6 +411,7 @@ class Trainer:
             found = [Path(resume)] if isinstance(resume, (str, Path)) and not isinstance(resume, bool) else self.checkpoints()[-1:]
             if found:
                 self._load_checkpoint(found[-1], scheduler)
+                self._truncate_logs(self.state.step)
                 acc.print(f"resumed from {found[-1]} at step {self.state.step}")
         if cfg.tensorboard:
             acc.init_trackers("lyrics")
@@ -420,8 +451,8 @@ class Trainer:
                     record = {"step": self.state.step, "epoch": self.state.epoch, "lr": scheduler.get_last_lr()[0]}
                     record.update(self._means(window))
                     window = {}
-                    record["samples_per_second"] = window_samples / max(elapsed, 1e-9)
-                    self._log(record)
+                    timing = {"samples_per_second": window_samples / max(elapsed, 1e-9), "seconds": elapsed}
+                    self._log(record, timing)
                     started, window_samples = time.perf_counter(), 0
                 if cfg.save_every and self.state.step % cfg.save_every == 0:
                     self.save_checkpoint(scheduler)
