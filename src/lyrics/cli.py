@@ -430,6 +430,7 @@ def eval_command(
     max_length: Annotated[Optional[int], typer.Option("--max-length", min=1, help="Raise the processor's prompt limit (few-shot prompts hold K+1 images).")] = None,
     device: Annotated[str, typer.Option("--device", help="Torch device, e.g. cpu or cuda:0.")] = "cpu",
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="LLM dtype: float32, bfloat16 or float16.")] = None,
+    share_prefix: Annotated[bool, typer.Option("--share-prefix", help="Answer the questions of a batch about one image from one encoding of their shared prompt prefix (same greedy answers, faster where images get several questions).")] = False,
     mme_pairing: Annotated[str, typer.Option("--mme-pairing", help="MME acc+ pairs: 'lines' (consecutive questions of a subtask, as the official calculation.py) or 'image' (by image name).")] = "lines",
     judge_url: Annotated[Optional[str], typer.Option("--judge-url", rich_help_panel="LLaVA-Bench judge", help="OpenAI-compatible API base (e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1) or its /chat/completions URL; without it llava-bench only writes answers.")] = None,
     judge_model: Annotated[Optional[str], typer.Option("--judge-model", rich_help_panel="LLaVA-Bench judge", help="Judge model name (LLaVA's reviews: gpt-4-0314).")] = None,
@@ -472,7 +473,7 @@ def eval_command(
         command.run_benchmark(
             model, benchmark, data, images=images, split=split, limit=limit, shots=shots, seeds=seeds, shard=shard,
             batch_size=batch_size, out=out, refiner_store=refiner_store, template=template, max_new_tokens=max_new_tokens,
-            max_length=max_length, device=device, dtype=dtype, refiner=fields, mme_pairing=mme_pairing,
+            max_length=max_length, device=device, dtype=dtype, refiner=fields, mme_pairing=mme_pairing, share_prefix=share_prefix,
             judge=dict(url=judge_url, model=judge_model, key_env=judge_key_env, timeout_s=judge_timeout, retries=judge_retries, context=judge_context),
         )  # fmt: skip
     except (ValueError, FileNotFoundError, IndexError, FormatError, RefinerStoreMiss, StoreError, BackendError, JudgeError) as exc:
@@ -496,11 +497,14 @@ def quickstart_command(
     fast: Annotated[bool, typer.Option("--fast", help="The small budget used by the tests (under 3 minutes on 2 cores).")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the world, the stand-ins and training.")] = 0,
     threads: Annotated[int, typer.Option(help="Torch threads for training and evaluation (0: every core this process may use).")] = 0,
+    precision: Annotated[str, typer.Option(help="auto (bfloat16 where the CPU has AMX or AVX512-BF16, else fp32), bf16 or fp32.")] = "auto",
 ) -> None:
     """Train and evaluate the whole Lyrics pipeline on the toy world: generate data, convert the LLM
     (SmolLM2-135M-Instruct), refine, train the stand-ins, stage 1, stage 2, evaluate against trivial
     baselines, write an HTML report, and ask the model a few questions about a test image."""
     from rich.console import Console
+
+    from dataclasses import replace
 
     from lyrics.toyworld.quickstart import DEFAULT, FAST, Quickstart, available_cores
     from lyrics.toyworld.results import results_table
@@ -508,7 +512,8 @@ def quickstart_command(
     _threads(threads or available_cores())
     console = Console()
     try:
-        result = Quickstart(out, FAST if fast else DEFAULT, seed=seed, log=console.print).run()
+        budget = replace(FAST if fast else DEFAULT, precision=precision)
+        result = Quickstart(out, budget, seed=seed, log=console.print).run()
     except ValueError as exc:
         _fail(str(exc))
     console.print(results_table(result.results))

@@ -168,3 +168,40 @@ def test_eval_runs_the_checkpoint_s_recorded_refiner_and_refuses_another(ckpt, p
     result = CliRunner().invoke(app, args, env={"COLUMNS": "400"})
     assert result.exit_code == 2 and "max_objects: 2 vs 5" in result.output
     assert not (tmp_path / "out" / "pope-random-0shot" / "results.json").exists()
+
+
+def test_shared_prefix_gives_the_one_at_a_time_answers(ckpt, pope):
+    """Several questions per image answered from one encoding of their common prefix equal plain
+    `generate` on each prompt alone, with and without spatial text and in chunks of `max_batch`."""
+    import dataclasses
+
+    questions = ["Is there a red circle in the image?", "What is it?", "Is there a blue square in the image? Answer with yes or no.", "Where?"]
+    prompts = [
+        Prompt([{"from": "human", "value": f"<image>\n{q}"}], [pope / "val2014" / f"COCO_val2014_{i:012d}.jpg"], 6)
+        for i in (1, 2) for q in questions
+    ] + [Prompt([{"from": "human", "value": "<image>\nWhat is it?"}], [pope / "val2014" / "COCO_val2014_000000000003.jpg"], 6)]  # fmt: skip
+    for spatial in (False, True):
+        alone = LyricsPredictor.from_pretrained(ckpt, max_batch=1)
+        shared = LyricsPredictor.from_pretrained(ckpt, share_prefix=True, max_batch=3)
+        for p in (alone, shared):
+            p.processor.config = dataclasses.replace(p.processor.config, spatial_text_in_prompt=spatial)
+        assert shared.share_prefix
+        calls = []
+        generate = shared.model.generate
+        shared.model.generate = lambda **kw: calls.append(kw["input_ids"].shape[0]) or generate(**kw)
+        expected = [a.text for a in alone.predict(prompts)]
+        assert [a.text for a in shared.predict(prompts)] == expected
+        assert calls == [1]  # only the image asked one question went through `generate`
+        assert len(set(expected)) > 1  # the answers differ, so a mix-up between rows would show
+
+
+def test_common_prefix_leaves_each_row_a_token_and_refuses_processors(ckpt):
+    from lyrics.inference.prefix_cache import common_prefix, shareable
+
+    assert common_prefix([[1, 2, 3, 4], [1, 2, 3, 5]]) == 3
+    assert common_prefix([[1, 2, 3], [1, 2, 3, 4]]) == 2  # the shorter row keeps its last token
+    assert common_prefix([[7, 2], [1, 2]]) == 0
+    model = LyricsPredictor.from_pretrained(ckpt).model.language_model
+    assert shareable(model)
+    model.generation_config.repetition_penalty = 1.3
+    assert not shareable(model)

@@ -69,6 +69,7 @@ def run_benchmark(
     refiner: dict[str, Any] | None = None,
     mme_pairing: str = "lines",
     judge: dict[str, Any] | None = None,
+    share_prefix: bool = False,
 ) -> list[EvalOutcome]:
     """Evaluate a checkpoint on every requested split of a benchmark; prints progress and tables.
     The live refiner is the checkpoint's own; `refiner` holds explicit fields (`--refiner`)."""
@@ -94,7 +95,7 @@ def run_benchmark(
     for config in configs:
         find_files(data, spec.files(config.split, spec.scored(config.split)), f"{spec.title} ({config.split} split)")
     roots = [p for p in (images, data) if p is not None]
-    predictor = LyricsPredictor.from_pretrained(model, device, dtype, refiner_store, store_roots=roots, max_length=max_length, refiner=refiner)
+    predictor = LyricsPredictor.from_pretrained(model, device, dtype, refiner_store, store_roots=roots, max_length=max_length, refiner=refiner, share_prefix=share_prefix)
     outcomes = []
     for config in configs:
 

@@ -38,7 +38,7 @@ def evaluate_quickstart(quickstart, checkpoint: Path, splits: tuple[str, ...] = 
 
     out = quickstart.out
     # The runner hands over `eval_batch` prompts at a time; generation runs them 32 at a time, sorted by length.
-    model = LyricsPredictor.from_pretrained(checkpoint, refiner_store=quickstart.store_dir, autocast=quickstart.autocast, max_batch=32)
+    model = LyricsPredictor.from_pretrained(checkpoint, refiner_store=quickstart.store_dir, autocast=quickstart.autocast, max_batch=32, share_prefix=True)
     model.store_key = quickstart.keys
     predictor = RepeatedPrompts(model)
     budget = quickstart.budget
