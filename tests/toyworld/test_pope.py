@@ -83,3 +83,18 @@ def test_statistics_count_images_not_objects():
     freq, co = object_statistics([["a x", "a x", "b y"], ["b y"]])
     assert freq == Counter({"b y": 2, "a x": 1})
     assert co["a x"]["b y"] == 1 and co["b y"]["a x"] == 1
+
+
+@pytest.mark.parametrize("split", ["test", "zeroshot"])
+def test_the_paraphrase_file_asks_the_adversarial_questions_in_held_out_phrasings(tiny_world, split):
+    from lyrics.toyworld.language import article
+    from lyrics.toyworld.pope import PARAPHRASES
+
+    root, _ = tiny_world
+    read = lambda name: [json.loads(line) for line in (root / f"pope/{split}/coco_pope_{name}.json").read_text().splitlines()]  # noqa: E731
+    adversarial, paraphrased = read("adversarial"), read("paraphrase")
+    assert len(PARAPHRASES) >= 5 and len(paraphrased) == len(adversarial) > len(PARAPHRASES)
+    for n, (a, p) in enumerate(zip(adversarial, paraphrased)):
+        assert (a["image"], a["label"], a["question_id"]) == (p["image"], p["label"], p["question_id"])
+        tag = a["text"].split(" ", 3)[3].removesuffix(" in the image?")
+        assert p["text"] == PARAPHRASES[n % len(PARAPHRASES)].format(a=article(tag))

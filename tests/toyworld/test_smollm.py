@@ -40,11 +40,12 @@ def test_the_gguf_loads_as_the_30_layer_smollm2_and_answers(gguf_model):
     assert "Paris" in answer
 
 
-def test_the_converted_folder_is_the_same_model(gguf_model, tmp_path):
+def test_the_converted_folder_is_the_same_model(gguf_model, tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model, tokenizer = gguf_model
-    out = smollm.convert_smollm2(tmp_path / "llm")
+    cache = tmp_path / "cache"
+    out = smollm.convert_smollm2(tmp_path / "llm", cache=cache)
     source = json.loads((out / smollm.SOURCE_FILE).read_text())
     assert source["sha256"] == smollm.sha256(smollm.find_gguf()) and smollm.WHEEL in source["from"]
     assert not (out / "config.json").read_text().count("quantization_config")
@@ -57,6 +58,23 @@ def test_the_converted_folder_is_the_same_model(gguf_model, tmp_path):
         assert torch.equal(plain(ids).logits, model(ids).logits)
     stamp = (out / "model.safetensors").stat().st_mtime_ns
     assert smollm.convert_smollm2(out) == out and (out / "model.safetensors").stat().st_mtime_ns == stamp  # reused
+
+    # another folder gets the cached conversion (hard links on one file system), without converting
+    monkeypatch.setattr(smollm, "_convert", lambda *a: pytest.fail("converted again despite the cache"))
+    again = smollm.convert_smollm2(tmp_path / "again", cache=cache)
+    assert sorted(p.name for p in again.iterdir()) == sorted(p.name for p in out.iterdir())
+    assert (again / "model.safetensors").stat().st_ino == (out / "model.safetensors").stat().st_ino
+    assert json.loads((again / smollm.SOURCE_FILE).read_text()) == source
+
+
+def test_the_cache_location_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("LYRICS_CACHE", str(tmp_path / "c"))
+    assert smollm.cache_dir() == tmp_path / "c"
+    monkeypatch.setenv("LYRICS_CACHE", "")
+    assert smollm.cache_dir() is None
+    monkeypatch.delenv("LYRICS_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert smollm.cache_dir() == tmp_path / "xdg" / "lyrics"
 
 
 def test_a_missing_wheel_names_the_install_command(monkeypatch):

@@ -193,7 +193,7 @@ def test_refcoco_layout(tiny_world):
 def test_pope_layout(tiny_world):
     root, manifest = tiny_world
     for split in ("val", "test", "zeroshot"):
-        for sampling in ("random", "popular", "adversarial"):
+        for sampling in ("random", "popular", "adversarial", "paraphrase"):
             entry = _entry(manifest, f"pope_{sampling}", split)
             assert entry["path"] == f"pope/{split}/coco_pope_{sampling}.json"
             lines = [json.loads(line) for line in (root / entry["path"]).read_text().splitlines()]
@@ -263,7 +263,7 @@ def test_one_image_per_split_still_writes_every_layout(tmp_path):
             assert (root / "mme" / split / subtask).is_dir()
     assert {f["format"] for f in manifest["files"]} >= {
         "coco_captions", "vqav2_questions", "vqav2_annotations", "refcoco_refs", "coco_instances",
-        "pope_random", "pope_popular", "pope_adversarial", "aokvqa", "shikra_rd"}
+        "pope_random", "pope_popular", "pope_adversarial", "pope_paraphrase", "aokvqa", "shikra_rd"}
 
 
 def test_manifest_states_an_image_rule_for_every_format(tiny_world):

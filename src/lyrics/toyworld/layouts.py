@@ -156,11 +156,12 @@ def refcoco(records: Sequence[ImageRecord], split_names: dict[str, str], start_i
                   "annotations": annotations, "categories": categories}
 
 
-def pope_lines(records: Sequence[ImageRecord], sampling: str, rng) -> list[dict]:
+def pope_lines(records: Sequence[ImageRecord], sampling: str, rng, paraphrase: bool = False) -> list[dict]:
+    """POPE's question lines; with `paraphrase`, question n in held-out phrasing n (`pope.PARAPHRASES`)."""
     pool = split_tag_pool(records[0].split) if records else []
     questions = build_pope([rec.tags for rec in records], sampling, rng, pool=pool)
     return [
-        {"question_id": n + 1, "image": records[q.image_index].file_name, "text": q.text, "label": q.label}
+        {"question_id": n + 1, "image": records[q.image_index].file_name, "text": q.paraphrase(n) if paraphrase else q.text, "label": q.label}
         for n, q in enumerate(questions)
     ]
 

