@@ -79,6 +79,7 @@ def test_a_killed_rerun_resumes_to_byte_identical_results(fast_run, tmp_path):
     assert not (out / "stage2" / "final").exists()  # killed inside stage 2
     done = _cli("quickstart", "--fast", "--out", str(out))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert re.search(r"resumed from \S+step-\d+ at step [1-9]", done.stdout + done.stderr)  # not from scratch
     for name in IDENTICAL:
         assert (out / name).read_bytes() == (first / name).read_bytes(), f"{name} differs after the resumed run"
 
@@ -182,7 +183,7 @@ def test_a_mixture_replaces_stage_twos_and_is_recorded(tmp_path, monkeypatch):
     from lyrics.toyworld.quickstart import DEFAULT, MIXTURE, Quickstart
 
     configs = []
-    monkeypatch.setattr(lyrics.recipes, "run", lambda config: configs.append(config) or tmp_path)
+    monkeypatch.setattr(lyrics.recipes, "run", lambda config, resume=False: configs.append(config) or tmp_path)
     mixture = {"vqa": MIXTURE["vqa"][:3] + (1.0,)}
     for given in (None, mixture):
         run = Quickstart(tmp_path, DEFAULT, mixture=given)

@@ -343,8 +343,9 @@ class Trainer:
             self.accelerator.log(scalars, step=record.get("step"))
 
     def _truncate_logs(self, step: int) -> None:
-        """Drop the lines a killed run logged after the checkpoint it resumes from, so the resumed
-        run's logs equal an uninterrupted run's (each line is rewritten whole, atomically)."""
+        """Drop the lines logged after `step` (the checkpoint this run resumes from; 0 when it starts
+        afresh), which a killed run wrote: a resumed run's logs then equal an uninterrupted run's
+        (each line is rewritten whole, atomically)."""
         from lyrics.atomic import atomic_write_text
 
         if not self.accelerator.is_main_process:
@@ -411,8 +412,10 @@ class Trainer:
             found = [Path(resume)] if isinstance(resume, (str, Path)) and not isinstance(resume, bool) else self.checkpoints()[-1:]
             if found:
                 self._load_checkpoint(found[-1], scheduler)
-                self._truncate_logs(self.state.step)
                 acc.print(f"resumed from {found[-1]} at step {self.state.step}")
+        # Lines after the step this run starts from belong to a killed run: all of them when it
+        # starts afresh in an old output_dir, so a log never mixes two runs.
+        self._truncate_logs(self.state.step)
         if cfg.tensorboard:
             acc.init_trackers("lyrics")
         if acc.is_main_process:
