@@ -139,7 +139,7 @@ def write_report(quickstart, checkpoint: Path, results: dict[str, dict[str, floa
         "<h1>Lyrics quickstart on the toy world</h1>",
         f"<p>Checkpoint: <code>{esc(str(checkpoint))}</code>. Wall time: {quickstart.timings.get('total', 0):.0f} s "
         f"({', '.join(f'{k} {v:.0f}s' for k, v in quickstart.timings.items() if k != 'total')}).</p>",
-        "<h2>Results (test and zero-shot splits) beside trivial baselines</h2><table><tr><th>metric</th><th>Lyrics</th><th>baseline</th><th>difference</th></tr>",
+        "<h2>Results (test and zero-shot splits; stage-1 retrieval on val) beside trivial baselines and chance</h2><table><tr><th>metric</th><th>Lyrics</th><th>baseline</th><th>difference</th></tr>",
     ]
     for name, entry in results.items():
         diff = entry["value"] - entry["baseline"]
@@ -147,7 +147,7 @@ def write_report(quickstart, checkpoint: Path, results: dict[str, dict[str, floa
             f"<tr><td>{esc(name)}</td><td class=num>{entry['value']:.2f}</td><td class=num>{entry['baseline']:.2f}</td>"
             f"<td class='num {'pos' if diff > 0 else 'neg'}'>{diff:+.2f}</td></tr>"
         )
-    parts.append("</table><p>Baselines: the most common training caption (CIDEr), the majority training answer per question type (VQA), always \"yes\" (POPE), the centre box (REC).</p>")
+    parts.append("</table><p>Baselines: the most common training caption (CIDEr), the majority training answer per question type (VQA), always \"yes\" (POPE), the centre box (REC), chance (stage-1 retrieval and ITM).</p>")
     parts.append("<h2>Loss curves</h2>")
     parts += [f"<img src='report/{c.name}' alt='{c.stem}'>" for c in curves if c is not None]
     parts.append("<h2>Referring expressions (test split)</h2><p>Thin boxes: the refiner's objects; green: the ground truth; red: the box in Lyrics' answer.</p>")

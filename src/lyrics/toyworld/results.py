@@ -5,6 +5,8 @@ baselines scored by the same official scorers:
 * VQA accuracy, by question type  vs the majority training answer per question type
 * POPE accuracy, F1 and share of "yes", per sampling and for the held-out paraphrases  vs always "yes"
 * REC Acc@0.5                 vs the centre box (0.25, 0.25, 0.75, 0.75)
+* stage 1 on the val split: image-text retrieval R@1 / R@5 and ITM accuracy on hard negatives
+  (`lyrics.eval.retrieval`)  vs chance
 
 Predictions go through `lyrics eval`'s runner (`run_eval`) with the checkpoint's `LyricsPredictor`
 reading the quickstart's refiner store; `results.json` maps "split/task/metric" to
@@ -31,8 +33,30 @@ def _benchmarks(world: Path, split: str) -> list[tuple[str, str, Path, str, Path
     return rows
 
 
-def evaluate_quickstart(quickstart, checkpoint: Path, splits: tuple[str, ...] = ("test", "zeroshot"), out_name: str = "results.json") -> dict[str, dict[str, float]]:
-    """Score `checkpoint` and write `OUT/results.json`; returns the same mapping."""
+RETRIEVAL_METRICS = ("i2t_R@1", "i2t_R@5", "t2i_R@1", "t2i_R@5", "itm_accuracy")
+
+
+def evaluate_stage1(quickstart, stage1: Path) -> dict[str, dict[str, float]]:
+    """`val/retrieval/<metric>` of a stage-1 checkpoint, each `{"value": v, "baseline": chance}`."""
+    from lyrics.eval.retrieval import evaluate_stage1 as score
+
+    world = quickstart.world
+    scores = score(
+        stage1, world / "annotations" / "captions_toyval.json", world / "images" / "toyval",
+        refiner_store=quickstart.store_dir, image_features=quickstart.features_dir,
+    )  # fmt: skip
+    return {f"val/retrieval/{k}": {"value": scores[k]["value"], "baseline": scores[k]["chance"]} for k in RETRIEVAL_METRICS if k in scores}
+
+
+def evaluate_quickstart(
+    quickstart,
+    checkpoint: Path,
+    splits: tuple[str, ...] = ("test", "zeroshot"),
+    out_name: str = "results.json",
+    stage1: Path | None = None,
+) -> dict[str, dict[str, float]]:
+    """Score `checkpoint` (and, given `stage1`, the stage-1 checkpoint's retrieval) and write
+    `OUT/results.json`; returns the same mapping."""
     from lyrics.atomic import atomic_write_text
     from lyrics.eval.predictor import LyricsPredictor
     from lyrics.eval.runner import EvalConfig, run_eval
@@ -46,6 +70,8 @@ def evaluate_quickstart(quickstart, checkpoint: Path, splits: tuple[str, ...] = 
     results: dict[str, dict[str, float]] = {}
     details: dict[str, Any] = {}
     eval_dir = out / "eval" / checkpoint.parent.name
+    if stage1 is not None:
+        results.update(evaluate_stage1(quickstart, stage1))
     for split in splits:
         for task, benchmark, data, bench_split, images in _benchmarks(quickstart.world, split):
             config = EvalConfig(
