@@ -84,6 +84,46 @@ def test_a_killed_rerun_resumes_to_byte_identical_results(fast_run, tmp_path):
         assert (out / name).read_bytes() == (first / name).read_bytes(), f"{name} differs after the resumed run"
 
 
+@pytest.mark.parametrize("stage, weights", [("stage1", "model.safetensors"), ("stage2", "lyrics_model.safetensors")])
+def test_the_recorded_yaml_recipe_reruns_a_stage_by_hand(fast_run, tmp_path, stage, weights):
+    """OUT/STAGE/recipe.txt is `lyrics train configs/STAGE/toy.yaml --set ...`; run by hand into
+    another folder it trains the quickstart's weights byte for byte."""
+    import shlex
+
+    out, _ = fast_run
+    command = shlex.split((out / stage / "recipe.txt").read_text())
+    assert command[:3] == ["lyrics", "train", str(Path(__file__).resolve().parents[2] / "configs" / stage / "toy.yaml")]
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": str(len(os.sched_getaffinity(0)))}
+    again = tmp_path / stage
+    done = subprocess.run([sys.executable, "-m", "lyrics", *command[1:], "--set", f"trainer.output_dir={again}"], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert (again / "final" / weights).read_bytes() == (out / stage / "final" / weights).read_bytes()
+    assert (again / "logs" / "train.jsonl").read_text() == (out / stage / "logs" / "train.jsonl").read_text()
+
+
+def test_the_stage_recipes_are_the_yaml_files_plus_overrides(tmp_path, monkeypatch):
+    """What the quickstart trains is configs/STAGE/toy.yaml with its `--set` overrides: the default
+    model needs none of the model section's, an ablation row exactly its switch."""
+    from types import SimpleNamespace
+
+    import lyrics.recipes
+    from lyrics.presets import merge
+    from lyrics.toyworld.quickstart import DEFAULT, Quickstart
+
+    monkeypatch.setattr(lyrics.recipes, "run", lambda config, resume=False: tmp_path)
+    for model, expected in ((TOY_MODEL, []), (merge(TOY_MODEL, {"mqformer_config": {"num_grounding_query_tokens": 0}}), ["model.overrides.mqformer_config.num_grounding_query_tokens=0"])):
+        run = Quickstart(tmp_path / str(len(expected)), DEFAULT, model=model)
+        run.standins, run.llm = SimpleNamespace(clip=tmp_path / "clip", mqformer_tokenizer=tmp_path / "tok"), tmp_path / "llm"
+        run.stage_stage1()
+        overrides = (run.out / "stage1" / "recipe.txt").read_text().split("--set ")[1:]
+        assert [o.strip().strip("'") for o in overrides if o.startswith("model.overrides")] == expected
+        # the default budget is the YAML's: only the folder is set
+        assert [o.split("=")[0] for o in overrides if o.startswith("trainer.")] == ["trainer.output_dir"]
+    run.stage_stage2(None)  # without pre-training: the tiny preset, the whole model, no stage-1 folder
+    text = (run.out / "stage2" / "recipe.txt").read_text()
+    assert "model.preset=tiny" in text and "model.stage1=null" in text and "model.overrides.refiner_config=" in text
+
+
 def test_results_json_maps_metrics_to_value_and_baseline(fast_run):
     out, _ = fast_run
     results = json.loads((out / "results.json").read_text())
@@ -189,7 +229,7 @@ def test_a_mixture_replaces_stage_twos_and_is_recorded(tmp_path, monkeypatch):
         run = Quickstart(tmp_path, DEFAULT, mixture=given)
         run.standins, run.llm = SimpleNamespace(clip=tmp_path / "clip"), tmp_path / "llm"
         run.stage_stage2(None)
-    default, chosen = (c["data"]["mixture"] for c in configs)
+    default, chosen = ({n: s for n, s in c["data"]["mixture"].items() if s is not None} for c in configs)
     assert set(default) == set(MIXTURE) and chosen == {"vqa": {"records": str(tmp_path / "records/vqa.json"), "weight": 1.0}}
     summary = json.loads(json.dumps({"seed": 0, "budget": {}, "model": {}, "mixture": mixture}))
     (tmp_path / "quickstart.json").write_text(json.dumps(summary))
@@ -205,8 +245,8 @@ def test_time_left_scales_the_expected_seconds_by_this_machines_speed(tmp_path):
 
     for precision in ("fp32", "bf16"):
         run = Quickstart(tmp_path, replace(DEFAULT, precision=precision))
-        table = EXPECTED_SECONDS[precision]
-        assert run.expected_seconds is table and run.time_left() is None  # nothing measured yet
+        table = EXPECTED_SECONDS[run.timing_kind]
+        assert run.timing_kind.startswith(precision) and run.expected_seconds is table and run.time_left() is None  # nothing measured yet
         run.timings = {"world": 2 * table["world"]}  # this machine runs at half the speed
         rest = sum(table[s] for s in STAGES if s != "world")
         assert abs(run.time_left() - 2 * rest) < 1e-6
@@ -215,3 +255,4 @@ def test_time_left_scales_the_expected_seconds_by_this_machines_speed(tmp_path):
         assert abs(run.time_left() - half.time_left() - table["stage2"]) < 1e-6  # half the stage-2 work
     # fp32's stage 2 is the slow one: the same finished stages predict more time left than in bf16
     assert EXPECTED_SECONDS["fp32"]["stage2"] > 2 * EXPECTED_SECONDS["bf16"]["stage2"]
+    assert EXPECTED_SECONDS["bf16"]["stage2"] < EXPECTED_SECONDS["bf16-avx512"]["stage2"] < EXPECTED_SECONDS["fp32"]["stage2"]

@@ -25,6 +25,7 @@ YAML sections:
     mixture:                      # ... or Table 6-style weighted sources
       captioning: {records: cap.json, weight: 0.3}
       vqa: {records: vqa.json, weight: 0.5}
+      ocr: null                   # a null source is left out (`--set data.mixture.ocr=null` drops one)
     images: root
     refiner_store: features/
     image_features: null          # cached encoder features (disables augmentation)
@@ -231,6 +232,8 @@ class Stage2Recipe:
         transform = make_augment(data, self.model.config)
         features = open_feature_cache(data)
         self.sampler_fn = None
+        if data.mixture and all(source is None for source in data.mixture.values()):
+            raise ValueError("data.mixture: every source is null")
         if bool(data.records) == bool(data.mixture):
             raise ValueError("data: give either `records` (a file or a list of files) or a `mixture`")
         if data.mixture:
@@ -238,6 +241,8 @@ class Stage2Recipe:
 
             names, files = [], []
             for name, source in data.mixture.items():
+                if source is None:
+                    continue
                 if not isinstance(source, dict) or "records" not in source or set(source) - {"records", "weight"}:
                     raise ValueError(f"data.mixture.{name} must be {{records: FILE, weight: W}}, got {source!r}")
                 names.append(name)

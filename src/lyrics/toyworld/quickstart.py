@@ -67,7 +67,9 @@ FAST = Budget(
 # Seconds each stage of the default takes on 2 cores, per precision, because stage 2 and evaluation
 # are 2-3x slower in fp32 while the other stages barely change. "bf16": a CPU with AMX (2026-12-05,
 # mean of three seeds; evaluation times the shared-prefix speed-up measured on 2026-12-07, 1.66x,
-# plus the paraphrase set). "fp32": an AVX2-only AMD EPYC (2026-12-07, seed 0; docs/toy-model.md).
+# plus the paraphrase set). "bf16-avx512": bf16 on an AMD EPYC with AVX512-BF16 but no AMX, whose
+# stage 2 is 1.7x the AMX one (2026-12-07, seed 0). "fp32": an AVX2-only AMD EPYC (2026-12-07,
+# seed 0; docs/toy-model.md).
 # The progress line scales the table of the run's precision by how fast this machine ran the stages
 # already done, to estimate the time left.
 EXPECTED_SECONDS = {
@@ -75,49 +77,75 @@ EXPECTED_SECONDS = {
         "world": 6, "llm": 17, "standins": 15, "refine": 32, "features": 4, "records": 5, "stage1": 25,
         "stage2": 487, "evaluate": 155, "report": 1, "chat": 6,
     },
+    "bf16-avx512": {
+        "world": 6, "llm": 20, "standins": 17, "refine": 27, "features": 3, "records": 5, "stage1": 36,
+        "stage2": 831, "evaluate": 358, "report": 1, "chat": 6,
+    },
     "fp32": {
         "world": 10, "llm": 34, "standins": 24, "refine": 49, "features": 5, "records": 7, "stage1": 49,
         "stage2": 1485, "evaluate": 530, "report": 1, "chat": 9,
     },
 }  # fmt: skip
 
-# The toy model: the paper's architecture at toy widths. The refiner's local features per object are
-# the toy detector's descriptor (24) + box (4) + the toy segmenter's 8 x 8 mask grid (64).
-TOY_MODEL: dict[str, Any] = {
-    "refiner_config": {
-        "tagger": "toy", "tagger_model": None, "detector": "toy", "detector_model": None, "segmenter": "toy",
-        "segmenter_model": None, "detection_feature_size": 24, "box_feature_size": 4, "segmentation_feature_size": 64,
-        "max_objects": 8, "max_tags": 16,
-    },
-    "mqformer_config": {
-        "hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 256,
-        "max_position_embeddings": 256, "num_query_tokens": 8, "num_grounding_query_tokens": 8, "contrastive_dim": 64,
-        # No dropout: on CPU SDPA's dropout path costs 4x the step time, and the toy runs are short.
-        "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
-    },
-    "vision_feature_layer": -1,
-    "lora_r": 16,
-    "lora_alpha": 32,
-    "lora_dropout": 0.0,
-    "lora_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
-    # The refiner's spatial text also goes into the LLM prompt (docs/toy-model.md; `lyrics ablate` flips it).
-    "spatial_text_in_prompt": True,
-}  # fmt: skip
+# The toy model's recipes: the stage YAML files hold every model, data and trainer setting; the
+# quickstart (and each `lyrics ablate` row) is those files plus the `--set` overrides its folder,
+# seed and budget need (`recipe_overrides`), recorded as OUT/STAGE/recipe.txt.
+CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 
-# Training mixture of stage 2 (Table 6 at toy scale): converter kind, inputs, image root, weight.
-# VQA weighs most: its colour, shape, count, existence and position questions are what the floor's
-# colour VQA and POPE need. `VQA_TURNS` > 1 would merge that many questions about one image into one
-# conversation (`lyrics convert --max-turns`); measured at 4 (docs/toy-model.md), the longer
-# samples cost 1.6x the time per sample and did not teach existence better, so it is off.
+
+def toy_recipe(stage: str) -> Path:
+    """`configs/{stage}/toy.yaml` of the source checkout this package runs from."""
+    path = CONFIGS / stage / "toy.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: the quickstart reads the toy recipes from the repository's configs/ folder; "
+            "install the package from a source checkout (`pip install -e .`, as `make demo` does)"
+        )
+    return path
+
+
+def _read_recipe(stage: str) -> dict[str, Any]:
+    import yaml
+
+    return yaml.safe_load(toy_recipe(stage).read_text())
+
+
+# The toy model: the paper's architecture at toy widths (configs/stage1/toy.yaml, `model.overrides`).
+TOY_MODEL: dict[str, Any] = _read_recipe("stage1")["model"]["overrides"]
+
+# Stage 2's training mixture (Table 6 at toy scale): converter kind, inputs, image root, and the
+# weight configs/stage2/toy.yaml gives it. `VQA_TURNS` > 1 would merge that many questions about
+# one image into one conversation (`lyrics convert --max-turns`); measured at 4 (docs/toy-model.md),
+# the longer samples cost 1.6x the time per sample and did not teach existence better, so it is off.
 VQA_TURNS = 1
-MIXTURE = {
-    "captioning": ("coco-captions", ["annotations/captions_toytrain.json"], "images/toytrain", 0.15),
-    "vqa": ("vqav2", ["vqav2/v2_OpenEnded_mscoco_toytrain_questions.json", "vqav2/v2_mscoco_toytrain_annotations.json"], "images", 0.4),
-    "rec": ("refcoco-rec", ["refcoco"], "images", 0.25),
-    "grounded_captioning": ("refcoco-gc", ["refcoco"], "images", 0.05),
-    "multiple_choice": ("aokvqa-mc", ["aokvqa/aokvqa_v1p0_train.json"], "images", 0.05),
-    "referential_dialogue": ("shikra-rd", ["shikra_rd/GPT4GEN_RD_BoxCoT_train.jsonl"], "images/toytrain", 0.1),
+_SOURCES = {
+    "captioning": ("coco-captions", ["annotations/captions_toytrain.json"], "images/toytrain"),
+    "vqa": ("vqav2", ["vqav2/v2_OpenEnded_mscoco_toytrain_questions.json", "vqav2/v2_mscoco_toytrain_annotations.json"], "images"),
+    "rec": ("refcoco-rec", ["refcoco"], "images"),
+    "grounded_captioning": ("refcoco-gc", ["refcoco"], "images"),
+    "multiple_choice": ("aokvqa-mc", ["aokvqa/aokvqa_v1p0_train.json"], "images"),
+    "referential_dialogue": ("shikra-rd", ["shikra_rd/GPT4GEN_RD_BoxCoT_train.jsonl"], "images/toytrain"),
 }
+MIXTURE = {
+    name: (*_SOURCES[name], float(source["weight"])) for name, source in _read_recipe("stage2")["data"]["mixture"].items()
+}
+
+
+def recipe_overrides(base: dict[str, Any], wanted: dict[str, Any], prefix: str = "") -> list[str]:
+    """The `--set key=value` overrides that make `base` (a recipe YAML) into `merge(base, wanted)`:
+    one per leaf of `wanted` whose value differs (a mapping `base` lacks goes as one YAML value)."""
+    import yaml
+
+    out = []
+    for key, value in wanted.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value and isinstance(base.get(key), dict):
+            out += recipe_overrides(base[key], value, name + ".")
+        elif key not in base or base[key] != value:
+            text = yaml.safe_dump(value, default_flow_style=True, width=1 << 20).strip()
+            out.append(f"{name}={text.removesuffix('...').strip()}")
+    return out
+
 
 STAGES = ("world", "llm", "standins", "refine", "features", "records", "stage1", "stage2", "evaluate", "report", "chat")
 
@@ -278,15 +306,11 @@ class Quickstart:
             save_records(fixed, target)
 
     def stage_stage1(self, overrides: dict[str, Any] | None = None, name: str = "stage1") -> Path:
-        from lyrics.recipes import run
-
         final = self.out / name / "final"
         if (final / "model.safetensors").is_file():
             return final
-        config = {
-            "recipe": "stage1",
+        wanted = {
             "model": {
-                "preset": "tiny",
                 "overrides": merge(self.model_overrides(), overrides or {}),
                 "mqformer_tokenizer": str(self.standins.mqformer_tokenizer),
                 "vision_model": str(self.standins.clip),
@@ -296,50 +320,62 @@ class Quickstart:
                 "images": str(self.world / "images/toytrain"),
                 "refiner_store": str(self.store_dir),
                 "image_features": str(self.features_dir),
-                "max_spatial_tokens": 96,
-                "max_caption_tokens": 24,
             },
             "trainer": self.trainer(name, self.budget.stage1_steps, self.budget.stage1_batch, self.budget.stage1_lr),
         }
-        return run(config, resume=True)  # from the newest checkpoint a killed run left, if any
+        return self.run_recipe("stage1", wanted, name)
 
     def stage_stage2(self, stage1: Path | None, overrides: dict[str, Any] | None = None, name: str = "stage2") -> Path:
-        from lyrics.recipes import run
-
         final = self.out / name / "final"
         if (final / "lyrics_model.safetensors").is_file():
             return final
+        mixture = self.stage2_mixture
         model: dict[str, Any] = {
             "preset": str(stage1) if stage1 is not None else "tiny",
+            "stage1": str(stage1) if stage1 is not None else None,
             "overrides": merge(self.model_overrides() if stage1 is None else self.stage2_overrides(), overrides or {}),
             "text_model": str(self.llm),
             "vision_model": str(self.standins.clip),
-            # the LLM's own chat template (ChatML), without SmolLM2's default system sentence
-            "chat_template": "auto",
-            "system_prompt": "",
             "loss_reduction": self.budget.stage2_loss_reduction,
-            "max_length": 512,
         }
-        if stage1 is not None:
-            model["stage1"] = str(stage1)
-        config = {
-            "recipe": "stage2",
+        sources: dict[str, Any] = {n: {"records": str(self.records_dir / f"{n}.json"), "weight": w} for n, (*_, w) in mixture.items()}
+        sources.update({n: None for n in MIXTURE if n not in mixture})  # a null source is left out
+        wanted = {
             "model": model,
             "data": {
-                "mixture": {n: {"records": str(self.records_dir / f"{n}.json"), "weight": w} for n, (*_, w) in self.stage2_mixture.items()},
+                "mixture": sources,
                 "images": str(self.world),
                 "refiner_store": str(self.store_dir),
                 "image_features": str(self.features_dir),
                 "samples_per_epoch": self.budget.stage2_steps * self.budget.stage2_batch,
-                # object lists of 1-8 entries make prompts of 60-390 tokens: grouped batches pad less
-                "group_by_length": True,
             },
             "trainer": {
                 **self.trainer(name, self.budget.stage2_steps, self.budget.stage2_batch, self.budget.stage2_lr),
                 "mixed_precision": "bf16" if self.bf16 else "no",
             },
         }
-        return run(config, resume=True)  # from the newest checkpoint a killed run left, if any
+        return self.run_recipe("stage2", wanted, name)
+
+    def run_recipe(self, stage: str, wanted: dict[str, Any], name: str) -> Path:
+        """`lyrics train configs/{stage}/toy.yaml --set ...` with the overrides that give `wanted`,
+        recorded in OUT/NAME/recipe.txt (the command) before it runs; resumes from the newest
+        checkpoint a killed run left."""
+        import shlex
+
+        from lyrics.atomic import atomic_write_text
+        from lyrics.recipes import load_recipe_config, run
+
+        path = toy_recipe(stage)
+        base = load_recipe_config(path)
+        overrides = recipe_overrides(base, wanted)
+        config = load_recipe_config(path, overrides)
+        if config != merge(base, wanted):  # the recorded command must be the run itself
+            raise RuntimeError(f"the --set overrides of {name} do not reproduce its recipe: {overrides}")
+        folder = self.out / name
+        folder.mkdir(parents=True, exist_ok=True)
+        command = shlex.join(["lyrics", "train", str(path), *(a for o in overrides for a in ("--set", o))])
+        atomic_write_text(folder / "recipe.txt", command + "\n")
+        return run(config, resume=True)
 
     # --- configuration --------------------------------------------------------------------------
     @property
@@ -375,12 +411,11 @@ class Quickstart:
         return {k: self.model[k] for k in keys if k in self.model}
 
     def trainer(self, name: str, steps: int, batch: int, lr: float) -> dict[str, Any]:
+        """The trainer settings the budget and folder decide (the rest is in the recipe YAML)."""
         return {
             "output_dir": str(self.out / name), "max_steps": steps, "batch_size": batch, "lr": lr,
             # every 10 steps, and at least four lines in a short run (the tests read the loss curve)
-            "log_every": min(10, max(steps // 4, 1)),
-            "save_every": max(steps // 2, 1), "keep_checkpoints": 1, "seed": self.seed, "progress": False,
-            "warmup_ratio": 0.1, "max_grad_norm": 1.0,
+            "log_every": min(10, max(steps // 4, 1)), "save_every": max(steps // 2, 1), "seed": self.seed,
         }  # fmt: skip
 
     # --- driver ---------------------------------------------------------------------------------
@@ -413,8 +448,18 @@ class Quickstart:
 
     @property
     def expected_seconds(self) -> dict[str, float]:
-        """The default-run stage times (`EXPECTED_SECONDS`) of this run's precision."""
-        return EXPECTED_SECONDS["bf16" if self.bf16 else "fp32"]
+        """The default-run stage times (`EXPECTED_SECONDS`) of this run's precision and CPU kind."""
+        return EXPECTED_SECONDS[self.timing_kind]
+
+    @property
+    def timing_kind(self) -> str:
+        """`fp32`, `bf16` (AMX) or `bf16-avx512` (bf16 without AMX): the row of `EXPECTED_SECONDS`."""
+        if not self.bf16:
+            return "fp32"
+        import torch
+
+        amx = getattr(getattr(torch, "cpu", None), "_is_amx_tile_supported", lambda: False)()
+        return "bf16" if amx else "bf16-avx512"
 
     def time_left(self) -> float | None:
         """Seconds the stages not yet run should take: their default-run times at this run's precision,
@@ -466,7 +511,7 @@ class Quickstart:
         self.prepare()
         stage1 = self.timed("stage1", self.stage_stage1)
         checkpoint = self.timed("stage2", lambda: self.stage_stage2(stage1))
-        results = self.timed("evaluate", lambda: evaluate_quickstart(self, checkpoint))
+        results = self.timed("evaluate", lambda: evaluate_quickstart(self, checkpoint, stage1=stage1))
         self.timings["total"] = time.perf_counter() - start
         self.timed("report", lambda: write_report(self, checkpoint, results))
         exchanges = self.timed("chat", lambda: run_exchange(checkpoint, self.world, self.out, self.autocast))
