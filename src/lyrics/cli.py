@@ -412,8 +412,8 @@ def toyworld_command(
 @app.command("eval")
 def eval_command(
     results: Annotated[Optional[list[Path]], typer.Argument(help="With --report: results.json files or folders (default: eval_results).")] = None,
-    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="A stage-2 checkpoint directory.")] = None,
-    benchmark: Annotated[Optional[str], typer.Option("--benchmark", "-b", help="coco-captions, nocaps, flickr30k, vqav2, okvqa, vizwiz, textvqa, gqa, ocrvqa, scienceqa-img, refcoco, refcoco+, refcocog, pope, mme, llava-bench (see --list).")] = None,
+    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="A stage-2 checkpoint directory (a stage-1 one for retrieval).")] = None,
+    benchmark: Annotated[Optional[str], typer.Option("--benchmark", "-b", help="retrieval (stage 1), coco-captions, nocaps, flickr30k, vqav2, okvqa, vizwiz, textvqa, gqa, ocrvqa, scienceqa-img, refcoco, refcoco+, refcocog, pope, mme, llava-bench (see --list).")] = None,
     data: Annotated[Optional[Path], typer.Option("--data", help="Folder with the benchmark's official annotation files (docs/evaluation.md).")] = None,
     images: Annotated[Optional[Path], typer.Option("--images", help="Image root of the official layout (default: --data).")] = None,
     split: Annotated[Optional[str], typer.Option("--split", help="Split, comma list or 'all' (default: the paper's; all three for REC and POPE).")] = None,
@@ -431,6 +431,7 @@ def eval_command(
     device: Annotated[str, typer.Option("--device", help="Torch device, e.g. cpu or cuda:0.")] = "cpu",
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="LLM dtype: float32, bfloat16 or float16.")] = None,
     share_prefix: Annotated[bool, typer.Option("--share-prefix", help="Answer the questions of a batch about one image from one encoding of their shared prompt prefix (same greedy answers, faster where images get several questions).")] = False,
+    zero_grounding: Annotated[bool, typer.Option("--zero-grounding", help="Analysis: answer with the grounding queries' MQ-Former output zeroed before the language projection (same prompt, their information removed); recorded as model '<ckpt> (zero-grounding)': give it its own --out; --report shows it beside the full model.")] = False,
     mme_pairing: Annotated[str, typer.Option("--mme-pairing", help="MME acc+ pairs: 'lines' (consecutive questions of a subtask, as the official calculation.py) or 'image' (by image name).")] = "lines",
     judge_url: Annotated[Optional[str], typer.Option("--judge-url", rich_help_panel="LLaVA-Bench judge", help="OpenAI-compatible API base (e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1) or its /chat/completions URL; without it llava-bench only writes answers.")] = None,
     judge_model: Annotated[Optional[str], typer.Option("--judge-model", rich_help_panel="LLaVA-Bench judge", help="Judge model name (LLaVA's reviews: gpt-4-0314).")] = None,
@@ -438,6 +439,7 @@ def eval_command(
     judge_timeout: Annotated[Optional[float], typer.Option("--judge-timeout", min=1, rich_help_panel="LLaVA-Bench judge", help="Seconds per judge request (default 120).")] = None,
     judge_retries: Annotated[Optional[int], typer.Option("--judge-retries", min=0, rich_help_panel="LLaVA-Bench judge", help="Retries after a timeout, connection error, HTTP 429 or 5xx (default 5, exponential backoff).")] = None,
     judge_context: Annotated[Optional[str], typer.Option("--judge-context", rich_help_panel="LLaVA-Bench judge", help="'llava' (default): the caption joined as LLaVA's script does, one character per line for a string caption; 'plain': the caption as written.")] = None,
+    vision_model: Annotated[Optional[Path], typer.Option("--vision-model", help="retrieval: the frozen image encoder's folder (stage-1 checkpoints do not hold it).")] = None,
     report: Annotated[bool, typer.Option("--report", help="Collect result files into Markdown tables beside the paper's numbers.")] = False,
     list_benchmarks: Annotated[bool, typer.Option("--list", help="List the benchmarks, their splits, templates and expected files.")] = False,
 ) -> None:
@@ -462,6 +464,12 @@ def eval_command(
         return
     if model is None or benchmark is None or data is None:
         _fail("lyrics eval needs --model, --benchmark and --data (or --report / --list)")
+    if benchmark == "retrieval":
+        try:
+            command.run_retrieval(model, data, images=images, split=split, limit=limit, refiner_store=refiner_store, vision_model=vision_model, out=out)
+        except (ValueError, FileNotFoundError) as exc:
+            _fail(str(exc))
+        return
     from lyrics.data.official.common import FormatError
     from lyrics.eval.judge import JudgeError
     from lyrics.eval.predictor import RefinerStoreMiss
@@ -474,6 +482,7 @@ def eval_command(
             model, benchmark, data, images=images, split=split, limit=limit, shots=shots, seeds=seeds, shard=shard,
             batch_size=batch_size, out=out, refiner_store=refiner_store, template=template, max_new_tokens=max_new_tokens,
             max_length=max_length, device=device, dtype=dtype, refiner=fields, mme_pairing=mme_pairing, share_prefix=share_prefix,
+            zero_grounding=zero_grounding,
             judge=dict(url=judge_url, model=judge_model, key_env=judge_key_env, timeout_s=judge_timeout, retries=judge_retries, context=judge_context),
         )  # fmt: skip
     except (ValueError, FileNotFoundError, IndexError, FormatError, RefinerStoreMiss, StoreError, BackendError, JudgeError) as exc:
@@ -535,25 +544,41 @@ def ablate_command(
     seed: Annotated[int, typer.Option(help="First seed (shared by every row): the seeds are seed .. seed+N-1.")] = 0,
     seeds: Annotated[int, typer.Option("--seeds", min=1, help="Number of seeds N; each has its own world, stand-ins and runs. The table shows mean ± std over them and marks differences from `full` outside the seed-to-seed spread.")] = 1,
     threads: Annotated[int, typer.Option(help="Torch threads.")] = 2,
+    precision: Annotated[str, typer.Option(help="auto, bf16 or fp32, as `lyrics quickstart --precision` (a folder run with another precision is refused).")] = "auto",
+    status: Annotated[bool, typer.Option("--status", help="Train nothing: show which (seed, row) runs are done, running or left, and about how long the rest takes.")] = False,
 ) -> None:
-    """The paper's Table 4 ablations at toy scale, with equal budget and seeds, beside the paper's deltas."""
+    """The paper's Table 4 ablations at toy scale, with equal budget and seeds, beside the paper's deltas
+    (also written as OUT/ablate/table4.md and table4.png)."""
+    from dataclasses import replace
+
     from rich.console import Console
 
-    from lyrics.toyworld.ablate import ROWS, ablation_table, run_ablation
+    from lyrics.toyworld import ablate
     from lyrics.toyworld.quickstart import DEFAULT, FAST
     from lyrics.toyworld.world import WorldExistsError
 
-    unknown = [r for r in rows or [] if r not in ROWS]
+    unknown = [r for r in rows or [] if r not in ablate.ROWS]
     if unknown:
-        _fail(f"unknown row(s) {unknown}; choose from {list(ROWS)}")
-    _threads(threads)
+        _fail(f"unknown row(s) {unknown}; choose from {list(ablate.ROWS)}")
+    if precision not in ("auto", "bf16", "fp32"):
+        _fail(f"--precision must be auto, bf16 or fp32, got {precision!r}")
+    budget = replace(FAST if fast else DEFAULT, precision=precision)
     console = Console()
+    seed_range = tuple(range(seed, seed + seeds))
+    if status:
+        try:
+            console.print(ablate.status_table(ablate.ablation_status(out, budget, rows=rows, seeds=seed_range)))
+        except ValueError as exc:
+            _fail(str(exc))
+        return
+    _threads(threads)
     try:
-        table = run_ablation(out, FAST if fast else DEFAULT, rows=rows, seeds=tuple(range(seed, seed + seeds)), log=console.print)
+        table = ablate.run_ablation(out, budget, rows=rows, seeds=seed_range, log=console.print)
     except (ValueError, WorldExistsError) as exc:
         _fail(str(exc))
-    console.print(ablation_table(table))
-    console.print(f"written to {out / 'ablation.json'}")
+    console.print(ablate.ablation_table(table))
+    pictures = [p for p in (out / "ablate" / "table4.md", out / "ablate" / "table4.png") if p.is_file()]
+    console.print(f"written to {out / 'ablation.json'}" + "".join(f", {p}" for p in pictures))
 
 
 def main() -> None:

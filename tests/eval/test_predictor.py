@@ -205,3 +205,53 @@ def test_common_prefix_leaves_each_row_a_token_and_refuses_processors(ckpt):
     assert shareable(model)
     model.generation_config.repetition_penalty = 1.3
     assert not shareable(model)
+
+
+def test_zero_grounding_answers_agree_with_and_without_the_shared_prefix(ckpt, pope):
+    """`zero_grounding=True` reaches both generation paths: the shared-prefix answers equal the
+    one-at-a-time `generate` answers under the switch, the shared prefix holds the projection's bias at
+    the grounding positions, and the switch changes the answers."""
+    import torch
+
+    questions = ["Is there a red circle in the image?", "What is it?", "Where?"]
+    prompts = [
+        Prompt([{"from": "human", "value": f"<image>\n{q}"}], [pope / "val2014" / f"COCO_val2014_{i:012d}.jpg"], 6)
+        for i in (1, 2) for q in questions
+    ]  # fmt: skip
+    full = LyricsPredictor.from_pretrained(ckpt, max_batch=1)
+    alone = LyricsPredictor.from_pretrained(ckpt, max_batch=1, zero_grounding=True)
+    shared = LyricsPredictor.from_pretrained(ckpt, share_prefix=True, max_batch=3, zero_grounding=True)
+    assert full.model.query_ablation is None
+    assert alone.model.query_ablation == shared.model.query_ablation == "zero_grounding" and shared.share_prefix
+    model, prefixes = shared.model, []
+    model.generate = lambda **kw: pytest.fail("every image has several questions: none should go through generate")
+    embed = model.embed
+    model.embed = lambda ids, visual: prefixes.append((ids, embed(ids, visual))) or prefixes[-1][1]
+    expected = [a.text for a in alone.predict(prompts)]
+    assert [a.text for a in shared.predict(prompts)] == expected
+    assert len(prefixes) == 2  # one shared prefix per image
+    nv = model.config.mqformer_config.num_query_tokens
+    ng = model.config.mqformer_config.num_grounding_query_tokens
+    for ids, embeds in prefixes:
+        at_image = embeds[ids == model.config.image_token_index]
+        assert at_image.shape[0] == nv + ng
+        torch.testing.assert_close(at_image[nv:], model.language_projection.bias.expand(ng, -1), rtol=0, atol=0)
+    assert expected != [a.text for a in full.predict(prompts)]  # the grounding queries matter here
+
+
+def test_lyrics_eval_zero_grounding_flag_records_its_own_model_name(ckpt, pope, tmp_path):
+    """`lyrics eval --zero-grounding` scores the ablated model under `<ckpt> (zero-grounding)`: it
+    neither resumes from nor mixes with the full model's run in one --out, and --report lists both."""
+    from lyrics.eval import command
+
+    args = ["eval", "--model", str(ckpt), "--benchmark", "pope", "--data", str(pope), "--split", "random",
+            "--batch-size", "4", "--max-new-tokens", "6", "--share-prefix"]  # fmt: skip
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "zeroed"), "--zero-grounding"])
+    assert result.exit_code == 0, result.output
+    zeroed = json.loads((tmp_path / "zeroed" / "pope-random-0shot" / "results.json").read_text())
+    assert zeroed["model"] == f"{ckpt.resolve()} (zero-grounding)" and zeroed["errors"] == 0
+    mixed = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "zeroed")], env={"COLUMNS": "400"})
+    assert mixed.exit_code != 0 and "another configuration" in mixed.output  # the full model's run is not mixed in
+    assert CliRunner().invoke(app, [*args, "--out", str(tmp_path / "full")]).exit_code == 0
+    report = command.write_report([tmp_path / "full", tmp_path / "zeroed"], None)
+    assert f"{ckpt.name} (zero-grounding)" in report and f"| {ckpt.name} |" in report

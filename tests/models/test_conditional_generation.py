@@ -237,3 +237,78 @@ def test_forward_and_generate_take_one_visual_inputs_object(parts):
                        model.generate(**prompt, **visual, max_new_tokens=3, do_sample=False))  # fmt: skip
     with pytest.raises(ValueError, match="not both"):
         model(**batch, visual=VisualInputs(**visual), local_features=visual["local_features"])
+
+
+def _split_image_embeds(model, batch, visual):
+    """Input embeddings at the image placeholders, `(B_img, Nv + Ng, H)`, and elsewhere."""
+    embeds = model.embed(batch["input_ids"], visual)
+    positions = batch["input_ids"] == model.config.image_token_index
+    return embeds[positions].view(-1, model.config.num_image_tokens, embeds.shape[-1]), embeds[~positions]
+
+
+@pytest.mark.parametrize("instruction_aware", [False, True])
+def test_zero_grounding_puts_the_projection_bias_at_grounding_positions(parts, instruction_aware):
+    """`query_ablation="zero_grounding"`: the grounding positions get `language_projection(0)` (its
+    bias), the visual positions and the text keep their embeddings; also on the instruction-aware path."""
+    from lyrics.models.conditional_generation import VisualInputs
+
+    model, proc = build(parts, instruction_aware=instruction_aware)
+    model.eval()
+    batch = proc.generation_batch([CONV[:1], CONV[:1]])
+    visual = VisualInputs(**inputs(proc, n=2))
+    if instruction_aware:  # the instruction in the MQ-Former vocabulary (any in-vocabulary ids)
+        visual.qformer_input_ids = torch.randint(5, 20, (2, 6), generator=torch.Generator().manual_seed(3))
+    nv = model.config.mqformer_config.num_query_tokens
+    ng = model.config.mqformer_config.num_grounding_query_tokens
+    assert nv and ng and model.config.num_image_tokens == nv + ng
+    with torch.no_grad():
+        full_image, full_text = _split_image_embeds(model, batch, visual)
+        model.query_ablation = "zero_grounding"
+        zeroed_image, zeroed_text = _split_image_embeds(model, batch, visual)
+        tokens = model.visual_tokens(visual)
+    bias = model.language_projection.bias.detach()
+    torch.testing.assert_close(zeroed_image[:, nv:], bias.expand(2, ng, -1), rtol=0, atol=0)
+    torch.testing.assert_close(tokens[:, nv:], bias.expand(2, ng, -1), rtol=0, atol=0)
+    torch.testing.assert_close(zeroed_image[:, :nv], full_image[:, :nv], rtol=0, atol=0)
+    torch.testing.assert_close(zeroed_text, full_text, rtol=0, atol=0)
+    assert (full_image[:, nv:] - bias).abs().max() > 1e-3  # the full model's grounding tokens are not the bias
+
+
+def test_zero_grounding_changes_what_the_llm_predicts_and_switches_back(parts):
+    model, proc = build(parts)
+    model.eval()
+    prompt = proc.generation_batch([CONV[:1]])
+    visual = inputs(proc, n=1)
+    with torch.no_grad():
+        full = model(**prompt, **visual).logits
+        model.query_ablation = "zero_grounding"
+        zeroed = model(**prompt, **visual).logits
+        ablated_generation = model.generate(**prompt, **visual, max_new_tokens=4, do_sample=False, output_scores=True, return_dict_in_generate=True)
+        model.query_ablation = None
+        restored = model(**prompt, **visual).logits
+        full_generation = model.generate(**prompt, **visual, max_new_tokens=4, do_sample=False, output_scores=True, return_dict_in_generate=True)
+    assert (zeroed[0, -1] - full[0, -1]).abs().max() > 1e-4
+    torch.testing.assert_close(restored, full, rtol=0, atol=0)
+    # generation goes through the same switch: its first-step scores are those of the ablated forward
+    torch.testing.assert_close(ablated_generation.scores[0][0], zeroed[0, -1], rtol=1e-5, atol=1e-5)
+    assert (ablated_generation.scores[0][0] - full_generation.scores[0][0]).abs().max() > 1e-4
+
+
+def test_zero_grounding_is_off_by_default_unsaved_and_needs_grounding_queries(parts, tmp_path):
+    import json
+
+    model, proc = build(parts)
+    assert model.query_ablation is None
+    before = model.config.to_dict()
+    model.query_ablation = "zero_grounding"
+    assert model.config.to_dict() == before  # a runtime switch, not configuration
+    model.save_pretrained(tmp_path / "ckpt", processor=proc)
+    assert "zero_grounding" not in (tmp_path / "ckpt" / "config.json").read_text()
+    assert "query_ablation" not in json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    assert LyricsForConditionalGeneration.from_pretrained(tmp_path / "ckpt").query_ablation is None
+    with pytest.raises(ValueError, match="query_ablation must be one of"):
+        model.query_ablation = "zero_visual"
+    plain, _ = build(parts, **{"mqformer_config.num_grounding_query_tokens": 0})
+    with pytest.raises(ValueError, match="needs grounding queries"):
+        plain.query_ablation = "zero_grounding"
+    assert plain.query_ablation is None

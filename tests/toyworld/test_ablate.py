@@ -1,8 +1,9 @@
 """`lyrics ablate` over seeds with the expensive stages faked: the statistics, the spread marks, the
-JSON file, the seed folders, the reuse of finished rows and the `--seeds` option."""
+JSON file, the seed folders, the reuse of finished rows, the refusal of folders holding another run,
+`--status` and the `--seeds` option."""
 
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ import lyrics.toyworld.ablate as ablate
 import lyrics.toyworld.results as results
 from lyrics.cli import app
 from lyrics.toyworld.ablate import SUMMARY, ablation_table, run_ablation, seed_folder, stands_out, summarize
-from lyrics.toyworld.quickstart import FAST, Quickstart
+from lyrics.toyworld.quickstart import DEFAULT, EXPECTED_SECONDS, FAST, Quickstart
 
 # colour VQA per row and seed: full 42 ± 2, no_pretraining 31 ± 1 (difference -11, outside the spread:
 # 2 * sqrt(4/3 + 1/3) = 2.58), no_grounding_queries 41 ± 2 (difference -1, inside: 2 * sqrt(8/3) = 3.27).
@@ -49,12 +50,15 @@ def fake(monkeypatch):
             (final / "lyrics_model.safetensors").write_text("weights")
         return final
 
-    def evaluate(run, checkpoint, splits=("test", "zeroshot")):
+    def evaluate(run, checkpoint, splits=("test", "zeroshot"), stage1=None):
         assert splits == ("test",)
         row, seed = run.out.name, run.seed
         calls["evaluate"].append((row, seed))
         colour = COLOUR[row][seed]
-        return {SUMMARY["colour VQA"]: {"value": colour, "baseline": 0.0}, SUMMARY["VQA"]: {"value": colour / 2, "baseline": 0.0}}
+        scores = {SUMMARY["colour VQA"]: {"value": colour, "baseline": 0.0}, SUMMARY["VQA"]: {"value": colour / 2, "baseline": 0.0}}
+        if stage1 is not None:  # stage-1 retrieval: none for the row without pre-training
+            scores[SUMMARY["stage-1 t2i R@1"]] = {"value": colour / 4, "baseline": 1.0}
+        return scores
 
     monkeypatch.setattr(Quickstart, "prepare", prepare)
     monkeypatch.setattr(Quickstart, "stage_stage1", stage1)
@@ -115,10 +119,12 @@ def test_finished_rows_are_reused_and_a_changed_checkpoint_or_budget_is_not(tmp_
     run_ablation(tmp_path, FAST, rows=ROWS, seeds=(0, 1), log=_quiet)
     assert fake["evaluate"] == [("full", 1)] and fake["prepare"] == [(tmp_path.resolve() / "seed1", 1)]
 
-    # another budget does not reuse the rows run with this one
+    # another budget does not reuse the rows run with this one: their folders are refused (stage 2
+    # would return the old budget's `final/` and score it under the new one)
     fake["evaluate"].clear()
-    run_ablation(tmp_path, replace(FAST, stage2_steps=FAST.stage2_steps + 1), rows=["full"], seeds=(0,), log=_quiet)
-    assert fake["evaluate"] == [("full", 0)]
+    with pytest.raises(ValueError, match="different budget"):
+        run_ablation(tmp_path, replace(FAST, stage2_steps=FAST.stage2_steps + 1), rows=["full"], seeds=(0,), log=_quiet)
+    assert fake["evaluate"] == []
 
 
 def test_rows_of_a_later_call_add_seeds_without_redoing_the_first(tmp_path, fake):
@@ -199,3 +205,152 @@ def test_cli_refuses_zero_seeds_and_unknown_rows(tmp_path, monkeypatch):
     assert CliRunner().invoke(app, ["ablate", "--out", str(tmp_path), "--seeds", "0"]).exit_code == 2
     bad = CliRunner().invoke(app, ["ablate", "--out", str(tmp_path), "--row", "nope"])
     assert bad.exit_code == 2 and "unknown row" in bad.output
+
+
+# --- a corrupt result is rerun, a folder holding another run is refused ------------------------------
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        lambda done: "{not json",
+        lambda done: json.dumps({k: v for k, v in done.items() if k != "metrics"}),
+        lambda done: json.dumps({**done, "metrics": {"colour VQA": "n/a"}}),
+        lambda done: json.dumps({**done, "metrics": {}}),
+        lambda done: json.dumps([done]),
+    ],
+    ids=["bad-json", "no-metrics", "metric-not-a-number", "empty-metrics", "not-an-object"],
+)
+def test_a_corrupt_row_result_is_rerun_not_averaged(tmp_path, fake, corrupt):
+    run_ablation(tmp_path, FAST, rows=["full", "no_pretraining"], seeds=(0,), log=_quiet)
+    result = tmp_path / "ablate" / "full" / ablate.ROW_RESULT
+    result.write_text(corrupt(json.loads(result.read_text())))
+    fake["evaluate"].clear()
+    table = run_ablation(tmp_path, FAST, rows=["full", "no_pretraining"], seeds=(0,), log=_quiet)
+    assert fake["evaluate"] == [("full", 0)]  # scored again; the finished row is reused
+    assert table["full"]["colour VQA"]["values"] == {"0": 40.0}
+    assert json.loads(result.read_text())["metrics"]["colour VQA"] == 40.0
+
+
+def test_a_row_folder_with_another_model_is_refused_naming_it(tmp_path, fake):
+    run_ablation(tmp_path, FAST, rows=["full", "no_pretraining"], seeds=(0,), log=_quiet)
+    record = tmp_path / "ablate" / "full" / "quickstart.json"
+    assert json.loads(record.read_text())["seed"] == 0  # written when the row started
+    record.write_text(json.dumps({**json.loads(record.read_text()), "model": {"lora_r": 1}}))
+    fake["evaluate"].clear()
+    with pytest.raises(ValueError, match=r"different model .*ablate/full/quickstart.json"):
+        run_ablation(tmp_path, FAST, rows=["full", "no_pretraining"], seeds=(0,), log=_quiet)
+    assert fake["evaluate"] == []  # refused before any row runs, never mixed into the table
+
+
+def test_a_row_result_of_another_budget_without_a_record_is_refused(tmp_path, fake):
+    # an `ablation-row.json` written before rows had a `quickstart.json`: its own key is the record
+    run_ablation(tmp_path, FAST, rows=["full"], seeds=(0,), log=_quiet)
+    row = tmp_path / "ablate" / "full"
+    (row / "quickstart.json").unlink()
+    done = json.loads((row / ablate.ROW_RESULT).read_text())
+    (row / ablate.ROW_RESULT).write_text(json.dumps({**done, "budget": {**done["budget"], "stage2_steps": 999}}))
+    with pytest.raises(ValueError, match=r"different budget .*ablation-row.json"):
+        run_ablation(tmp_path, FAST, rows=["full"], seeds=(0,), log=_quiet)
+
+
+def test_a_seed_folder_holding_a_quickstart_run_with_another_budget_is_refused(tmp_path, fake):
+    other = Quickstart(tmp_path, DEFAULT)
+    (tmp_path / "quickstart.json").write_text(json.dumps({"budget": ablate._plain(asdict(DEFAULT)), "seed": 0, "model": other.model, "timings": {}}))
+    with pytest.raises(ValueError, match="different budget"):
+        run_ablation(tmp_path, FAST, rows=["full"], seeds=(0,), log=_quiet)
+    assert fake["prepare"] == [] and not (tmp_path / "ablate").exists()
+    # the same budget, seed and model (as `lyrics quickstart --fast` writes) is the run to build on
+    (tmp_path / "quickstart.json").write_text(json.dumps({"budget": ablate._plain(asdict(FAST)), "seed": 0, "model": other.model, "timings": {}}))
+    run_ablation(tmp_path, FAST, rows=["full"], seeds=(0,), log=_quiet)
+    assert fake["evaluate"] == [("full", 0)]
+
+
+def test_an_ablation_records_its_seed_folders_so_a_later_budget_is_refused(tmp_path, fake):
+    run_ablation(tmp_path, FAST, rows=["full"], seeds=(0, 1), log=_quiet)
+    assert json.loads((tmp_path / "seed1" / "quickstart.json").read_text())["seed"] == 1
+    (tmp_path / "ablate" / "full" / ablate.ROW_RESULT).unlink()  # even a row left to run is refused
+    with pytest.raises(ValueError, match=r"different budget .*quickstart.json"):
+        run_ablation(tmp_path, replace(FAST, eval_limit=99), rows=["full"], seeds=(0, 1), log=_quiet)
+
+
+def test_a_row_without_a_metric_has_none_in_the_table(tmp_path, fake):
+    table = run_ablation(tmp_path, FAST, rows=ROWS, seeds=(0, 1), log=_quiet)
+    assert "stage-1 t2i R@1" in table["full"] and "stage-1 t2i R@1" not in table["no_pretraining"]
+    text = _render(ablation_table(table))
+    line = next(line for line in text.splitlines() if "w/o pre-training" in line)
+    assert " - " in line
+    md = (tmp_path / "ablate" / "table4.md").read_text()
+    assert (tmp_path / "ablate" / "table4.png").stat().st_size > 0
+    line = next(line for line in md.splitlines() if "w/o pre-training stage" in line)
+    assert "30.50 ± 0.71 (-10.50*) [30.00, 31.00]" in line and "| - |" in line
+
+
+# --- `lyrics ablate --status` ----------------------------------------------------------------------
+
+FP32 = replace(FAST, precision="fp32")  # the estimate does not depend on this machine's CPU
+
+
+def _files(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*")}
+
+
+def test_status_tells_done_running_and_left_rows_and_the_time_left(tmp_path, fake):
+    (tmp_path / "world").mkdir()
+    (tmp_path / "world" / "world.json").write_text(json.dumps({"seed": 0}))  # seed 0's world exists
+    run_ablation(tmp_path, FP32, rows=["full"], seeds=(0,), log=_quiet)  # a finished row
+    ground = tmp_path / "ablate" / "no_grounding_queries"
+    (ground / "stage1" / "final").mkdir(parents=True)
+    (ground / "stage1" / "final" / "model.safetensors").write_text("weights")
+    for step in (2, 4):
+        (ground / "stage2" / "checkpoints" / f"step-{step}").mkdir(parents=True)
+    (ground / "stage2" / "checkpoints" / ".tmp-step-6").mkdir()  # a checkpoint being written: not one yet
+    spatial = tmp_path / "seed1" / "ablate" / "no_spatial_representation" / "stage1"
+    (spatial / "checkpoints" / "step-5").mkdir(parents=True)
+    (spatial / "logs").mkdir()
+    other = tmp_path / "seed1" / "ablate" / "full"
+    other.mkdir(parents=True)
+    (other / "quickstart.json").write_text(json.dumps({"seed": 1, "budget": {}, "model": {}}))
+    rows = ["full", "no_grounding_queries", "no_spatial_representation", "no_pretraining"]
+    before = _files(tmp_path)
+
+    status = ablate.ablation_status(tmp_path, FP32, rows=rows, seeds=(0, 1))
+    assert _files(tmp_path) == before  # reads only
+    got = {(e["seed"], e["row"]): e for e in status}
+    assert [(e["seed"], e["row"]) for e in status] == [(s, r) for s in (0, 1) for r in rows]
+    assert {k: e["state"] for k, e in got.items()} == {
+        (0, "full"): "done", (0, "no_grounding_queries"): "running", (0, "no_spatial_representation"): "left",
+        (0, "no_pretraining"): "left", (1, "full"): "refused", (1, "no_grounding_queries"): "left",
+        (1, "no_spatial_representation"): "running", (1, "no_pretraining"): "left",
+    }  # fmt: skip
+    assert "different budget" in got[(1, "full")]["note"]
+    running = got[(0, "no_grounding_queries")]
+    assert (running["stage"], running["step"], running["steps"]) == ("stage2", 4, FP32.stage2_steps)
+    assert (got[(1, "no_spatial_representation")]["stage"], got[(1, "no_spatial_representation")]["step"]) == ("stage1", 5)
+
+    q = Quickstart(tmp_path, FP32)
+    table = EXPECTED_SECONDS["fp32"]
+    s1, s2 = table["stage1"] * q.scale("stage1"), table["stage2"] * q.scale("stage2")
+    ev = 0.6 * table["evaluate"] * q.scale("evaluate")
+    assert got[(0, "full")]["seconds"] == 0 and got[(1, "full")]["seconds"] == 0
+    assert running["seconds"] == pytest.approx(s2 * (1 - 4 / FP32.stage2_steps) + ev)
+    assert got[(0, "no_spatial_representation")]["seconds"] == pytest.approx(s1 + s2 + ev)
+    assert got[(0, "no_pretraining")]["seconds"] == pytest.approx(s2 + ev)  # no stage 1
+    assert got[(1, "no_spatial_representation")]["seconds"] == pytest.approx(s1 * (1 - 5 / FP32.stage1_steps) + s2 + ev)
+    # seed 1 has no world yet: its shared stages (and the LLM, not converted yet) once, on its first row to run
+    shared = sum(table[s] * q.scale(s) for s in ("world", "standins", "refine", "features", "records")) + table["llm"]
+    assert got[(1, "no_grounding_queries")]["shared_seconds"] == pytest.approx(shared)
+    assert sum(e["shared_seconds"] for e in status) == pytest.approx(shared)
+    assert ablate.status_seconds(status) == pytest.approx(sum(e["seconds"] for e in status) + shared)
+
+    text = _render(ablate.status_table(status))
+    assert "4 / 8" in text and "1 done, 2 running, 4 left, 1 refused" in text and "different budget" in text
+
+
+def test_cli_status_trains_nothing(tmp_path, fake, monkeypatch):
+    monkeypatch.setattr(ablate, "run_ablation", lambda *a, **kw: pytest.fail("must not run"))
+    monkeypatch.setenv("COLUMNS", "300")
+    done = CliRunner().invoke(app, ["ablate", "--out", str(tmp_path), "--fast", "--precision", "fp32", "--seeds", "2", "--row", "full", "--status"])
+    assert done.exit_code == 0, done.output
+    assert "0 done, 0 running, 2 left" in done.output and "left" in done.output
+    assert fake["prepare"] == [] and not any(tmp_path.iterdir())

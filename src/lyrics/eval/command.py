@@ -5,6 +5,8 @@
     lyrics eval ... --shard 0/4                            # one of 4 machines; the last one scores
     lyrics eval --report eval_results --out leaderboard.md # Markdown beside the paper's tables
     lyrics eval --list                                     # benchmarks, splits and expected files
+    lyrics eval --model STAGE1 --benchmark retrieval --data annotations/captions_val2017.json \
+        --images val2017 --refiner-store store --vision-model CLIP   # stage 1: R@k and ITM
     lyrics eval ... --benchmark llava-bench --judge-url https://api.openai.com/v1 --judge-model gpt-4-0314
 """
 
@@ -70,9 +72,15 @@ def run_benchmark(
     mme_pairing: str = "lines",
     judge: dict[str, Any] | None = None,
     share_prefix: bool = False,
+    zero_grounding: bool = False,
 ) -> list[EvalOutcome]:
     """Evaluate a checkpoint on every requested split of a benchmark; prints progress and tables.
-    The live refiner is the checkpoint's own; `refiner` holds explicit fields (`--refiner`)."""
+    The live refiner is the checkpoint's own; `refiner` holds explicit fields (`--refiner`).
+
+    `zero_grounding` scores the model with its grounding queries' output zeroed (`LyricsPredictor`);
+    its runs are recorded under the model name `<checkpoint> (zero-grounding)`, so that they neither
+    resume from nor mix with the full model's predictions in one `--out`, and `--report` shows them
+    as their own row beside the full model."""
     from rich.console import Console
 
     from lyrics.data.official.common import find_files
@@ -83,11 +91,12 @@ def run_benchmark(
     spec = get_benchmark(benchmark)
     splits = expand_splits(spec, split)
     judge_config = judge_from_options(spec.metric, judge or {})
+    model_name = str(Path(model).resolve()) + (" (zero-grounding)" if zero_grounding else "")
     configs = [
         EvalConfig(
             benchmark=spec.name, data=data, split=s, images=images, limit=limit, shots=shots, seeds=parse_seeds(seeds),
             shard=parse_shard(shard), batch_size=batch_size, out=out or Path("eval_results"), template=template,
-            max_new_tokens=max_new_tokens, model=str(Path(model).resolve()), mme_pairing=mme_pairing, judge=judge_config,
+            max_new_tokens=max_new_tokens, model=model_name, mme_pairing=mme_pairing, judge=judge_config,
         )  # fmt: skip
         for s in splits
     ]
@@ -95,7 +104,10 @@ def run_benchmark(
     for config in configs:
         find_files(data, spec.files(config.split, spec.scored(config.split)), f"{spec.title} ({config.split} split)")
     roots = [p for p in (images, data) if p is not None]
-    predictor = LyricsPredictor.from_pretrained(model, device, dtype, refiner_store, store_roots=roots, max_length=max_length, refiner=refiner, share_prefix=share_prefix)
+    predictor = LyricsPredictor.from_pretrained(
+        model, device, dtype, refiner_store, store_roots=roots, max_length=max_length, refiner=refiner, share_prefix=share_prefix,
+        zero_grounding=zero_grounding,
+    )  # fmt: skip
     outcomes = []
     for config in configs:
 
@@ -114,6 +126,52 @@ def run_benchmark(
         else:
             console.print("waiting for the other shards: " + "; ".join(outcome.pending), highlight=False)
     return outcomes
+
+
+def run_retrieval(
+    model: Path,
+    data: Path,
+    *,
+    images: Path | None = None,
+    split: str | None = None,
+    limit: int | None = None,
+    refiner_store: Path | None = None,
+    vision_model: Path | None = None,
+    out: Path | None = None,
+    console: Any = None,
+) -> dict[str, dict[str, float]]:
+    """Score a stage-1 checkpoint's image-text retrieval and ITM (`lyrics.eval.retrieval`) on a
+    COCO-format caption file (`data`, or `data/annotations/captions_{split}.json`); writes
+    `OUT/retrieval-NAME/results.json` and prints the metrics beside chance."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from lyrics.atomic import atomic_write_text
+    from lyrics.eval.retrieval import evaluate_stage1
+
+    console = console or Console()
+    captions = Path(data)
+    if captions.is_dir():
+        if split is None:
+            raise ValueError(f"--data {data} is a folder: give --split S to read annotations/captions_S.json, or the file itself")
+        captions = captions / "annotations" / f"captions_{split}.json"
+    if not captions.is_file():
+        raise FileNotFoundError(f"retrieval: caption file {captions} does not exist (COCO format: images + annotations)")
+    results = evaluate_stage1(model, captions, images or captions.parent, refiner_store=refiner_store, vision_model=vision_model, limit=limit)
+    run_dir = (out or Path("eval_results")) / f"retrieval-{captions.stem}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    payload = {"benchmark": "retrieval", "model": str(Path(model).resolve()), "captions": str(captions.resolve()), "metrics": results}
+    atomic_write_text(run_dir / "results.json", json.dumps(payload, indent=2))
+    table = Table(title=f"stage-1 retrieval and matching ({captions.name})")
+    for column in ("metric", "value", "chance"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for name, entry in results.items():
+        table.add_row(name, f"{entry['value']:.2f}", f"{entry['chance']:.2f}")
+    console.print(table)
+    console.print(f"results: {run_dir / 'results.json'}", highlight=False)
+    return results
 
 
 def judge_from_options(metric: str, options: dict[str, Any]):

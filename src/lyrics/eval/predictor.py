@@ -138,10 +138,16 @@ class LyricsPredictor:
         max_batch: int | None = None,
         refiner: dict[str, Any] | None = None,
         share_prefix: bool = False,
+        zero_grounding: bool = False,
     ) -> "LyricsPredictor":
         """Load a checkpoint (`save_pretrained` or `lyrics merge` output) with its processor; LoRA is
         merged into the LLM (same answers, faster decoding). `max_length` raises the processor's
         prompt limit (K-shot prompts hold K + 1 images).
+
+        `zero_grounding` (analysis, `lyrics eval --zero-grounding`): answer with the grounding queries'
+        MQ-Former output zeroed before the language projection
+        (`LyricsForConditionalGeneration.query_ablation`), on every generation path, shared prefix
+        included; a checkpoint without grounding queries is refused (ValueError).
 
         The live refiner is the one recorded in the checkpoint (its training store's refiner), else
         its `refiner_config`; `refiner` holds explicit fields (`lyrics eval --refiner`), refused when
@@ -156,6 +162,8 @@ class LyricsPredictor:
                 raise ValueError(f"unknown dtype {dtype!r} (use float32, bfloat16 or float16)")
             dtype = getattr(torch, dtype)
         model = LyricsForConditionalGeneration.from_pretrained(path, torch_dtype=dtype)
+        if zero_grounding:
+            model.query_ablation = "zero_grounding"
         refiner_config = checkpoint_refiner_config(model.config, refiner, where=str(path))
         if hasattr(model.language_model, "merge_and_unload"):
             model.language_model = model.language_model.merge_and_unload()

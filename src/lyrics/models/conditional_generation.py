@@ -43,6 +43,8 @@ from lyrics.models.processing import IGNORE_INDEX
 
 TRAINED_WEIGHTS = "lyrics_model.safetensors"
 TRAINED_PREFIXES = ("image_layernorm.", "mqformer.", "language_projection.")
+# Values of `LyricsForConditionalGeneration.query_ablation` (None: the model as trained).
+QUERY_ABLATIONS = (None, "zero_grounding")
 
 
 def grow_vocabulary(llm: nn.Module, vocab: int) -> bool:
@@ -150,6 +152,8 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
         # by post_init) and the pretrained parts' own layers, attached after it.
         for part in (self.language_model, self.image_encoder.vision_model):
             self._no_split_modules.update(getattr(part, "_no_split_modules", None) or [])
+        # An inference-time analysis switch (see `query_ablation`), never part of the config.
+        self._query_ablation: str | None = None
 
     # --- building -------------------------------------------------------------------------------
     @classmethod
@@ -253,8 +257,42 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
                 param.requires_grad = False
 
     # --- forward ------------------------------------------------------------------------------
+    @property
+    def query_ablation(self) -> str | None:
+        """Inference-time ablation of the soft visual tokens: None (default, the model as trained) or
+        "zero_grounding".
+
+        "zero_grounding" replaces the grounding queries' MQ-Former output by zeros before the language
+        projection, so the LLM sees `language_projection(0)` (the projection's bias) at the Ng grounding
+        positions and the unchanged visual-query tokens at the Nv visual positions. The `<image>`
+        placeholder keeps its Nv + Ng positions and every prompt its length and token positions: only
+        the information the grounding queries carry into the LLM is removed, so a score drop is theirs,
+        not a change of prompt layout (dropping the positions would shift every later token and change
+        what the LLM was trained to read). The MQ-Former itself runs as trained: the visual queries
+        still attend to the grounding queries in its self-attention, so what the grounding branch
+        contributes *through the visual queries* stays in; this measures the grounding tokens' own
+        channel into the LLM.
+
+        It is a plain attribute of this model object: not written to `config.json`, not saved, off
+        after every `from_pretrained`; it applies wherever soft visual tokens are made (`visual_tokens`,
+        hence `embed`, `forward`, `generate` and the predictor's shared-prefix path), with or without
+        instruction-aware queries. A model built without grounding queries refuses it (ValueError)."""
+        return self._query_ablation
+
+    @query_ablation.setter
+    def query_ablation(self, value: str | None) -> None:
+        if value not in QUERY_ABLATIONS:
+            raise ValueError(f"query_ablation must be one of {QUERY_ABLATIONS}, got {value!r}")
+        if value == "zero_grounding" and not self.config.mqformer_config.num_grounding_query_tokens:
+            raise ValueError(
+                "query_ablation='zero_grounding' needs grounding queries; this model has none "
+                "(mqformer_config.num_grounding_query_tokens=0)"
+            )
+        self._query_ablation = value
+
     def visual_tokens(self, visual: "VisualInputs") -> torch.Tensor:
-        """`(B, Nv + Ng, H_llm)` soft visual tokens: projected outputs of every query.
+        """`(B, Nv + Ng, H_llm)` soft visual tokens: projected outputs of every query (with
+        `query_ablation="zero_grounding"`, zeros in place of the grounding queries' outputs).
 
         With `visual.qformer_input_ids` (the instruction in the MQ-Former vocabulary) the queries
         also read the instruction, bidirectionally (`instruction_aware`, InstructBLIP style)."""
@@ -278,7 +316,18 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
             image_embeds=image, local_features=local_features, local_attention_mask=visual.local_attention_mask,
             input_ids=visual.qformer_input_ids, attention_mask=mask,
         )  # fmt: skip
-        return self.language_projection(queries.query_output)
+        output = queries.query_output
+        if self._query_ablation == "zero_grounding":
+            if queries.grounding_query_output is None:
+                raise ValueError("query_ablation='zero_grounding': the MQ-Former gave no grounding query output")
+            # Zeroed before the projection, not after: the LLM then gets the projection's own
+            # information-free token (its bias), a point in the range of the map whose outputs the
+            # LLM (and LoRA) learnt to read, whereas a zero vector after it is an input neither the
+            # projection nor the word embeddings ever produce (a second, off-distribution change
+            # on top of the removed information). The visual queries' outputs pass untouched.
+            parts = [queries.visual_query_output, torch.zeros_like(queries.grounding_query_output)]
+            output = torch.cat([t for t in parts if t is not None], dim=1)
+        return self.language_projection(output)
 
     def embed(self, input_ids: torch.Tensor, visual: "VisualInputs") -> torch.Tensor:
         """LLM input embeddings with the soft visual tokens written over the image placeholders.
