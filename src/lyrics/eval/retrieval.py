@@ -99,7 +99,7 @@ def load_retrieval_data(
     pairs = CocoCaptionPairs(captions, images, refiner_store=store, split=split)
     examples = Stage1Examples(pairs, processor, features)
 
-    keys: list[str] = []
+    keys: dict[str, int] = {}  # image key -> its index
     image_examples: list[Any] = []
     texts: list[str] = []
     caption_image: list[int] = []
@@ -108,7 +108,7 @@ def load_retrieval_data(
         if key not in keys:
             if limit is not None and len(keys) >= limit:
                 continue
-            keys.append(key)
+            keys[key] = len(keys)
             example = examples[index]
             if example.image_embeds is None:
                 with torch.no_grad():
@@ -116,11 +116,11 @@ def load_retrieval_data(
                 example.pixel_values = None
             image_examples.append(example)
         texts.append(pairs.items[index][2])
-        caption_image.append(keys.index(key))
+        caption_image.append(keys[key])
     if len(keys) < 2:
         raise ValueError(f"{captions}: retrieval needs at least 2 images, found {len(keys)}")
     collator = PretrainingCollator(tokenizer, config, max_caption_tokens=max_caption_tokens, max_spatial_tokens=max_spatial_tokens)
-    return RetrievalData(image_examples, texts, torch.tensor(caption_image), keys, collator, batch_size)
+    return RetrievalData(image_examples, texts, torch.tensor(caption_image), list(keys), collator, batch_size)
 
 
 @torch.no_grad()

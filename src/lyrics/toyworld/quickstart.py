@@ -368,7 +368,7 @@ class Quickstart:
         path = toy_recipe(stage)
         base = load_recipe_config(path)
         overrides = recipe_overrides(base, wanted)
-        config = load_recipe_config(path, overrides)
+        config = load_recipe_config(base, overrides)
         if config != merge(base, wanted):  # the recorded command must be the run itself
             raise RuntimeError(f"the --set overrides of {name} do not reproduce its recipe: {overrides}")
         folder = self.out / name
@@ -456,10 +456,7 @@ class Quickstart:
         """`fp32`, `bf16` (AMX) or `bf16-avx512` (bf16 without AMX): the row of `EXPECTED_SECONDS`."""
         if not self.bf16:
             return "fp32"
-        import torch
-
-        amx = getattr(getattr(torch, "cpu", None), "_is_amx_tile_supported", lambda: False)()
-        return "bf16" if amx else "bf16-avx512"
+        return "bf16" if _cpu_supports("_is_amx_tile_supported") else "bf16-avx512"
 
     def time_left(self) -> float | None:
         """Seconds the stages not yet run should take: their default-run times at this run's precision,
@@ -523,11 +520,14 @@ class Quickstart:
 
 def cpu_has_fast_bf16() -> bool:
     """Whether this CPU computes bfloat16 matmuls natively (AMX or AVX512-BF16)."""
+    return any(_cpu_supports(name) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+
+
+def _cpu_supports(check: str) -> bool:
+    """One of torch.cpu's instruction-set checks (False where this torch lacks it)."""
     import torch
 
-    cpu = getattr(torch, "cpu", None)
-    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+    return bool(getattr(getattr(torch, "cpu", None), check, lambda: False)())
 
 
 def available_cores() -> int:
