@@ -274,6 +274,12 @@ class LyricsConfig(PreTrainedConfig):
         use_spatial_text (`bool`, defaults to True): feed the spatial representation to the MQ-Former's
             text side in stage 1; False is Table 4's "w/o spatial representation" (no MSP then).
         label_smoothing (`float`, defaults to 0.1): on every stage-1 loss (BLIP-2 ITC, released code).
+        itc_halves (`str`, defaults to "mean"): how ITC's two halves (caption <-> visual queries, spatial
+            text <-> grounding queries) make one loss. "mean": one contrastive loss on the mean of the
+            two cosines (equation 1 read literally: one similarity of H_I and H_T). "separate": each
+            half its own contrastive loss, the two averaged; the spatial half alone can then not carry
+            the loss (its text is computed from the image, so it aligns fast and leaves the caption
+            half little gradient; docs/toy-model.md measures both).
         msp_probability (`float`, defaults to 0.15): MSP masking probability per unit.
         msp_unit (`str`): "object" masks a whole object (tag and box, the paper's whole-object masking);
             "component" masks a tag or a single coordinate (released code).
@@ -313,6 +319,7 @@ class LyricsConfig(PreTrainedConfig):
     use_msp: bool = True
     use_spatial_text: bool = True
     label_smoothing: float = 0.1
+    itc_halves: str = "mean"
     msp_probability: float = 0.15
     msp_unit: str = "object"
     caption_position_restart: bool = True
@@ -322,6 +329,8 @@ class LyricsConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         self.lora_target_modules = list(self.lora_target_modules)
         self.lora_modules_to_save = list(self.lora_modules_to_save)
+        if self.itc_halves not in ("mean", "separate"):
+            raise ValueError(f"LyricsConfig.itc_halves must be 'mean' or 'separate', got {self.itc_halves!r}")
         if self.msp_unit not in ("object", "component"):
             raise ValueError(f"LyricsConfig.msp_unit must be 'object' or 'component', got {self.msp_unit!r}")
         # The MQ-Former's input widths follow from the frozen parts, as Blip2Config derives the

@@ -210,3 +210,29 @@ def test_every_trainable_parameter_gets_a_gradient(switches):
     model(**batch).loss.backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert missing == []
+
+
+def test_itc_halves_separate_is_the_mean_of_two_contrastive_losses():
+    """`itc_halves="separate"`: caption <-> visual queries and spatial text <-> grounding queries each
+    get their own contrastive loss (checked by hand from the four projections' outputs); "mean" puts
+    one loss on the mean of the two cosines, and the two differ."""
+    import torch.nn.functional as F
+
+    model, b, _ = make(itc_halves="separate", use_itm=False, use_icg=False, use_msp=False)
+    feats = {}
+    for name in ("vision_proj", "text_proj", "grounding_proj", "spatial_proj"):
+        getattr(model, name).register_forward_hook(lambda m, i, o, name=name: feats.setdefault(name, F.normalize(o, dim=-1)))
+    out = model(**b)
+    targets, temp, smooth = torch.arange(3), model.temp, model.config.label_smoothing
+    expected = 0
+    for image, text in (("vision_proj", "text_proj"), ("grounding_proj", "spatial_proj")):
+        sim = feats[image] @ feats[text].T / temp
+        expected = expected + F.cross_entropy(sim, targets, label_smoothing=smooth) + F.cross_entropy(sim.T, targets, label_smoothing=smooth)
+    torch.testing.assert_close(out.loss_itc, expected / 4)
+    mean_model, _, _ = make(use_itm=False, use_icg=False, use_msp=False)
+    mean_model.load_state_dict(model.state_dict())
+    assert changed(mean_model(**b).loss_itc, out.loss_itc)
+    from lyrics.presets import load_config
+
+    with pytest.raises(ValueError, match="itc_halves"):
+        load_config("tiny", {"itc_halves": "sum"})

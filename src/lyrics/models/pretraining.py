@@ -267,7 +267,10 @@ class LyricsForPretraining(LyricsPreTrainedModel):
         sim_t2i = torch.einsum("bsd,nsd->bn", text_feat, image_all) / (2 * self.temp)
         offset = rank() * batch
         targets = torch.arange(batch, device=device) + offset
-        if cfg.use_itc:
+        if cfg.use_itc and cfg.itc_halves == "separate":
+            halves = [(image_feat[:, h] @ text_all[:, h].T, text_feat[:, h] @ image_all[:, h].T) for h in range(2)]
+            losses["itc"] = sum(self._ce(i2t / self.temp, targets) + self._ce(t2i / self.temp, targets) for i2t, t2i in halves) / 4
+        elif cfg.use_itc:
             losses["itc"] = (self._ce(sim_i2t, targets) + self._ce(sim_t2i, targets)) / 2
         itc_accuracy = (sim_i2t.argmax(dim=1) == targets).float().mean().detach()
 
