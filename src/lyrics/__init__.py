@@ -9,3 +9,12 @@ Paper section -> module:
 """
 
 __version__ = "0.1.0"
+
+import logging as _logging
+
+# torchao (the `quant` extra), imported by transformers whenever it is installed, warns at import
+# that its CUDA-only kernels do not load, and torch warns about the enums it registers; on a CPU
+# run both are noise printed by every command. Raise only those two loggers' thresholds.
+for _name in ("torchao", "torch.utils._pytree"):
+    if _logging.getLogger(_name).level == _logging.NOTSET:
+        _logging.getLogger(_name).setLevel(_logging.ERROR)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
@@ -264,6 +264,15 @@ def merge_command(
 ModelOption = Annotated[Path, typer.Option("--model", "-m", help="A stage-2 checkpoint directory (save_pretrained or lyrics merge).")]
 DeviceOption = Annotated[str, typer.Option("--device", help="Torch device, e.g. cpu or cuda:0.")]
 DtypeOption = Annotated[Optional[str], typer.Option("--dtype", help="LLM dtype: float32, bfloat16 or float16 (default: the checkpoint's).")]
+# The choices are lyrics.inference.quantize.METHODS (a test checks), written here to keep torch out of `--help`.
+QuantizeOption = Annotated[
+    Literal["none", "int8", "nf4"],
+    typer.Option(
+        "--quantize",
+        help="Store the LLM's weights in 8 or 4 bits after merging LoRA: int8 (torchao weight-only, CPU and CUDA) or "
+        "nf4 (bitsandbytes, CUDA only). See docs/serving.md.",
+    ),
+]  # fmt: skip
 RefinerOption = Annotated[
     Optional[list[str]],
     typer.Option(
@@ -297,6 +306,7 @@ def chat_command(
     device: DeviceOption = "cpu",
     dtype: DtypeOption = None,
     refiner: RefinerOption = None,
+    quantize: QuantizeOption = "none",
 ) -> None:
     """Chat with a checkpoint in the terminal (the checkpoint's refiner runs live on the image)."""
     from lyrics.inference.chat import run_chat
@@ -306,7 +316,7 @@ def chat_command(
     fields = _refiner_options(refiner)
     try:
         run_chat(
-            model, image, prompt, save_vis, region, device=device, dtype=dtype, refiner=fields,
+            model, image, prompt, save_vis, region, device=device, dtype=dtype, refiner=fields, quantize=quantize,
             max_new_tokens=max_new_tokens, do_sample=temperature > 0, temperature=temperature or 1.0, top_p=top_p,
         )  # fmt: skip
     except (InputError, ValueError, FileNotFoundError, BackendError) as exc:
@@ -340,6 +350,7 @@ def serve_command(
     dtype: DtypeOption = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
     refiner: RefinerOption = None,
+    quantize: QuantizeOption = "none",
 ) -> None:
     """OpenAI-compatible HTTP server: POST /v1/chat/completions (streaming, images as data URLs), GET /v1/models, GET /health."""
     from lyrics.inference.limits import MiB, ServerLimits
@@ -360,7 +371,7 @@ def serve_command(
             allow_remote_urls=allow_remote_urls, allow_local_files=allow_local_files,
             max_aspect_ratio=max_aspect_ratio, max_json_depth=max_json_depth, body_timeout_s=body_timeout,
         )  # fmt: skip
-        serve(str(model), host, port, model_name, limits, api_key, device, dtype, default_temperature, log_level, refiner=fields)
+        serve(str(model), host, port, model_name, limits, api_key, device, dtype, default_temperature, log_level, refiner=fields, quantize=quantize)
     except (ValueError, FileNotFoundError, BackendError) as exc:
         _fail(str(exc))
 
@@ -412,7 +423,7 @@ def toyworld_command(
 @app.command("eval")
 def eval_command(
     results: Annotated[Optional[list[Path]], typer.Argument(help="With --report: results.json files or folders (default: eval_results).")] = None,
-    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="A stage-2 checkpoint directory (a stage-1 one for retrieval).")] = None,
+    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="A stage-2 checkpoint directory (a stage-1 one for retrieval); with --endpoint, the served model's name.")] = None,
     benchmark: Annotated[Optional[str], typer.Option("--benchmark", "-b", help="retrieval (stage 1), coco-captions, nocaps, flickr30k, vqav2, okvqa, vizwiz, textvqa, gqa, ocrvqa, scienceqa-img, refcoco, refcoco+, refcocog, pope, mme, llava-bench (see --list).")] = None,
     data: Annotated[Optional[Path], typer.Option("--data", help="Folder with the benchmark's official annotation files (docs/evaluation.md).")] = None,
     images: Annotated[Optional[Path], typer.Option("--images", help="Image root of the official layout (default: --data).")] = None,
@@ -430,6 +441,7 @@ def eval_command(
     max_length: Annotated[Optional[int], typer.Option("--max-length", min=1, help="Raise the processor's prompt limit (few-shot prompts hold K+1 images).")] = None,
     device: Annotated[str, typer.Option("--device", help="Torch device, e.g. cpu or cuda:0.")] = "cpu",
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="LLM dtype: float32, bfloat16 or float16.")] = None,
+    quantize: QuantizeOption = "none",
     share_prefix: Annotated[bool, typer.Option("--share-prefix", help="Answer the questions of a batch about one image from one encoding of their shared prompt prefix (same greedy answers, faster where images get several questions).")] = False,
     zero_grounding: Annotated[bool, typer.Option("--zero-grounding", help="Analysis: answer with the grounding queries' MQ-Former output zeroed before the language projection (same prompt, their information removed); recorded as model '<ckpt> (zero-grounding)': give it its own --out; --report shows it beside the full model.")] = False,
     mme_pairing: Annotated[str, typer.Option("--mme-pairing", help="MME acc+ pairs: 'lines' (consecutive questions of a subtask, as the official calculation.py) or 'image' (by image name).")] = "lines",
@@ -439,6 +451,9 @@ def eval_command(
     judge_timeout: Annotated[Optional[float], typer.Option("--judge-timeout", min=1, rich_help_panel="LLaVA-Bench judge", help="Seconds per judge request (default 120).")] = None,
     judge_retries: Annotated[Optional[int], typer.Option("--judge-retries", min=0, rich_help_panel="LLaVA-Bench judge", help="Retries after a timeout, connection error, HTTP 429 or 5xx (default 5, exponential backoff).")] = None,
     judge_context: Annotated[Optional[str], typer.Option("--judge-context", rich_help_panel="LLaVA-Bench judge", help="'llava' (default): the caption joined as LLaVA's script does, one character per line for a string caption; 'plain': the caption as written.")] = None,
+    endpoint: Annotated[Optional[str], typer.Option("--endpoint", rich_help_panel="Served model", help="Score the model served at this OpenAI-compatible API base (e.g. http://127.0.0.1:8000/v1: lyrics serve, vLLM) instead of a checkpoint; --model then names the served model (default: the endpoint's only one).")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, rich_help_panel="Served model", help="With --endpoint: requests in flight at once.")] = 8,
+    api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="LYRICS_API_KEY", rich_help_panel="Served model", help="With --endpoint: sent as 'Authorization: Bearer KEY'; prefer $LYRICS_API_KEY (a command line is visible to other users).")] = None,
     vision_model: Annotated[Optional[Path], typer.Option("--vision-model", help="retrieval: the frozen image encoder's folder (stage-1 checkpoints do not hold it).")] = None,
     report: Annotated[bool, typer.Option("--report", help="Collect result files into Markdown tables beside the paper's numbers.")] = False,
     list_benchmarks: Annotated[bool, typer.Option("--list", help="List the benchmarks, their splits, templates and expected files.")] = False,
@@ -448,7 +463,10 @@ def eval_command(
 
     llava-bench answers are scored by a judge LLM as LLaVA's scripts do: --judge-url and --judge-model
     name an OpenAI-compatible endpoint; the API key is read from $OPENAI_API_KEY, or from the variable
-    --judge-key-env names; reviews are kept in reviews.jsonl so a rerun asks only what is missing."""
+    --judge-key-env names; reviews are kept in reviews.jsonl so a rerun asks only what is missing.
+
+    --endpoint URL scores a model served behind an OpenAI-compatible endpoint (lyrics serve, vLLM)
+    with the same scorers; --model then names the served model (docs/evaluation.md)."""
     from lyrics.eval import command
 
     if list_benchmarks:
@@ -462,15 +480,16 @@ def eval_command(
             _fail(str(exc))
         typer.echo(f"wrote {out}" if out is not None else text)
         return
-    if model is None or benchmark is None or data is None:
-        _fail("lyrics eval needs --model, --benchmark and --data (or --report / --list)")
-    if benchmark == "retrieval":
+    if (model is None and endpoint is None) or benchmark is None or data is None:
+        _fail("lyrics eval needs --model, --benchmark and --data (or --endpoint URL in place of --model; or --report / --list)")
+    if benchmark == "retrieval" and endpoint is None:
         try:
             command.run_retrieval(model, data, images=images, split=split, limit=limit, refiner_store=refiner_store, vision_model=vision_model, out=out)
         except (ValueError, FileNotFoundError) as exc:
             _fail(str(exc))
         return
     from lyrics.data.official.common import FormatError
+    from lyrics.eval.endpoint import EndpointError
     from lyrics.eval.judge import JudgeError
     from lyrics.eval.predictor import RefinerStoreMiss
     from lyrics.refiner.stages import BackendError
@@ -482,10 +501,11 @@ def eval_command(
             model, benchmark, data, images=images, split=split, limit=limit, shots=shots, seeds=seeds, shard=shard,
             batch_size=batch_size, out=out, refiner_store=refiner_store, template=template, max_new_tokens=max_new_tokens,
             max_length=max_length, device=device, dtype=dtype, refiner=fields, mme_pairing=mme_pairing, share_prefix=share_prefix,
-            zero_grounding=zero_grounding,
+            zero_grounding=zero_grounding, endpoint=None if endpoint is None else dict(url=endpoint, api_key=api_key, concurrency=concurrency),
+            quantize=quantize,
             judge=dict(url=judge_url, model=judge_model, key_env=judge_key_env, timeout_s=judge_timeout, retries=judge_retries, context=judge_context),
         )  # fmt: skip
-    except (ValueError, FileNotFoundError, IndexError, FormatError, RefinerStoreMiss, StoreError, BackendError, JudgeError) as exc:
+    except (ValueError, FileNotFoundError, IndexError, FormatError, RefinerStoreMiss, StoreError, BackendError, JudgeError, EndpointError) as exc:
         _fail(str(exc))
 
 

@@ -15,7 +15,10 @@ here, so the `paper` and `released` presets in `lyrics.presets` differ only in v
 from __future__ import annotations
 
 from transformers import AutoConfig, PreTrainedConfig
-from transformers.configuration_utils import SubConfigSpec
+try:
+    from transformers.configuration_utils import SubConfigSpec
+except ImportError:  # transformers before 5.20 (vLLM's pin): sub-configs are built in LyricsConfig.__post_init__
+    SubConfigSpec = None
 
 # Special tokens the MQ-Former objectives need, appended to BERT's 30522-token vocabulary in this
 # fixed order. `[DEC]` comes first so that its id (30522) matches LAVIS' BLIP-2 checkpoints, whose
@@ -288,12 +291,15 @@ class LyricsConfig(PreTrainedConfig):
     """
 
     model_type = "lyrics"
-    sub_configs_defaults = {
-        "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="clip_vision_model"),
-        "refiner_config": RefinerConfig,
-        "mqformer_config": MQFormerConfig,
-        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
-    }
+    if SubConfigSpec is not None:
+        sub_configs_defaults = {
+            "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="clip_vision_model"),
+            "refiner_config": RefinerConfig,
+            "mqformer_config": MQFormerConfig,
+            "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
+        }
+    else:
+        sub_configs = {"vision_config": AutoConfig, "refiner_config": RefinerConfig, "mqformer_config": MQFormerConfig, "text_config": AutoConfig}
 
     vision_config: dict | PreTrainedConfig | None = None
     refiner_config: dict | PreTrainedConfig | None = None
@@ -326,6 +332,18 @@ class LyricsConfig(PreTrainedConfig):
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
+        if SubConfigSpec is None:
+            from transformers import CONFIG_MAPPING
+
+            for key, default_type in (("vision_config", "clip_vision_model"), ("text_config", "llama")):
+                value = getattr(self, key)
+                if not isinstance(value, PreTrainedConfig):
+                    value = dict(value or {})
+                    setattr(self, key, CONFIG_MAPPING[value.pop("model_type", default_type)](**value))
+            for key, cls in (("refiner_config", RefinerConfig), ("mqformer_config", MQFormerConfig)):
+                value = getattr(self, key)
+                if not isinstance(value, PreTrainedConfig):
+                    setattr(self, key, cls(**(value or {})))
         super().__post_init__(**kwargs)
         self.lora_target_modules = list(self.lora_target_modules)
         self.lora_modules_to_save = list(self.lora_modules_to_save)

@@ -8,6 +8,8 @@
     lyrics eval --model STAGE1 --benchmark retrieval --data annotations/captions_val2017.json \
         --images val2017 --refiner-store store --vision-model CLIP   # stage 1: R@k and ITM
     lyrics eval ... --benchmark llava-bench --judge-url https://api.openai.com/v1 --judge-model gpt-4-0314
+    lyrics eval --endpoint http://127.0.0.1:8000/v1 --model final --benchmark pope --data /data/pope \
+        --images /data/coco --concurrency 8                 # a served model (lyrics serve, vLLM)
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lyrics.eval.benchmarks import BENCHMARKS, expand_splits, get_benchmark
+from lyrics.eval.benchmarks import BENCHMARKS, BenchmarkSpec, expand_splits, get_benchmark
 from lyrics.distributed import parse_shard
+from lyrics.eval.predictor import Predictor
 from lyrics.eval.runner import EvalConfig, EvalOutcome, run_eval
 
 
@@ -49,7 +52,7 @@ def benchmark_listing() -> list[tuple[str, str, str, str, str]]:
 
 
 def run_benchmark(
-    model: Path,
+    model: Path | None,
     benchmark: str,
     data: Path,
     *,
@@ -73,6 +76,8 @@ def run_benchmark(
     judge: dict[str, Any] | None = None,
     share_prefix: bool = False,
     zero_grounding: bool = False,
+    endpoint: dict[str, Any] | None = None,
+    quantize: str = "none",
 ) -> list[EvalOutcome]:
     """Evaluate a checkpoint on every requested split of a benchmark; prints progress and tables.
     The live refiner is the checkpoint's own; `refiner` holds explicit fields (`--refiner`).
@@ -80,34 +85,87 @@ def run_benchmark(
     `zero_grounding` scores the model with its grounding queries' output zeroed (`LyricsPredictor`);
     its runs are recorded under the model name `<checkpoint> (zero-grounding)`, so that they neither
     resume from nor mix with the full model's predictions in one `--out`, and `--report` shows them
-    as their own row beside the full model."""
-    from rich.console import Console
+    as their own row beside the full model. A `quantize`d model ("int8", "nf4") is likewise
+    recorded as `<checkpoint> (int8)`: its answers are never merged with the unquantised model's.
 
-    from lyrics.data.official.common import find_files
+    `endpoint` (`lyrics eval --endpoint`): `EndpointConfig` fields (`url`, `api_key`, `concurrency`,
+    ...; `transport`: an httpx transport, for tests) of a served model to score instead of a
+    checkpoint; `model` is then the served model's name (None: the endpoint's only model). The
+    options of a local checkpoint (refiner store and fields, device, dtype, prompt length, shared
+    prefix, zero grounding, quantisation) are refused with it: the server decides those."""
     from lyrics.eval.predictor import LyricsPredictor
-    from lyrics.eval.report import results_table
 
-    console = console or Console()
-    spec = get_benchmark(benchmark)
-    splits = expand_splits(spec, split)
-    judge_config = judge_from_options(spec.metric, judge or {})
-    model_name = str(Path(model).resolve()) + (" (zero-grounding)" if zero_grounding else "")
-    configs = [
-        EvalConfig(
-            benchmark=spec.name, data=data, split=s, images=images, limit=limit, shots=shots, seeds=parse_seeds(seeds),
-            shard=parse_shard(shard), batch_size=batch_size, out=out or Path("eval_results"), template=template,
-            max_new_tokens=max_new_tokens, model=model_name, mme_pairing=mme_pairing, judge=judge_config,
-        )  # fmt: skip
-        for s in splits
-    ]
-    # Fail on missing annotation files before spending minutes loading the model.
-    for config in configs:
-        find_files(data, spec.files(config.split, spec.scored(config.split)), f"{spec.title} ({config.split} split)")
+    options = dict(
+        images=images, split=split, limit=limit, shots=shots, seeds=seeds, shard=shard, batch_size=batch_size, out=out,
+        template=template, max_new_tokens=max_new_tokens, mme_pairing=mme_pairing, judge=judge,
+    )  # fmt: skip
+    if endpoint is not None:
+        local = dict(refiner_store=refiner_store, refiner=refiner or None, max_length=max_length, dtype=dtype,
+                     device=None if device == "cpu" else device, share_prefix=share_prefix or None, zero_grounding=zero_grounding or None,
+                     quantize=None if quantize == "none" else quantize)  # fmt: skip
+        given = [f"--{k.replace('_', '-')}" for k, v in local.items() if v is not None]
+        if given:
+            raise ValueError(f"--endpoint scores a served model: {', '.join(given)} apply to a local checkpoint (the server runs its own refiner and settings)")
+        return run_endpoint(endpoint, benchmark, data, model=model, console=console, **options)
+    model_name = str(Path(model).resolve()) + (" (zero-grounding)" if zero_grounding else "") + (f" ({quantize})" if quantize != "none" else "")
+    spec, configs = _plan(benchmark, data, model_name, **options)
     roots = [p for p in (images, data) if p is not None]
     predictor = LyricsPredictor.from_pretrained(
         model, device, dtype, refiner_store, store_roots=roots, max_length=max_length, refiner=refiner, share_prefix=share_prefix,
-        zero_grounding=zero_grounding,
+        zero_grounding=zero_grounding, quantize=quantize,
     )  # fmt: skip
+    return _run(predictor, spec, configs, console)
+
+
+def run_endpoint(endpoint: dict[str, Any], benchmark: str, data: Path, *, model: Path | str | None = None, console: Any = None, **options: Any) -> list[EvalOutcome]:
+    """Score the model served at `endpoint` (`EndpointConfig` fields, `transport` optional) on every
+    requested split; `options` are `run_benchmark`'s run options (images, split, limit, shots, ...).
+
+    The run's model is the endpoint's model URL (`EndpointPredictor.identity`), so a resumed run
+    against another endpoint or model, or a local checkpoint's run, is refused, never mixed. A batch
+    (one append to the predictions file) is at least `concurrency` prompts, so that many can be in
+    flight."""
+    from lyrics.eval.endpoint import EndpointConfig, EndpointPredictor
+
+    if benchmark == "retrieval":
+        raise ValueError("--benchmark retrieval scores a stage-1 checkpoint's embeddings, not answers: give --model CKPT without --endpoint")
+    fields = dict(endpoint)
+    transport = fields.pop("transport", None)
+    name = None if model is None else str(model)
+    config = EndpointConfig(model=name, **fields)
+    spec, configs = _plan(benchmark, data, "", **options)
+    local = model is not None and (Path(model) / "config.json").is_file()
+    with EndpointPredictor(config, transport=transport, local_checkpoint=local) as predictor:
+        for run in configs:
+            run.model, run.batch_size = predictor.identity, max(run.batch_size, config.concurrency)
+        return _run(predictor, spec, configs, console)
+
+
+def _plan(benchmark: str, data: Path, model_name: str, *, split: str | None, seeds: Sequence[str] | None, shard: str,
+          out: Path | None, judge: dict[str, Any] | None, **fields: Any) -> tuple[BenchmarkSpec, list[EvalConfig]]:  # fmt: skip
+    """The benchmark's spec and one `EvalConfig` per requested split, after checking that every
+    split's annotation files exist (before minutes go into loading a model)."""
+    from lyrics.data.official.common import find_files
+
+    spec = get_benchmark(benchmark)
+    judge_config = judge_from_options(spec.metric, judge or {})
+    configs = [
+        EvalConfig(benchmark=spec.name, data=data, split=s, seeds=parse_seeds(seeds), shard=parse_shard(shard),
+                   out=out or Path("eval_results"), model=model_name, judge=judge_config, **fields)  # fmt: skip
+        for s in expand_splits(spec, split)
+    ]
+    for config in configs:
+        find_files(data, spec.files(config.split, spec.scored(config.split)), f"{spec.title} ({config.split} split)")
+    return spec, configs
+
+
+def _run(predictor: Predictor, spec: BenchmarkSpec, configs: Sequence[EvalConfig], console: Any) -> list[EvalOutcome]:
+    """Run every split's config with `predictor`, printing progress, counts and result tables."""
+    from rich.console import Console
+
+    from lyrics.eval.report import results_table
+
+    console = console or Console()
     outcomes = []
     for config in configs:
 

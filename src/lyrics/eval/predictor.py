@@ -139,6 +139,7 @@ class LyricsPredictor:
         refiner: dict[str, Any] | None = None,
         share_prefix: bool = False,
         zero_grounding: bool = False,
+        quantize: str = "none",
     ) -> "LyricsPredictor":
         """Load a checkpoint (`save_pretrained` or `lyrics merge` output) with its processor; LoRA is
         merged into the LLM (same answers, faster decoding). `max_length` raises the processor's
@@ -148,6 +149,9 @@ class LyricsPredictor:
         MQ-Former output zeroed before the language projection
         (`LyricsForConditionalGeneration.query_ablation`), on every generation path, shared prefix
         included; a checkpoint without grounding queries is refused (ValueError).
+
+        `quantize` ("int8", "nf4"; `lyrics eval --quantize`): the LLM's weights in 8 or 4 bits after
+        the LoRA merge (`lyrics.inference.quantize`).
 
         The live refiner is the one recorded in the checkpoint (its training store's refiner), else
         its `refiner_config`; `refiner` holds explicit fields (`lyrics eval --refiner`), refused when
@@ -161,12 +165,16 @@ class LyricsPredictor:
             if not isinstance(getattr(torch, dtype, None), torch.dtype):
                 raise ValueError(f"unknown dtype {dtype!r} (use float32, bfloat16 or float16)")
             dtype = getattr(torch, dtype)
+        from lyrics.inference.quantize import check_quantization, quantize_model
+
+        check_quantization(quantize, device)  # before the model loads
         model = LyricsForConditionalGeneration.from_pretrained(path, torch_dtype=dtype)
         if zero_grounding:
             model.query_ablation = "zero_grounding"
         refiner_config = checkpoint_refiner_config(model.config, refiner, where=str(path))
         if hasattr(model.language_model, "merge_and_unload"):
             model.language_model = model.language_model.merge_and_unload()
+        quantize_model(model, quantize, device=device)
         model.to(device).eval()
         processor = LyricsProcessor.from_pretrained(path)
         if max_length is not None:

@@ -141,14 +141,16 @@ def run_chat(
     dtype: str | None = None,
     console: Console | None = None,
     refiner: dict[str, Any] | None = None,
+    quantize: str = "none",
     **generation: Any,
 ) -> PipelineResult | None:
     """Entry point of `lyrics chat`; returns the one-shot result (None in interactive mode).
-    `refiner`: explicit `RefinerConfig` fields (`--refiner`), checked against the checkpoint's record."""
+    `refiner`: explicit `RefinerConfig` fields (`--refiner`), checked against the checkpoint's record;
+    `quantize`: `--quantize` (`lyrics.inference.quantize`)."""
     from rich.prompt import Prompt
 
     console = console or Console()
-    pipeline = LyricsPipeline.from_pretrained(model, device=device, dtype=dtype, refiner=refiner)
+    pipeline = LyricsPipeline.from_pretrained(model, device=device, dtype=dtype, refiner=refiner, quantize=quantize)
     session = ChatSession(pipeline, console, Path(save_vis) if save_vis else None, **generation)
     session.set_image(image)
     session.regions = [parse_region(r) for r in regions or []]

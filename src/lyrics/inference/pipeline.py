@@ -262,6 +262,7 @@ class LyricsPipeline:
         text_model: str | None = None,
         vision_model: str | None = None,
         refiner: dict[str, Any] | None = None,
+        quantize: str = "none",
     ) -> "LyricsPipeline":
         """Load a checkpoint written by `LyricsForConditionalGeneration.save_pretrained` (or `save_merged`)
         with its processor, and build its refiner: the one recorded in the checkpoint
@@ -269,7 +270,8 @@ class LyricsPipeline:
         `refiner` holds explicit `RefinerConfig` fields (`lyrics chat --refiner`); with a recorded
         refiner they may only move a model or change runtime fields, else `RefinerMismatch` (a
         `ValueError`) names the differences. `merge_lora` folds the LoRA adapter into the LLM (faster
-        decoding, same answers)."""
+        decoding, same answers). `quantize` ("int8", "nf4": `lyrics.inference.quantize`) stores the
+        LLM's weights in 8 or 4 bits after the merge (`lyrics chat/serve --quantize`)."""
         from lyrics.models.conditional_generation import LyricsForConditionalGeneration
         from lyrics.models.processing import LyricsProcessor
         from lyrics.refiner.pipeline import VisualRefiner
@@ -280,10 +282,15 @@ class LyricsPipeline:
             if not isinstance(getattr(torch, dtype, None), torch.dtype):
                 raise ValueError(f"unknown dtype {dtype!r} (use float32, bfloat16 or float16)")
             dtype = getattr(torch, dtype)
+        from lyrics.inference.quantize import check_quantization, quantize_model
+
+        if check_quantization(quantize, device) is not None and not merge_lora:
+            raise ValueError(f"quantize={quantize!r} merges the LoRA adapter first; it cannot be combined with merge_lora=False")
         model = LyricsForConditionalGeneration.from_pretrained(path, text_model=text_model, vision_model=vision_model, torch_dtype=dtype)
         refiner_config = checkpoint_refiner_config(model.config, refiner, where=str(path))
         if merge_lora and hasattr(model.language_model, "merge_and_unload"):
             model.language_model = model.language_model.merge_and_unload()
+        quantize_model(model, quantize, device=device)
         model.to(device).eval()
         processor = LyricsProcessor.from_pretrained(path)
         return cls(model, processor, VisualRefiner.from_config(refiner_config, device=device), device)

@@ -377,14 +377,16 @@ def serve(
     default_temperature: float = 0.0,
     log_level: str = "info",
     refiner: dict[str, Any] | None = None,
+    quantize: str = "none",
 ) -> None:
     """Load the checkpoint and run uvicorn until interrupted (graceful: queued requests finish).
-    The live refiner is the checkpoint's own; `refiner` holds explicit fields (`--refiner`)."""
+    The live refiner is the checkpoint's own; `refiner` holds explicit fields (`--refiner`);
+    `quantize` is `--quantize` (`lyrics.inference.quantize`)."""
     import uvicorn
 
     from pathlib import Path
 
-    pipeline = LyricsPipeline.from_pretrained(model, device=device, dtype=dtype, refiner=refiner)
+    pipeline = LyricsPipeline.from_pretrained(model, device=device, dtype=dtype, refiner=refiner, quantize=quantize)
     name = model_name or Path(model).resolve().name
     app = create_app(pipeline, name, limits, api_key, default_temperature)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30)

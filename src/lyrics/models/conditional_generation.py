@@ -457,12 +457,15 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
         is_trainable: bool = False,
         dtype: torch.dtype | None = None,
         device_map: str | torch.device | None = None,
+        quantize: str = "none",
         **kwargs,
     ) -> "LyricsForConditionalGeneration":
         """Load a checkpoint written by `save_pretrained` or `save_merged`. `text_model` / `vision_model`
         override where the frozen parts come from (e.g. after moving them). `dtype` (or the older
         `torch_dtype`) is the frozen LLM's dtype; `device_map` may name one device ("cuda:0", "cpu")
-        the whole model moves to; a per-module map is refused, as are other transformers options."""
+        the whole model moves to; a per-module map is refused, as are other transformers options.
+        `quantize` ("int8", "nf4"; `lyrics.inference.quantize`) merges LoRA and quantises the LLM
+        on its way to `device_map`, for inference (not with `is_trainable`)."""
         from peft import PeftModel
         from safetensors.torch import load_file
 
@@ -473,6 +476,12 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
         if device_map is not None and not isinstance(device_map, (str, torch.device)) or device_map == "auto":
             raise ValueError(f"device_map must name one device (e.g. 'cuda:0'); a per-module map is not supported, got {device_map!r}")
 
+        if quantize != "none":
+            from lyrics.inference.quantize import check_quantization
+
+            if is_trainable:
+                raise ValueError(f"quantize={quantize!r} is for inference; it cannot be combined with is_trainable=True")
+            check_quantization(quantize, device_map or "cpu")  # before minutes of loading
         path = Path(path)
         if not (path / "config.json").is_file() or not (path / TRAINED_WEIGHTS).is_file():
             raise FileNotFoundError(f"{path}: not a Lyrics checkpoint (needs config.json and {TRAINED_WEIGHTS})")
@@ -496,6 +505,10 @@ class LyricsForConditionalGeneration(LyricsPreTrainedModel):
         model.configure_trainable()
         if not is_trainable:
             model.eval()
+        if quantize != "none":
+            from lyrics.inference.quantize import quantize_model
+
+            quantize_model(model, quantize, device=device_map)
         if device_map is not None:
             model.to(device_map)
         return model

@@ -1,0 +1,198 @@
+"""Quantised inference on the quickstart checkpoint: the unquantised model against int8, side by side
+in one run (`--quantize int8`, lyrics.inference.quantize).
+
+Each variant runs in a process of its own, so that its peak memory is its own: `none`; `int8` (the
+LLM's Linear layers int8 weight-only through torchao, LoRA merged first: what `--quantize int8`
+does); with `--mqformer`, also `int8+mqformer` (the MQ-Former's Linear layers too). Each loads the
+stage-2 checkpoint as the quickstart's evaluation does (refiner store, shared prefix, batches of 32)
+and measures:
+
+* weight memory: the model's parameters and buffers (`weight_bytes`), and the LLM's alone;
+* peak RSS of the process (it includes the fp32 weights, which are loaded and then quantised) and
+  its RSS once loaded and quantised;
+* generation tokens/s: greedy answers of exactly `--new-tokens` tokens to one image prompt, at
+  batch 1 and 8 (prompt encoding included; the faster of two runs);
+* the toy test split's metrics through `lyrics eval`'s runner and scorers: POPE F1 (random, popular,
+  adversarial), REC Acc@0.5, VQA accuracy and its colour questions, and questions answered per second.
+
+Then one table with the differences, and the CPU (lscpu's model name, AVX512-BF16 and AMX flags).
+A variant's numbers on a shared machine move with the load; compare within one run.
+
+Usage: python bench/quantize.py [--run runs/quickstart] [--limit 60] [--tasks ...] [--threads 0]
+                                [--new-tokens 32] [--precision fp32|bf16] [--mqformer]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+TASKS = "pope_random,pope_popular,pope_adversarial,rec,vqa"
+VARIANTS = {"none": ("none", False), "int8": ("int8", False), "int8+mqformer": ("int8", True)}
+
+
+def cpu_description() -> str:
+    """lscpu's model name and the bf16 / AMX instructions the CPU has (they decide CPU matmul speed)."""
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Model name")), "unknown CPU")
+    except OSError:
+        name = "unknown CPU"
+    try:
+        flags = set(re.search(r"^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.M).group(1).split())
+    except (OSError, AttributeError):
+        flags = set()
+    have = {flag: flag in flags for flag in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")}
+    return f"{name} (" + ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in have.items()) + ")"
+
+
+def rss_bytes() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize()
+
+
+def generation_rate(predictor, image: Path, batch: int, new_tokens: int) -> float:
+    """Tokens per second of greedy generation of exactly `new_tokens` tokens per row for `batch`
+    copies of one image prompt (the faster of two runs: the first also warms the caches)."""
+    from lyrics.eval.predictor import Prompt
+
+    prompt = Prompt([{"from": "human", "value": "<image>\nDescribe the image in detail."}], [image], new_tokens)
+    key = str(image)
+    images = {key: predictor._load(image)[0]}
+    records = predictor._records([key], images)
+    ids = predictor._encode(prompt, [key], records)
+    model = predictor.model
+    inputs = {"input_ids": torch.tensor([ids] * batch), "attention_mask": torch.ones(batch, len(ids), dtype=torch.long)}
+    inputs.update(predictor._visual([key] * batch, images, records, None))
+    best = float("inf")
+    for _ in range(2):
+        start = time.perf_counter()
+        with torch.inference_mode(), torch.autocast("cpu", dtype=predictor.autocast, enabled=predictor.autocast is not None):
+            out = model.generate(
+                **inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, num_beams=1,
+                temperature=None, top_p=None, top_k=None,
+            )  # fmt: skip
+        best = min(best, time.perf_counter() - start)
+        assert out.shape == (batch, new_tokens), out.shape
+    return batch * new_tokens / best
+
+
+def child(args: argparse.Namespace) -> None:
+    """Measure one variant and write its numbers as JSON to `args.json`."""
+    from eval import quickstart  # bench/eval.py: the finished quickstart run, rebuilt from quickstart.json
+
+    from lyrics.eval.predictor import LyricsPredictor
+    from lyrics.eval.runner import EvalConfig, run_eval
+    from lyrics.inference.quantize import quantize_model, weight_bytes
+    from lyrics.toyworld.results import RepeatedPrompts, _benchmarks, select_metrics, vqa_by_question_type
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    method, mqformer = VARIANTS[args.child]
+    q = quickstart(args.run.resolve())
+    checkpoint = q.out / "stage2" / "final"
+    autocast = torch.bfloat16 if args.precision == "bf16" else None
+    start = time.perf_counter()
+    model = LyricsPredictor.from_pretrained(checkpoint, refiner_store=q.store_dir, autocast=autocast, max_batch=32, share_prefix=True)
+    report = quantize_model(model.model, method, mqformer=mqformer)  # what `quantize=` does after the LoRA merge
+    load_s = time.perf_counter() - start
+    model.store_key = q.keys
+    out = {
+        "variant": args.child, "layers": report.layers, "load_s": load_s, "rss_loaded": rss_bytes(),
+        "weights": weight_bytes(model.model), "llm_weights": weight_bytes(model.model.llm),
+        "mqformer_weights": weight_bytes(model.model.mqformer),
+    }  # fmt: skip
+    image = next(iter(sorted((q.world / "images" / "toytest").glob("*.jpg"))))
+    out["tokens_s_b1"] = generation_rate(model, image, 1, args.new_tokens)
+    out["tokens_s_b8"] = generation_rate(model, image, 8, args.new_tokens)
+    predictor = RepeatedPrompts(model)
+    metrics: dict[str, float] = {}
+    tasks = args.tasks.split(",")
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        for task, benchmark, data, split, images in [r for r in _benchmarks(q.world, "test") if r[0] in tasks]:
+            config = EvalConfig(benchmark=benchmark, data=data, split=split, images=images, limit=args.limit, batch_size=q.budget.eval_batch, out=Path(tmp) / task, model=str(checkpoint))
+            outcome = run_eval(predictor, config)
+            for name, value in select_metrics(task, outcome.results["metrics"]).items():
+                if name != "yes_ratio":
+                    metrics[f"{task}/{name}"] = value
+            if task == "vqa":
+                metrics["vqa/color"] = vqa_by_question_type(outcome.run_dir, config, q.world)[0].get("color", float("nan"))
+        out["eval_s"] = time.perf_counter() - start
+    out["questions"] = len(predictor.answers)
+    out["metrics"] = metrics
+    out["answers"] = {k: a.text for k, a in predictor.answers.items()}
+    out["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    Path(args.json).write_text(json.dumps(out))
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown: one column per variant, the last ones with their difference from the first."""
+    base = rows[0]
+    mib = lambda v: f"{v / 2**20:.1f} MiB"  # noqa: E731
+    lines = [
+        ("weights (whole model)", "weights", mib), ("weights (LLM)", "llm_weights", mib), ("weights (MQ-Former)", "mqformer_weights", mib),
+        ("RSS once loaded", "rss_loaded", mib), ("peak RSS", "peak_rss", mib),
+        ("tokens/s, batch 1", "tokens_s_b1", lambda v: f"{v:.1f}"), ("tokens/s, batch 8", "tokens_s_b8", lambda v: f"{v:.1f}"),
+        ("eval questions/s", "questions_s", lambda v: f"{v:.2f}"),
+    ]  # fmt: skip
+    for row in rows:
+        row["questions_s"] = row["questions"] / row["eval_s"]
+    head = "| | " + " | ".join(r["variant"] for r in rows) + " |"
+    out = [head, "|" + "---|" * (len(rows) + 1)]
+    for label, key, fmt in lines:
+        cells = [fmt(base[key])] + [f"{fmt(r[key])} ({r[key] / base[key]:.2f}x)" if base[key] else fmt(r[key]) for r in rows[1:]]
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    for name in base["metrics"]:
+        cells = [f"{base['metrics'][name]:.2f}"] + [f"{r['metrics'][name]:.2f} ({r['metrics'][name] - base['metrics'][name]:+.2f})" for r in rows[1:]]
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    for r in rows[1:]:
+        differ = sum(r["answers"].get(k) != v for k, v in base["answers"].items())
+        out.append(f"\n{r['variant']}: {r['layers']} Linear layers quantised; {differ} of {len(base['answers'])} answers differ from `none`")
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, default=Path("runs/quickstart"), help="a finished `lyrics quickstart` folder")
+    parser.add_argument("--limit", type=int, default=60, help="samples per benchmark")
+    parser.add_argument("--tasks", default=TASKS)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--new-tokens", type=int, default=32, help="tokens generated per row for tokens/s")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast the matmuls (as the quickstart on AVX512-BF16/AMX CPUs)")
+    parser.add_argument("--mqformer", action="store_true", help="also measure int8 of the MQ-Former's Linear layers")
+    parser.add_argument("--child", choices=tuple(VARIANTS), help=argparse.SUPPRESS)
+    parser.add_argument("--json", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    if args.child:
+        child(args)
+        return
+    checkpoint = args.run / "stage2" / "final"
+    if not (checkpoint / "config.json").is_file() or not (args.run / "quickstart.json").is_file():
+        sys.exit(f"bench/quantize.py: no quickstart checkpoint at {checkpoint} (build it with `make demo`, or "
+                 f"`lyrics quickstart --out DIR` and pass --run DIR)")  # fmt: skip
+    variants = ["none", "int8"] + (["int8+mqformer"] if args.mqformer else [])
+    print(f"{time.strftime('%Y-%m-%d')}; {cpu_description()}; torch {torch.__version__}, {args.threads or torch.get_num_threads()} threads, "
+          f"{args.precision}; {checkpoint}; test split, {args.tasks}, {args.limit} samples each; {args.new_tokens} new tokens", flush=True)  # fmt: skip
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for variant in variants:
+            path = Path(tmp) / f"{variant}.json"
+            forwarded = [a for a in sys.argv[1:] if a != "--mqformer"]
+            subprocess.run([sys.executable, __file__, *forwarded, "--child", variant, "--json", str(path)], check=True)
+            rows.append(json.loads(path.read_text()))
+            print(f"{variant}: done ({rows[-1]['load_s']:.1f} s to load, {rows[-1]['eval_s']:.1f} s to evaluate)", flush=True)
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
