@@ -57,6 +57,10 @@ IDENTICAL = (
 )  # fmt: skip
 
 
+# The first user of `fast_run` pays for building it (a whole --fast quickstart) and this test runs
+# another with a kill in the middle: about 8 minutes on a loaded 2-core machine, near the suite's
+# 600 s default.
+@pytest.mark.timeout(1200)
 def test_a_killed_rerun_resumes_to_byte_identical_results(fast_run, tmp_path):
     """A second `--fast` run of the same seed, killed (the whole process group, SIGKILL) once stage 2
     has written its first checkpoint, then run again into the same folder, resumes from that
