@@ -18,12 +18,18 @@ Prints, from one run (it asserts nothing):
     `Blip2ForConditionalGeneration` with a ViT-L/14-sized vision tower, BERT-base Q-Former (32
     queries) and the very same LLM object (shared weights), both under bf16 autocast;
   * end to end - the `tiny` preset through the real recipes (`lyrics.recipes.run` with config dicts):
-    refiner store -> stage 1 -> stage 2 -> `generate`, a few steps each, on the device.
+    refiner store -> stage 1 -> stage 2 -> `generate`, a few steps each, on the device;
+  * serve vs vLLM - bench/serve.py's side-by-side comparison on the device: `lyrics serve` and vLLM
+    (the Lyrics plugin) one after the other on one merged folder (--serve-model, or else the tiny
+    vLLM-servable checkpoint tests/serving_vllm/checkpoint.py builds: framework overhead, not a real
+    model's speed), greedy image chats at 1, 8 and 32 concurrent requests: requests/s, completion
+    tokens/s, p50 / p95 latency. vLLM comes from --vllm-python (a CUDA build of vllm==0.32.0 in its
+    own environment on a GPU); without one only `lyrics serve` is measured and the reason is printed.
 
 FLOPs per step come from `lyrics.audit` (the counting of `lyrics audit --flops`: matmul and attention
 FLOPs of the real modules' forward and backward counted on the meta device; frozen parts forward
 only; full attention; activation recomputation not counted). Random weights: numbers of speed, not
-of quality. Written 2026-12-05 and not yet run on a GPU.
+of quality. Written 2026-12-05 (the serving comparison 2026-12-07) and not yet run on a GPU.
 """
 
 from __future__ import annotations
@@ -355,6 +361,32 @@ def end_to_end(setup: Setup, root: Path) -> dict:
     return {"stage1_losses": losses[0], "stage2_losses": losses[1], "generated_tokens": int(out.shape[1]), "seconds": seconds}
 
 
+def serving(setup: Setup, args, root: Path) -> dict:
+    """bench/serve.py's `lyrics serve` / vLLM comparison on the device (its table printed there)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_serve", REPO / "bench" / "serve.py")
+    bench_serve = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_serve)
+    folder = args.serve_model
+    if folder is None:
+        sys.path.insert(0, str(REPO / "tests"))
+        from serving_vllm.checkpoint import build
+
+        _, folder = build(root)
+        print("serve: the tiny merged checkpoint of tests/serving_vllm (2-layer 64-wide LLaMA, SmolLM2 tokenizer, toy refiner)")
+    cuda = setup.device.startswith("cuda")
+    result = bench_serve.compare(
+        folder, requests=args.serve_requests or (4 if setup.tiny else 64), max_tokens=8 if setup.tiny else 64,
+        levels=(1, 4) if setup.tiny else bench_serve.LEVELS, device=setup.device, dtype="bfloat16" if setup.bf16 else "float32",
+        vllm_python=args.vllm_python, vllm_args=["--gpu-memory-utilization", "0.8"] if cuda else [],
+    )  # fmt: skip
+    for server in result["servers"].values():
+        for level in server["levels"].values():
+            level.pop("answers")
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda", help="cuda (default; full size) or cpu (only with --tiny)")
@@ -365,7 +397,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch2", type=int, default=None, help="stage-2 per-GPU batch (default 4 = 64 / 16; 2 with --tiny)")
     parser.add_argument("--gen-batch", type=int, default=None, help="prompts per generate call (default 8; 2 with --tiny)")
     parser.add_argument("--gen-tokens", type=int, default=None, help="new tokens per prompt (default 128; 16 with --tiny)")
-    parser.add_argument("--sections", default="stage1,stage2,generation,e2e", help="comma-separated subset to run (the matmul peak always runs)")
+    parser.add_argument("--sections", default="stage1,stage2,generation,e2e,serve", help="comma-separated subset to run (the matmul peak always runs)")
+    parser.add_argument("--serve-model", type=Path, default=None, help="merged Lyrics folder for the serve section (default: a tiny one it builds)")
+    parser.add_argument("--serve-requests", type=int, default=None, help="requests per concurrency level in the serve section (default 64; 4 with --tiny)")
+    parser.add_argument("--vllm-python", default=os.environ.get("LYRICS_VLLM_PYTHON", str(REPO / ".venv-vllm" / "bin" / "python")),
+                        help="python of a vLLM environment for the serve section (default $LYRICS_VLLM_PYTHON or .venv-vllm/bin/python)")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
     args = parser.parse_args(argv)
     if args.device == "cpu":
@@ -401,6 +437,10 @@ def main(argv: list[str] | None = None) -> None:
         section("end to end")
         with tempfile.TemporaryDirectory(prefix="lyrics-bench-") as tmp:
             results["end_to_end"] = end_to_end(setup, Path(tmp))
+    if "serve" in wanted:
+        section("serve vs vLLM")
+        with tempfile.TemporaryDirectory(prefix="lyrics-bench-") as tmp:
+            results["serve"] = serving(setup, args, Path(tmp))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     print("\ndone", flush=True)

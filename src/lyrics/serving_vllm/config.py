@@ -14,5 +14,6 @@ from lyrics.configuration import LyricsConfig as _LyricsConfig  # noqa: E402
 class LyricsVllmConfig(_LyricsConfig):
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        if not self.architectures:
-            self.architectures = [ARCHITECTURE]
+        # vLLM picks the model class from `architectures`; a merged folder may carry its stage-1
+        # ancestor's ("LyricsForPretraining"), so this config always names the plugin's class.
+        self.architectures = [ARCHITECTURE]

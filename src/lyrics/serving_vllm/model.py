@@ -269,6 +269,14 @@ class LyricsForConditionalGeneration(nn.Module, SupportsMultiModal):
 
         loaded = {llm_prefix + name for name in self.language_model.load_weights(llm_weights())}
         own = {name: p for name, p in self.named_parameters() if not name.startswith(llm_prefix)}
+        # A tower saved by `CLIPVisionModel.save_pretrained` keys its tensors `vision_model.*` (the
+        # quickstart's stand-in); one saved from the bare transformer does not. Both load in
+        # transformers, so both load here.
+        doubled = "image_encoder.vision_model.vision_model."
+        for name in [n for n in rest if n.startswith(doubled)]:
+            short = "image_encoder.vision_model." + name[len(doubled) :]
+            if short in own and name not in own:
+                rest[short] = rest.pop(name)
         own.update({name: b for name, b in self.named_buffers() if not name.startswith(llm_prefix) and name in rest})
         unexpected = sorted(set(rest) - set(own))
         missing = sorted(name for name in own if name not in rest)
