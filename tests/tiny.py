@@ -188,15 +188,15 @@ def llm_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>")
 
 
-def save_llm(path, tokenizer, seed=0):
-    """A tiny LlamaForCausalLM + its tokenizer saved in the real format."""
+def save_llm(path, tokenizer, seed=0, **sizes):
+    """A tiny LlamaForCausalLM + its tokenizer saved in the real format; `sizes` override its widths."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
+    widths = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+        vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False, **{**widths, **sizes},
     )  # fmt: skip
     model = LlamaForCausalLM(config)
     model.save_pretrained(str(path))

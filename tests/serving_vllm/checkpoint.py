@@ -18,19 +18,10 @@ from inference.tinyckpt import TOY_REFINER
 
 
 def save_llm(path: Path, tokenizer, seed: int = 0):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=2, max_position_embeddings=1024, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
-    )  # fmt: skip
-    # Untied: with SmolLM2's vocabulary a tied random LLaMA answers every prompt with newlines; an
-    # untied one gives answers that differ with the image and the question.
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(str(path))
-    tokenizer.save_pretrained(str(path))
+    """`tiny.save_llm` at head size 32, the smallest vLLM's CPU attention accepts. Untied (tiny's
+    default): with SmolLM2's vocabulary a tied random LLaMA answers every prompt with newlines; an
+    untied one gives answers that differ with the image and the question."""
+    tiny.save_llm(path, tokenizer, seed, hidden_size=64, intermediate_size=128, num_attention_heads=2, max_position_embeddings=1024)
 
 
 def build(root: str | Path, seed: int = 0) -> tuple[Path, Path]:
