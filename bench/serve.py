@@ -161,7 +161,7 @@ def generation(pipeline, tokens: int, repeats: int) -> dict[str, float]:
     from lyrics.inference.pipeline import ChatRequest
 
     request_rows = pipeline.prepare([ChatRequest(scene(2), PROMPTS[0])])
-    batch = pipeline._model_inputs(request_rows)
+    batch = pipeline.generator.model_inputs([p.row for p in request_rows])
     model = pipeline.model
     common = dict(max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False, temperature=None, top_p=None, top_k=None)
 
@@ -179,7 +179,7 @@ def generation(pipeline, tokens: int, repeats: int) -> dict[str, float]:
     def pipeline_generate(streamer):  # refiner + prompt encoding + the same generate
         with torch.inference_mode():
             prepared = pipeline.prepare([request_rows[0].request])
-            return model.generate(**pipeline._model_inputs(prepared), streamer=streamer, **common)
+            return model.generate(**pipeline.generator.model_inputs([p.row for p in prepared]), streamer=streamer, **common)
 
     runs = {"lyrics": lyrics_generate, "blip2": blip2_generate, "pipeline": pipeline_generate}
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}

@@ -162,6 +162,22 @@ def audit(config: LyricsConfig, paper_figures: dict[str, float] | None = None) -
     return rows
 
 
+def audit_table(rows: list[AuditRow], preset: str):
+    """The audit as a rich table (`lyrics audit`): counts beside the paper's, the difference green
+    within `TOLERANCE`, yellow beyond."""
+    from rich.table import Table
+
+    table = Table(title=f"Lyrics parameter audit ({preset})")
+    for column in ("component", "parameters", "trainable", "paper", "rel. diff", "note"):
+        table.add_column(column, justify="left" if column in ("component", "note") else "right")
+    for row in rows:
+        diff = row.relative_difference
+        mark = "" if diff is None else ("[green]" if abs(diff) <= TOLERANCE else "[yellow]") + f"{diff:+.2%}"
+        paper = "-" if row.paper is None else f"{row.paper / 1e6:,.0f}M"
+        table.add_row(row.component, f"{row.parameters:,}", f"{row.trainable:,}", paper, mark, row.note)
+    return table
+
+
 def audit_json(rows: list[AuditRow]) -> dict:
     """One object: `mqformer`, `projection`, `lora`, `trainable`, `total` as integer counts, plus rows."""
     by_name = {r.component: r for r in rows}

@@ -2,7 +2,10 @@
 heavy imports (torch, transformers) happen inside the commands so `lyrics --help` stays fast.
 
 Length: one short function per command (about twenty of them), kept in one file so that every
-command a user can type is found in one place; none holds logic of its own."""
+command a user can type is found in one place. A command parses its flags, calls the library, and
+prints what the library renders (tables and summaries live beside the code they describe). Flags
+whose defaults belong to a typed config (`ServerLimits`, `RefinerConfig`, the eval runner's
+`EvalConfig`, `JudgeConfig`, `EndpointConfig`) are checked against it by tests/test_cli.py."""
 
 from __future__ import annotations
 
@@ -76,7 +79,7 @@ def audit(
 ) -> None:
     """Count the parameters of a full-size model on the meta device and compare with the paper; with
     --flops, count the training FLOPs of both stages and the GPU-hours of the paper's schedule."""
-    from lyrics.audit import PAPER_FIGURES, TOLERANCE, audit as run_audit, audit_json
+    from lyrics.audit import PAPER_FIGURES, audit as run_audit, audit_json, audit_table
 
     cfg = _load(preset, config, overrides)
     if flops:
@@ -93,23 +96,8 @@ def audit(
         typer.echo(json.dumps(audit_json(rows), indent=2))
         return
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title=f"Lyrics parameter audit ({preset})")
-    for column in ("component", "parameters", "trainable", "paper", "rel. diff", "note"):
-        table.add_column(column, justify="left" if column in ("component", "note") else "right")
-    for row in rows:
-        diff = row.relative_difference
-        mark = "" if diff is None else ("[green]" if abs(diff) <= TOLERANCE else "[yellow]") + f"{diff:+.2%}"
-        table.add_row(
-            row.component,
-            f"{row.parameters:,}",
-            f"{row.trainable:,}",
-            "-" if row.paper is None else f"{row.paper / 1e6:,.0f}M",
-            mark,
-            row.note,
-        )
-    Console().print(table)
+    Console().print(audit_table(rows, preset))
 
 
 @app.command("import-blip2")
@@ -167,6 +155,15 @@ def convert_command(
     typer.echo(f"wrote {len(result.records)} records to {out} ({len(result.skipped)} skipped)")
 
 
+# `lyrics refine` flags that set a `RefinerConfig` field (flag -> field). They default to None, so the
+# config (preset, --config, --set) decides; tests/test_cli.py checks both facts.
+REFINE_FLAGS = {
+    "vocabulary": "tag_vocabulary", "batch_size": "batch_size", "shard_size": "shard_size", "store_format": "store_format",
+    "max_objects": "max_objects", "box_threshold": "box_threshold", "text_threshold": "text_threshold",
+    "tag_threshold": "tag_threshold", "nms_iou": "nms_iou",
+}  # fmt: skip
+
+
 @app.command("refine")
 def refine_command(
     source: Annotated[Path, typer.Argument(metavar="INPUT", help="A folder of images, a text file with one image path per line, or a .jsonl/.json manifest of objects with 'image' (path), optional 'id' and optional 'tags' (list of strings).")],
@@ -193,23 +190,13 @@ def refine_command(
 ) -> None:
     """Run the visual refiner (tagger -> detector -> segmenter) over a dataset into a sharded feature
     store; bad images go to OUT/errors.jsonl, and rerunning the same command resumes."""
+    flags = dict(locals())
     from lyrics.distributed import parse_shard
     from lyrics.refiner.job import load_refiner_config, run_job
     from lyrics.refiner.stages import BackendError
     from lyrics.refiner.store import StoreError
 
-    values = {
-        "tag_vocabulary": str(vocabulary) if vocabulary else None,
-        "batch_size": batch_size,
-        "shard_size": shard_size,
-        "store_format": store_format,
-        "max_objects": max_objects,
-        "box_threshold": box_threshold,
-        "text_threshold": text_threshold,
-        "tag_threshold": tag_threshold,
-        "nms_iou": nms_iou,
-    }
-    dotted = list(overrides or []) + [f"{k}={v}" for k, v in values.items() if v is not None]
+    dotted = list(overrides or []) + [f"{field}={flags[flag]}" for flag, field in REFINE_FLAGS.items() if flags[flag] is not None]
     try:
         rank, world = parse_shard(shard)
         cfg = load_refiner_config(preset, config, dotted, backend)
@@ -299,7 +286,8 @@ def chat_command(
     image: Annotated[Optional[Path], typer.Option("--image", "-i", help="Image to talk about.")] = None,
     prompt: Annotated[Optional[str], typer.Option("--prompt", "-p", help="Ask once and exit; without it, an interactive multi-turn chat.")] = None,
     save_vis: Annotated[Optional[Path], typer.Option("--save-vis", help="PNG with the refiner's objects and the answer's boxes drawn.")] = None,
-    region: Annotated[Optional[list[str]], typer.Option("--region", help="Pixel box x1,y1,x2,y2 for a <region> in the prompt (repeatable).")] = None,
+    region: Annotated[Optional[list[str]], typer.Option("--region", help="Box x1,y1,x2,y2 for the next <region> of the prompt (repeatable, in order); a prompt without <region> gets one per box.")] = None,
+    region_format: Annotated[str, typer.Option("--region-format", help="Units of --region: pixels, 0-1 or 0-1000.")] = "pixels",
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="Answer length limit.")] = 128,
     temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="0 = greedy (the paper's decoding).")] = 0.0,
     top_p: Annotated[float, typer.Option("--top-p", min=0.0, max=1.0)] = 1.0,
@@ -310,13 +298,13 @@ def chat_command(
 ) -> None:
     """Chat with a checkpoint in the terminal (the checkpoint's refiner runs live on the image)."""
     from lyrics.inference.chat import run_chat
-    from lyrics.inference.limits import InputError
+    from lyrics.inference.inputs import InputError
     from lyrics.refiner.stages import BackendError
 
     fields = _refiner_options(refiner)
     try:
         run_chat(
-            model, image, prompt, save_vis, region, device=device, dtype=dtype, refiner=fields, quantize=quantize,
+            model, image, prompt, save_vis, region, device=device, dtype=dtype, refiner=fields, quantize=quantize, region_format=region_format,
             max_new_tokens=max_new_tokens, do_sample=temperature > 0, temperature=temperature or 1.0, top_p=top_p,
         )  # fmt: skip
     except (InputError, ValueError, FileNotFoundError, BackendError) as exc:
@@ -341,9 +329,12 @@ def serve_command(
     max_image_pixels: Annotated[int, typer.Option("--max-image-pixels", min=1, help="Largest image width x height.")] = 4096 * 4096,
     max_aspect_ratio: Annotated[float, typer.Option("--max-aspect-ratio", min=1.0, help="Longest / shortest image side (400 above; at most the pipeline's 20).")] = 20.0,
     max_json_depth: Annotated[int, typer.Option("--max-json-depth", min=6, help="Deepest nesting of a request body (400 above).")] = 32,
+    max_messages: Annotated[int, typer.Option("--max-messages", min=1, help="Messages per request (400 above).")] = 64,
+    max_text_chars: Annotated[int, typer.Option("--max-text-chars", min=1, help="Characters of text per request, all messages together (400 above).")] = 32_000,
     body_timeout: Annotated[float, typer.Option("--body-timeout", min=0.1, help="Seconds a request body may take to arrive (408 after).")] = 60.0,
     allow_remote_urls: Annotated[bool, typer.Option("--allow-remote-urls", help="Fetch http(s) image URLs (default: data: URLs only).")] = False,
     allow_local_files: Annotated[bool, typer.Option("--allow-local-files", help="Read file:// URLs and paths on this machine.")] = False,
+    remote_timeout: Annotated[float, typer.Option("--remote-timeout", min=0.1, help="Seconds to fetch a remote image (with --allow-remote-urls).")] = 10.0,
     default_temperature: Annotated[float, typer.Option("--default-temperature", min=0.0, help="Temperature when a request gives none (0 = greedy).")] = 0.0,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="torch CPU threads.")] = None,
     device: DeviceOption = "cpu",
@@ -353,7 +344,8 @@ def serve_command(
     quantize: QuantizeOption = "none",
 ) -> None:
     """OpenAI-compatible HTTP server: POST /v1/chat/completions (streaming, images as data URLs), GET /v1/models, GET /health."""
-    from lyrics.inference.limits import MiB, ServerLimits
+    flags = dict(locals())  # the limits' flags (their defaults are ServerLimits', checked by tests/test_cli.py)
+    from lyrics.inference.limits import ServerLimits
     from lyrics.inference.server import serve
     from lyrics.refiner.stages import BackendError
 
@@ -364,13 +356,7 @@ def serve_command(
 
         torch.set_num_threads(threads)
     try:
-        limits = ServerLimits(
-            max_body_bytes=int(max_body_mb * MiB), max_image_bytes=int(max_image_mb * MiB), max_image_pixels=max_image_pixels,
-            max_tokens=max_tokens, default_max_tokens=default_max_tokens, max_concurrent=max_concurrent,
-            max_batch_size=max_batch_size, batch_window_ms=batch_window_ms, queue_timeout_s=queue_timeout,
-            allow_remote_urls=allow_remote_urls, allow_local_files=allow_local_files,
-            max_aspect_ratio=max_aspect_ratio, max_json_depth=max_json_depth, body_timeout_s=body_timeout,
-        )  # fmt: skip
+        limits = ServerLimits.from_cli(flags)
         serve(str(model), host, port, model_name, limits, api_key, device, dtype, default_temperature, log_level, refiner=fields, quantize=quantize)
     except (ValueError, FileNotFoundError, BackendError) as exc:
         _fail(str(exc))
@@ -470,8 +456,7 @@ def eval_command(
     from lyrics.eval import command
 
     if list_benchmarks:
-        for name, splits, metric, prompt, files in command.benchmark_listing():
-            typer.echo(f"{name}\n  splits: {splits}\n  metric: {metric}\n  template: {prompt}\n  files: {files}")
+        typer.echo(command.benchmark_listing_text())
         return
     if report:
         try:
@@ -536,7 +521,7 @@ def quickstart_command(
     from dataclasses import replace
 
     from lyrics.toyworld.quickstart import DEFAULT, FAST, Quickstart, available_cores
-    from lyrics.toyworld.results import results_table
+    from lyrics.toyworld.results import print_run
 
     _threads(threads or available_cores())
     console = Console()
@@ -545,15 +530,7 @@ def quickstart_command(
         result = Quickstart(out, budget, seed=seed, log=console.print).run()
     except ValueError as exc:
         _fail(str(exc))
-    console.print(results_table(result.results))
-    console.print("stages: " + ", ".join(f"{k} {v:.0f}s" for k, v in result.timings.items() if k != "total"))
-    console.print(f"[bold]wall time: {result.timings['total']:.0f} s[/]   results: {out / 'results.json'}   report: {out / 'report.html'}")
-    chat = json.loads((out / "chat.json").read_text())
-    console.print(f"\n[bold]A chat with the model[/] about {out / 'world' / chat['image']} (picture of the last answer: {out / 'chat.png'}):")
-    for exchange in result.exchanges:
-        console.print(f"  [bold]you:[/] {exchange.question}\n  [bold]lyrics:[/] {exchange.answer}   [dim](true: {exchange.truth})[/]", highlight=False)
-    image = out / "world" / chat["image"]
-    console.print(f"\nchat with it yourself: lyrics chat --model {result.checkpoint} --image {image} --save-vis answer.png", markup=False)
+    print_run(console, result, out)
 
 
 @app.command("ablate")

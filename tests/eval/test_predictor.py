@@ -109,13 +109,18 @@ def test_each_image_gets_its_own_spatial_text(ckpt, pope):
     predictor.processor.config = dataclasses.replace(predictor.processor.config, spatial_text_in_prompt=True)
     records = [tiny.refiner_record("a", objects=1, seed=0), tiny.refiner_record("b", objects=2, seed=1)]
     turns = [{"from": "human", "value": "<image>\nq1"}, {"from": "gpt", "value": "a1"}, {"from": "human", "value": "<image>\nq2"}]
-    rendered = predictor._render(turns, records)
-    assert rendered[0]["value"] == f"<image>\nObjects: {records[0].spatial_text}\n\nq1"
-    assert rendered[2]["value"] == f"<image>\nObjects: {records[1].spatial_text}\n\nq2"
-    assert rendered[1] == turns[1]
-    # the same single-image prompt renders exactly as the processor renders it for training
-    ids, _ = predictor.processor.encode(turns[:1], records[0].spatial_text, add_generation_prompt=True)
-    assert predictor.processor.encode(predictor._render(turns[:1], records[:1]), None, add_generation_prompt=True)[0] == ids
+    proc = predictor.processor
+    spatial = [r.spatial_text for r in records]
+    assert proc._human(turns[0]["value"], iter(spatial[:1])) == f"<image>\nObjects: {spatial[0]}\n\nq1"
+    assert proc._human("<image>\nq", iter([""])) == "<image>\nq"  # an image without objects gets no line, as in training
+    pieces = [text for text, _ in proc.segments(turns, spatial, add_generation_prompt=True)]
+    joined = "".join(pieces)
+    assert joined.index(spatial[0]) < joined.index("q1") < joined.index("a1") < joined.index(spatial[1]) < joined.index("q2")
+    with pytest.raises(ValueError, match="2 <image> placeholders but 1 spatial texts"):
+        proc.encode(turns, spatial[:1])
+    # the same single-image prompt encodes exactly as the processor encodes it for training
+    ids, _ = proc.encode(turns[:1], records[0].spatial_text, add_generation_prompt=True)
+    assert predictor.generator.encode(turns[:1], records[:1]) == ids
     images = [pope / "val2014" / "COCO_val2014_000000000001.jpg"] * 2
     assert predictor.predict([Prompt(turns, images, 3)])[0].error is None
 

@@ -5,8 +5,9 @@ import asyncio
 import pytest
 
 from lyrics.inference.batching import DynamicBatcher, QueueFull, Unavailable
-from lyrics.inference.limits import InputError
-from lyrics.inference.pipeline import ChatRequest, GenerationSettings
+from lyrics.inference.generation import GenerationSettings
+from lyrics.inference.inputs import InputError
+from lyrics.inference.pipeline import ChatRequest
 
 Q = ["what color is the circle?", "how many objects are there?", "is there a red square?"]
 

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from inference.tinyckpt import with_refiner
 from lyrics.cli import app
-from lyrics.inference.chat import parse_region, vis_path, with_regions
+from lyrics.inference.chat import vis_path
 
 
 def test_one_shot_prints_the_answer_and_saves_the_picture(checkpoint, pipe, scenes, tmp_path):
@@ -43,9 +43,6 @@ def test_interactive_multi_turn_over_stdin(checkpoint, pipe, scenes, tmp_path):
 
 
 def test_helpers():
-    assert parse_region("1, 2 3,4") == (1, 2, 3, 4)
-    assert with_regions("what is this?", [(1, 2, 3, 4)]) == "what is this? <region>"
-    assert with_regions("is <region> red?", [(1, 2, 3, 4)]) == "is <region> red?"
     assert vis_path(__import__("pathlib").Path("a/b.png"), 3).name == "b-3.png"
 
 

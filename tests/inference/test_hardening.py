@@ -22,8 +22,10 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from lyrics.inference.batching import DynamicBatcher
-from lyrics.inference.limits import InputError, ServerLimits, decode_image, parse_json
-from lyrics.inference.pipeline import ChatRequest, GenerationSettings
+from lyrics.inference.generation import GenerationSettings
+from lyrics.inference.inputs import InputError, decode_image
+from lyrics.inference.limits import ServerLimits, parse_json
+from lyrics.inference.pipeline import ChatRequest
 from lyrics.inference.server import create_app
 
 

@@ -6,7 +6,8 @@ import io
 import pytest
 from PIL import Image
 
-from lyrics.inference.limits import InputError, ServerLimits, decode_image, load_image_url, parse_data_url
+from lyrics.inference.inputs import InputError, decode_image
+from lyrics.inference.limits import ServerLimits, load_image_url, parse_data_url
 
 
 def png(image: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:

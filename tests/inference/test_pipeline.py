@@ -5,9 +5,9 @@ import io
 import pytest
 from PIL import Image
 
-from lyrics.inference import GenerationSettings, PipelineResult, answer_boxes, expand_regions, region_text
+from lyrics.inference import GenerationSettings, PipelineResult, answer_boxes
 from lyrics.inference.drawing import draw_result, save_picture
-from lyrics.inference.limits import InputError
+from lyrics.inference.inputs import InputError
 from lyrics.inference.pipeline import ChatRequest
 from lyrics.inference.stopping import StopFilter, cut_at_stop
 
@@ -80,20 +80,16 @@ def test_stop_filter_never_emits_past_a_stop_string():
     assert cut_at_stop("a b STOP c", ["STOP", "b"]) == ("a ", True)
 
 
-def test_regions_are_rendered_in_the_paper_markup(pipe, scenes):
-    assert region_text((0, 0, 48, 24), 96, 96) == "<Bbox>(0,0),(500,250)</Box>"
-    assert region_text((0, 0, 48, 24), 96, 96, tag="red circle") == "<T>red circle</T><Bbox>(0,0),(500,250)</Box>"
-    assert region_text((0, 0, 48, 24), 96, 96, fmt="unit3") == "<Bbox>(0.000,0.000),(0.500,0.250)</Box>"
-    assert expand_regions("is <region> left of <region>?", [(0, 0, 10, 10), ("star", (10, 10, 20, 20))], 100, 100) == (
-        "is <Bbox>(0,0),(100,100)</Box> left of <T>star</T><Bbox>(100,100),(200,200)</Box>?"
-    )
-    for bad in [(10, 10, 5, 20), (0, 0, 1), (200, 200, 300, 300), ("a", 1, 2, 3)]:
-        with pytest.raises(InputError, match="region"):
-            region_text(bad, 96, 96)
-    with pytest.raises(InputError, match="1 <region> placeholder"):
-        expand_regions("what is <region>?", [], 96, 96)
+def test_regions_fill_the_question_and_come_back_in_pixels(pipe, scenes):
     result = pipe(scenes[0], "what is the object <region>?", regions=[("thing", (8, 8, 40, 40))], max_new_tokens=4)
     assert "<T>thing</T><Bbox>(83,83),(416,416)</Box>" in result.conversation[0]["value"]
+    assert result.regions == [(8.0, 8.0, 40.0, 40.0)]
+    # the same box in 0-1000 units, in a question without a placeholder: one is put before the "?"
+    same = pipe(scenes[0], "what is the object?", regions=[(83.3333, 83.3333, 416.6667, 416.6667)], region_format="0-1000", max_new_tokens=4)
+    assert "what is the object <Bbox>(83,83),(416,416)</Box>?" in same.conversation[0]["value"]
+    assert [round(v, 2) for v in same.regions[0]] == [8.0, 8.0, 40.0, 40.0]
+    with pytest.raises(InputError, match="not inside the 96x96 image"):
+        pipe(scenes[0], "what is <region>?", regions=[(50, 50, 97, 90)], max_new_tokens=2)
 
 
 def test_answer_boxes_come_back_in_pixels_with_tags(scenes):
@@ -154,6 +150,7 @@ def test_spatial_text_goes_into_the_prompt_when_the_checkpoint_says_so(pipe, sce
     proc = copy.copy(pipe.processor)
     proc.config = dataclasses.replace(proc.config, spatial_text_in_prompt=True)
     monkeypatch.setattr(pipe, "processor", proc)
+    monkeypatch.setattr(pipe.generator, "processor", proc)  # the generation layer encodes the prompt
     with_spatial = pipe.prepare([ChatRequest(scenes[2], Q[0])])[0]
     added = pipe.decode(with_spatial.input_ids)
     assert len(with_spatial.input_ids) > len(plain.input_ids) + 10

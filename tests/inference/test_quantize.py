@@ -37,7 +37,7 @@ def logits(pipes):
     """Logits of each model on one padded batch of three image prompts (the same inputs for all),
     with the adapter switched off for the third (the base LLM alone), at the prompts' real tokens."""
     plain, int8, unmerged = pipes
-    batch = plain._model_inputs(plain.prepare([ChatRequest(scene(i), "What is in the picture?") for i in range(3)]))
+    batch = plain.generator.model_inputs([p.row for p in plain.prepare([ChatRequest(scene(i), "What is in the picture?") for i in range(3)])])
     keep = batch["attention_mask"].bool()
     with torch.inference_mode():
         out = [plain.model(**batch).logits[keep], int8.model(**batch).logits[keep]]

@@ -79,6 +79,27 @@ def test_multi_turn_system_and_regions(client, pipe, scenes):
     assert response.json()["usage"]["prompt_tokens"] == expected.prompt_tokens
 
 
+def test_regions_in_normalised_units_and_bad_regions(client, pipe, scenes):
+    expected = pipe(scenes[0], "what is the object <region>?", regions=[(8, 8, 40, 40)], max_new_tokens=6)
+    for regions, region_format in ([[8, 8, 40, 40]], "pixels"), ([[83.3333, 83.3333, 416.6667, 416.6667]], "0-1000"), ([[1 / 12, 1 / 12, 5 / 12, 5 / 12]], "0-1"):
+        request = body(scenes[0], "what is the object <region>?", max_tokens=6, regions=regions, region_format=region_format)
+        data = client.post("/v1/chat/completions", json=request, headers=KEY).json()
+        assert data["choices"][0]["message"]["content"] == expected.text, region_format
+        assert data["lyrics"]["regions"] == [[8.0, 8.0, 40.0, 40.0]]
+    # a question without a placeholder about one region gets one, as in the pipeline and the demo
+    no_mark = client.post("/v1/chat/completions", json=body(scenes[0], "what is the object?", max_tokens=6, regions=[[8, 8, 40, 40]]), headers=KEY)
+    assert no_mark.status_code == 200 and no_mark.json()["lyrics"]["regions"] == [[8.0, 8.0, 40.0, 40.0]]
+    for regions, text in (
+        ([[50, 50, 120, 90]], "not inside the 96x96 image"),
+        ([[10, 10, 10, 40]], "no area"),
+        ([[8, 8, 40, 40], [1, 1, 5, 5]], "1 <region> placeholder(s) but 2 region(s)"),
+    ):
+        error = error_of(client.post("/v1/chat/completions", json=body(scenes[0], "what is <region>?", regions=regions), headers=KEY), 400)
+        assert text in error["message"] and error["param"] == "regions"
+    error = error_of(client.post("/v1/chat/completions", json=body(scenes[0], "what is <region>?", regions=[[1, 1, 5, 5]], region_format="percent"), headers=KEY), 400)
+    assert "region_format" in (error["param"] or "") + error["message"]
+
+
 def test_models_health_and_auth(client):
     assert client.get("/v1/models").status_code == 401
     assert client.get("/v1/models", headers={"Authorization": "Bearer wrong"}).json()["error"]["code"] == "invalid_api_key"

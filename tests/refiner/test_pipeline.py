@@ -7,7 +7,7 @@ from lyrics.configuration import RefinerConfig
 from lyrics.presets import load_config
 from lyrics.refiner import rle
 from lyrics.refiner.pipeline import VisualRefiner, box_feature
-from lyrics.refiner.record import pad_local_features
+from lyrics.models.processing import pad_local_features
 from lyrics.refiner.spatial import box_iou, format_spatial, parse_spatial
 from lyrics.refiner.stages import BackendError
 from lyrics.toyworld import refiner_backend as toy

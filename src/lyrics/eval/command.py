@@ -51,6 +51,12 @@ def benchmark_listing() -> list[tuple[str, str, str, str, str]]:
     return rows
 
 
+def benchmark_listing_text() -> str:
+    """`lyrics eval --list`: one block per benchmark."""
+    blocks = [f"{n}\n  splits: {s}\n  metric: {m}\n  template: {t}\n  files: {f}" for n, s, m, t, f in benchmark_listing()]
+    return "\n".join(blocks)
+
+
 def run_benchmark(
     model: Path | None,
     benchmark: str,

@@ -11,21 +11,19 @@ one implementation. `LyricsPredictor` runs a saved Lyrics checkpoint:
    read from a feature store that `lyrics refine` wrote with that refiner (`--refiner-store`),
    looked up by the image's path relative to the image root (then by shorter path suffixes, down to
    the file name);
-3. each prompt's turns are encoded by the checkpoint's `LyricsProcessor` (several `<image>`
-   placeholders for few-shot prompts), left-padded into one batch; pixel values and padded local
-   features are stacked in order of appearance (batch order, then position in the prompt), which is
-   the order `LyricsForConditionalGeneration.embed` fills placeholders in;
+3. each prompt becomes a `Row` of the generation layer that every inference surface shares
+   (`lyrics.inference.generation.Generator`): its turns encoded by the checkpoint's processor (several
+   `<image>` placeholders for few-shot prompts, each followed by its own image's spatial text), its
+   images and records in placeholder order, which is the order `LyricsForConditionalGeneration.embed`
+   fills them in;
 4. one greedy `generate` per group of prompts sharing `max_new_tokens` (the paper: "open-ended
    approach with a greedy decoding strategy"); with `max_batch`, a group is cut into batches of
    prompts of similar length (sorted by their text and spatial text), so that a left-padded batch is
-   little padding; answers are cut at the end-of-sequence token and at the prompt's stop strings.
+   little padding; answers are cut at the end-of-sequence token and at the prompt's stop strings,
+   as the pipeline cuts them (the same `Generator.answer`).
    With `share_prefix`, prompts about the same images are answered from one encoding of their
    common token prefix (`lyrics.inference.prefix_cache`; the same greedy answers, 1.9-2.6x the
    questions per second on the toy world's test split in fp32, `bench/eval.py`).
-
-With `spatial_text_in_prompt`, each image's own spatial representation follows its placeholder
-(the processor's `encode` takes one text for the whole conversation, which would give every exemplar
-the query's objects, so it is rendered here in the processor's exact format).
 """
 
 from __future__ import annotations
@@ -40,7 +38,7 @@ from typing import Any, Protocol, Union
 import torch
 from PIL import Image
 
-from lyrics.inference.stopping import cut_at_stop
+from lyrics.inference.generation import GenerationSettings, Generator, Row, load_checkpoint
 from lyrics.refiner.record import RefinerRecord
 
 ImageInput = Union[str, os.PathLike, Image.Image]
@@ -110,11 +108,11 @@ class LyricsPredictor:
     def __init__(self, model, processor, refiner=None, store=None, store_roots: Sequence[str | os.PathLike] = (), device: str | torch.device = "cpu", store_key: Callable[[Path], str] | None = None, autocast: torch.dtype | None = None, max_batch: int | None = None, share_prefix: bool = False):
         if refiner is None and store is None:
             raise ValueError("LyricsPredictor needs a refiner or a refiner store")
-        processor.sync_with(model.config)  # the model's config decides what its visual inputs are
+        self.generator = Generator(model, processor, device, autocast)
         self.model, self.processor, self.refiner, self.store = model, processor, refiner, store
         self.store_roots = [Path(r) for r in store_roots]
         self.store_key = store_key
-        self.device = torch.device(device)
+        self.device = self.generator.device
         self.autocast = autocast
         self.max_batch = max_batch
         from lyrics.inference.prefix_cache import shareable
@@ -157,26 +155,10 @@ class LyricsPredictor:
         its `refiner_config`; `refiner` holds explicit fields (`lyrics eval --refiner`), refused when
         they contradict the record. A `refiner_store` must come from that same refiner
         (`lyrics.refiner.provenance`; `RefinerMismatch` otherwise)."""
-        from lyrics.models.conditional_generation import LyricsForConditionalGeneration
-        from lyrics.models.processing import LyricsProcessor
-        from lyrics.refiner.provenance import check_store, checkpoint_refiner_config
+        from lyrics.refiner.provenance import check_store
 
-        if isinstance(dtype, str):
-            if not isinstance(getattr(torch, dtype, None), torch.dtype):
-                raise ValueError(f"unknown dtype {dtype!r} (use float32, bfloat16 or float16)")
-            dtype = getattr(torch, dtype)
-        from lyrics.inference.quantize import check_quantization, quantize_model
-
-        check_quantization(quantize, device)  # before the model loads
-        model = LyricsForConditionalGeneration.from_pretrained(path, torch_dtype=dtype)
-        if zero_grounding:
-            model.query_ablation = "zero_grounding"
-        refiner_config = checkpoint_refiner_config(model.config, refiner, where=str(path))
-        if hasattr(model.language_model, "merge_and_unload"):
-            model.language_model = model.language_model.merge_and_unload()
-        quantize_model(model, quantize, device=device)
-        model.to(device).eval()
-        processor = LyricsProcessor.from_pretrained(path)
+        loaded = load_checkpoint(path, device, dtype, quantize=quantize, refiner=refiner, zero_grounding=zero_grounding)
+        model, processor, refiner_config = loaded.model, loaded.processor, loaded.refiner_config
         if max_length is not None:
             processor.config = dataclasses.replace(processor.config, max_length=max_length)
         live = store = None
@@ -228,27 +210,6 @@ class LyricsPredictor:
             out.update(zip(live, self.refiner([images[k] for k in live], [str(i) for i in range(len(live))])))
         return out
 
-    # --- prompts -----------------------------------------------------------------------------------
-    def _render(self, turns: list[dict[str, str]], records: list[RefinerRecord]) -> list[dict[str, str]]:
-        config = self.processor.config
-        token = config.image_token
-        count = sum(t["value"].count(token) for t in turns)
-        if count != len(records):
-            raise ValueError(f"the prompt holds {count} {token} placeholders but {len(records)} images were given")
-        if not config.spatial_text_in_prompt:
-            return turns
-        queue = iter(records)
-        rendered = []
-        for turn in turns:
-            parts = turn["value"].split(token)
-            if turn.get("from") in ("human", "user") and len(parts) > 1:
-                # The processor's `_human` format: "<image>\n{prefix} {spatial text}\n".
-                value = parts[0] + "".join(f"{token}\n{config.spatial_prefix} {next(queue).spatial_text}\n{p}" for p in parts[1:])
-            else:
-                value = turn["value"]
-            rendered.append({**turn, "value": value})
-        return rendered
-
     @torch.inference_mode()
     def predict(self, prompts: Sequence[Prompt]) -> list[Prediction]:
         """Answers for `prompts`, in order (see the module docstring)."""
@@ -286,7 +247,7 @@ class LyricsPredictor:
             for chunk in self._batches(rows, prompts, prompt_keys, records):
                 texts = self._generate([prompts[i] for i in chunk], [prompt_keys[i] for i in chunk], loaded, records, max_new_tokens)
                 for i, text in zip(chunk, texts):
-                    results[i] = Prediction(cut_at_stop(text, prompts[i].stop)[0].strip())
+                    results[i] = Prediction(text)
         return results  # type: ignore[return-value]
 
     def _batches(self, rows: list[int], prompts, keys, records) -> list[list[int]]:
@@ -304,38 +265,16 @@ class LyricsPredictor:
         return [ordered[start : start + self.max_batch] for start in range(0, len(ordered), self.max_batch)]
 
     def _encode(self, prompt: Prompt, keys: list[Any], records) -> list[int]:
-        turns = self._render(prompt.turns, [records[k] for k in keys])
-        return self.processor.encode(turns, None, add_generation_prompt=True)[0]
-
-    def _visual(self, order: list[Any], images, records, instructions: list[str] | None) -> dict[str, torch.Tensor]:
-        """Visual inputs of the images `order` names, on the model's device and dtypes."""
-        visual = self.processor.visual_inputs(images=[images[k] for k in order], records=[records[k] for k in order], instructions=instructions)
-        model = self.model
-        dtypes = {"pixel_values": model.image_encoder.vision_model.dtype, "local_features": model.mqformer.dtype}
-        return {k: v.to(self.device, dtypes.get(k, v.dtype)) for k, v in visual.items()}
-
-    def _text(self, ids: list[int]) -> str:
-        eos = self.processor.tokenizer.eos_token_id
-        if eos is not None and eos in ids:
-            ids = ids[: ids.index(eos)]
-        return self.processor.decode(ids)
+        return self.generator.encode(prompt.turns, [records[k] for k in keys])
 
     def _generate(self, prompts, keys, images, records, max_new_tokens: int) -> list[str]:
-        proc, model = self.processor, self.model
-        rows, order, instructions = [], [], []
-        for prompt, ks in zip(prompts, keys):
-            rows.append(self._encode(prompt, ks, records))
-            order.extend(ks)
-            instructions.extend(proc.instructions(prompt.turns))
-        input_ids, attention_mask = proc.pad(rows, proc.tokenizer.pad_token_id, left=True)
-        batch = {"input_ids": input_ids.to(self.device), "attention_mask": attention_mask.to(self.device)}
-        if order:
-            batch.update(self._visual(order, images, records, instructions))
-        with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
-            generated = model.generate(
-                **batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, temperature=None, top_p=None, top_k=None
-            )
-        return [self._text(ids) for ids in generated.tolist()]
+        """One `generate` of the generation layer over these prompts (greedy, per-row stop strings)."""
+        rows = [
+            Row(self._encode(prompt, ks, records), [images[k] for k in ks], [records[k] for k in ks],
+                self.generator.instructions(prompt.turns), GenerationSettings(max_new_tokens=max_new_tokens, stop=prompt.stop))
+            for prompt, ks in zip(prompts, keys)
+        ]  # fmt: skip
+        return [answer.text for answer in self.generator.generate(rows)]
 
     def _predict_shared(self, rows: list[int], prompts, keys, images, records, max_new_tokens: int, results: list) -> list[int]:
         """Answer the rows whose prompts show the same images (two or more) from one encoding of
@@ -357,12 +296,13 @@ class LyricsPredictor:
             if start == 0 or any(proc.image_token_id in row[start:] for row in encoded):
                 left += group  # nothing shared, or an image would fall after the shared part
                 continue
-            with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
-                visual = VisualInputs(**self._visual(list(order), images, records, None))
+            with self.generator.autocast_context():
+                visual = VisualInputs(**self.generator.visual_inputs([images[k] for k in order], [records[k] for k in order], None))
                 prefix = self.model.embed(torch.tensor([encoded[0][:start]], device=self.device), visual)
                 new = greedy_after_prefix(llm, prefix, [row[start:] for row in encoded], max_new_tokens, eos, pad, self.max_batch)
             for i, ids in zip(group, new):
-                results[i] = Prediction(cut_at_stop(self._text(ids), prompts[i].stop)[0].strip())
+                settings = GenerationSettings(max_new_tokens=max_new_tokens, stop=prompts[i].stop)
+                results[i] = Prediction(self.generator.answer(ids, settings).text)
         return left
 
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from transformers.generation.streamers import BaseStreamer
 
-from lyrics.inference.limits import InputError
+from lyrics.inference.inputs import InputError
 from lyrics.inference.pipeline import ChatRequest, LyricsPipeline, PipelineResult
 from lyrics.inference.stopping import StopFilter
 

@@ -20,28 +20,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from lyrics.inference.limits import InputError
-from lyrics.inference.pipeline import REGION, LyricsPipeline, PipelineResult
+from lyrics.inference.inputs import InputError
+from lyrics.inference.pipeline import LyricsPipeline, PipelineResult
+from lyrics.inference.regions import parse_region
 
 HELP = "commands: /image PATH, /region x1,y1,x2,y2, /reset, /quit"
-
-
-def parse_region(text: str) -> tuple[float, float, float, float]:
-    """`"10,20,110,220"` (or space separated) -> a pixel xyxy box."""
-    parts = text.replace(",", " ").split()
-    try:
-        values = tuple(float(p) for p in parts)
-    except ValueError:
-        raise InputError(f"region {text!r}: expected four numbers x1,y1,x2,y2 (pixels)") from None
-    if len(values) != 4:
-        raise InputError(f"region {text!r}: expected four numbers x1,y1,x2,y2 (pixels), got {len(values)}")
-    return values  # type: ignore[return-value]
-
-
-def with_regions(prompt: str, regions: list[Any]) -> str:
-    """Append `<region>` placeholders when the user gave regions but did not place them."""
-    missing = len(regions) - prompt.count(REGION)
-    return prompt + "".join(f" {REGION}" for _ in range(missing)) if missing > 0 else prompt
 
 
 def print_result(console: Console, result: PipelineResult) -> None:
@@ -61,8 +44,9 @@ def vis_path(base: Path, turn: int | None) -> Path:
 class ChatSession:
     """The state of one terminal dialogue: pipeline, current image, history and pending regions."""
 
-    def __init__(self, pipeline: LyricsPipeline, console: Console, save_vis: Path | None = None, **generation: Any):
+    def __init__(self, pipeline: LyricsPipeline, console: Console, save_vis: Path | None = None, region_format: str = "pixels", **generation: Any):
         self.pipeline, self.console, self.save_vis, self.generation = pipeline, console, save_vis, generation
+        self.region_format = region_format
         self.image = None
         self.history: list[dict[str, str]] | None = None
         self.regions: list[Any] = []
@@ -74,8 +58,9 @@ class ChatSession:
 
     def ask(self, prompt: str, turn: int | None = None) -> PipelineResult:
         """Stream one answer to the console, keep it in the history, save its picture."""
-        prompt = with_regions(prompt, self.regions)
-        stream = self.pipeline.stream(self.image, prompt, history=self.history, regions=self.regions or None, **self.generation)
+        stream = self.pipeline.stream(
+            self.image, prompt, history=self.history, regions=self.regions or None, region_format=self.region_format, **self.generation
+        )  # fmt: skip
         if turn is not None:
             self.console.print("[bold]lyrics:[/bold] ", end="")
         for piece in stream:
@@ -142,16 +127,18 @@ def run_chat(
     console: Console | None = None,
     refiner: dict[str, Any] | None = None,
     quantize: str = "none",
+    region_format: str = "pixels",
     **generation: Any,
 ) -> PipelineResult | None:
     """Entry point of `lyrics chat`; returns the one-shot result (None in interactive mode).
     `refiner`: explicit `RefinerConfig` fields (`--refiner`), checked against the checkpoint's record;
-    `quantize`: `--quantize` (`lyrics.inference.quantize`)."""
+    `quantize`: `--quantize` (`lyrics.inference.quantize`); `regions` in `region_format`
+    (`lyrics.inference.regions`)."""
     from rich.prompt import Prompt
 
     console = console or Console()
     pipeline = LyricsPipeline.from_pretrained(model, device=device, dtype=dtype, refiner=refiner, quantize=quantize)
-    session = ChatSession(pipeline, console, Path(save_vis) if save_vis else None, **generation)
+    session = ChatSession(pipeline, console, Path(save_vis) if save_vis else None, region_format=region_format, **generation)
     session.set_image(image)
     session.regions = [parse_region(r) for r in regions or []]
     if prompt is not None:

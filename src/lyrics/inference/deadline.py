@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Awaitable, Callable
 
-from lyrics.inference.limits import InputError
+from lyrics.inference.inputs import InputError
 
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]

@@ -1,15 +1,9 @@
-"""What an inference surface accepts: size limits and safe decoding of uploaded images.
+"""What `lyrics serve` accepts: its size limits, image URLs, and request bodies.
 
-A server faces hostile input. Every image that reaches the model passes `decode_image`, which checks
-the encoded size, then the pixel count and the aspect ratio from the header *before* decoding a pixel
-(a decompression bomb costs a few bytes of reading), then normalises mode and EXIF orientation exactly as
-the refiner's batch job does (`lyrics.refiner.images.to_rgb`), so a served answer sees the same pixels
-as training did.
-
-Why an aspect-ratio limit: CLIP-style image processors resize the *short* side to the encoder's input
-size s and then centre-crop s x s. A 1,000,000 x 1 strip (3 kB of PNG) would be resized to
-s*1,000,000 x s before the crop: gigabytes for one request. With the ratio capped at R the largest
-array any stage builds is s x R*s, bounded by the model's input size, not by the upload's shape.
+A server faces hostile input. Every image that reaches the model is decoded by
+`lyrics.inference.inputs.decode_image` (sizes, pixel count and aspect ratio checked from the header
+before a pixel is decoded); here are the limits it is given, the URL forms a request may use, and the
+JSON parser.
 
 Request bodies are parsed by `parse_json`: standard JSON only (no NaN / Infinity literals), with a
 nesting limit checked before any recursive Python code (pydantic, our own) walks the data.
@@ -24,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,20 +26,9 @@ from typing import Any
 import pydantic_core
 from PIL import Image
 
-from lyrics.refiner.images import load_image
+from lyrics.inference.inputs import InputError, decode_image
 
 MiB = 1 << 20
-
-
-class InputError(ValueError):
-    """Bad input from a caller; `param` names the request field it came from (OpenAI's error `param`)."""
-
-    def __init__(self, message: str, param: str | None = None, status: int = 400, code: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.param = param
-        self.status = status
-        self.code = code
 
 
 @dataclass
@@ -106,64 +88,26 @@ class ServerLimits:
             raise ValueError(f"ServerLimits.body_timeout_s must be positive, got {self.body_timeout_s}")
         self.default_max_tokens = min(self.default_max_tokens, self.max_tokens)
 
-
-def check_aspect_ratio(width: int, height: int, max_ratio: float, what: str = "image") -> None:
-    """`InputError` (code `image_aspect_ratio`) when the long side exceeds `max_ratio` x the short one."""
-    if width < 1 or height < 1:
-        return  # the decoder names an image without pixels
-    ratio = max(width, height) / min(width, height)
-    if ratio > max_ratio:
-        raise InputError(
-            f"{what}: image is {width}x{height}, an aspect ratio of {ratio:.1f}:1, more than the limit of "
-            f"{max_ratio:g}:1 (crop or pad it first)", code="image_aspect_ratio",
-        )  # fmt: skip
-
-
-def _peek_size(data: bytes, max_pixels: int, what: str) -> tuple[int, int] | None:
-    """The image's size from its header alone (None when PIL cannot read one: the decoder says why).
-    PIL refuses images beyond its own bomb limit while opening; the refusal is restated with this
-    server's limit, which is the one a client can act on."""
-    try:
-        with Image.open(io.BytesIO(data)) as opened:
-            return opened.size
-    except Image.DecompressionBombError as exc:
-        pixels = re.search(r"\((\d+) pixels\)", str(exc))
-        size = f"{pixels.group(1)} pixels" if pixels else "larger than PIL will open"
-        raise InputError(f"{what}: image is {size}, more than the limit of {max_pixels}", code="image_too_large") from None
-    except Exception:  # noqa: BLE001 - unreadable headers are reported by the decoder
-        return None
+    @classmethod
+    def from_cli(cls, flags: dict[str, Any]) -> "ServerLimits":
+        """The limits from `lyrics serve`'s flags: each flag is a field's name, except the sizes in MiB
+        and the timeouts without their `_s` (`CLI_FLAGS`). Flags that are not limits are ignored."""
+        values = {}
+        for name in cls.__dataclass_fields__:
+            flag, scale = CLI_FLAGS.get(name, (name, None))
+            if flag in flags:
+                values[name] = int(flags[flag] * scale) if scale else flags[flag]
+        return cls(**values)
 
 
-def decode_image(data: bytes, max_pixels: int, what: str = "image", max_aspect_ratio: float | None = None) -> Image.Image:
-    """Encoded image bytes -> RGB `PIL.Image` with EXIF orientation applied, or `InputError`.
-
-    Decoding is `lyrics.refiner.images.load_image` (the project's one decoder; pixel count checked
-    from the header before decoding); its reasons become 4xx messages naming the request field.
-
-    Args:
-        data: the encoded file (PNG, JPEG, ...).
-        max_pixels: reject images with more pixels, checked from the header before decoding.
-        what: how the error messages name this image (e.g. "messages[0].content[1]").
-        max_aspect_ratio: reject images whose long side is more than this many times the short one,
-            checked from the header before decoding (None: no limit).
-    """
-    size = _peek_size(data, max_pixels, what)
-    if size is not None and max_aspect_ratio is not None:
-        check_aspect_ratio(*size, max_aspect_ratio, what)
-    loaded = load_image(data, max_pixels)
-    if loaded.ok:
-        return loaded.image
-    reason = loaded.reason or "cannot decode"
-    too_large = "max_image_pixels" in reason or "decompression bomb" in reason
-    # The decoder's reasons are written for job logs; an API client gets them in its own terms.
-    size = re.match(r"(\d+x\d+ = \d+ pixels) exceeds max_image_pixels=(\d+)", reason)
-    if size:
-        reason = f"image is {size.group(1)}, more than the limit of {size.group(2)}"
-    elif reason.startswith("empty file"):
-        reason = "empty image (0 bytes)"
-    elif "not a recognised image format" in reason:
-        reason = "not an image (the data is no known image format)"
-    raise InputError(f"{what}: {reason}", code="image_too_large" if too_large else "invalid_image")
+# `lyrics serve` flags that differ from their `ServerLimits` field: field -> (flag, scale to the field).
+CLI_FLAGS: dict[str, tuple[str, int | None]] = {
+    "max_body_bytes": ("max_body_mb", MiB),
+    "max_image_bytes": ("max_image_mb", MiB),
+    "queue_timeout_s": ("queue_timeout", None),
+    "body_timeout_s": ("body_timeout", None),
+    "remote_timeout_s": ("remote_timeout", None),
+}
 
 
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,", re.I)

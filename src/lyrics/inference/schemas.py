@@ -4,8 +4,9 @@ Requests: `model`, `messages` (roles system/developer/user/assistant; content a 
 `{"type": "text", "text": ...}` / `{"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}}`),
 `max_tokens` (or `max_completion_tokens`), `temperature`, `top_p`, `stop`, `stream`, `n` (1 only).
 Unknown fields are ignored, as most OpenAI-compatible servers do. A temperature below 0.01 decodes
-greedily (`GenerationSettings`). One extension: `regions`, pixel
-xyxy boxes that fill `<region>` placeholders of the last user message (referential dialogue).
+greedily (`GenerationSettings`). One extension: `regions`, xyxy boxes that fill the `<region>`
+placeholders of the last user message in order (referential dialogue), in `region_format` units:
+"pixels" (default), "0-1" or "0-1000" (`lyrics.inference.regions` states the rules).
 
 Responses follow OpenAI's `chat.completion` / `chat.completion.chunk` objects, plus a `lyrics` field
 with the answer's boxes (pixels and normalised) and the refiner's tags, objects and spatial text.
@@ -61,6 +62,7 @@ class ChatCompletionRequest(BaseModel):
     stream_options: dict[str, Any] | None = None
     n: int = Field(default=1, ge=1)
     regions: list[list[float]] | None = None
+    region_format: Literal["pixels", "0-1", "0-1000"] = "pixels"
 
 
 class ResponseMessage(BaseModel):

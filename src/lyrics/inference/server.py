@@ -40,8 +40,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lyrics.inference.batching import DynamicBatcher, QueueFull, Unavailable, batch_stats
 from lyrics.inference.deadline import BodyDeadline
-from lyrics.inference.limits import InputError, ServerLimits, load_image_url, parse_json
-from lyrics.inference.pipeline import ChatRequest, GenerationSettings, LyricsPipeline, PipelineResult
+from lyrics.inference.generation import GenerationSettings
+from lyrics.inference.inputs import InputError
+from lyrics.inference.limits import ServerLimits, load_image_url, parse_json
+from lyrics.inference.pipeline import ChatRequest, LyricsPipeline, PipelineResult
 from lyrics.inference.schemas import ChatCompletion, ChatCompletionRequest, Choice, ModelCard, ModelList, ResponseMessage, Usage, error_body
 
 log = logging.getLogger("lyrics.serve")
@@ -151,7 +153,7 @@ def build_request(body: ChatCompletionRequest, limits: ServerLimits, pipeline: L
         url, what = images[0]
         image = load_image_url(url, limits, what)
     return ChatRequest(
-        image=image, prompt=turns[-1]["value"], history=turns[:-1] or None, regions=body.regions,
+        image=image, prompt=turns[-1]["value"], history=turns[:-1] or None, regions=body.regions, region_format=body.region_format,
         system="\n".join(system) if system else None, settings=settings, cancelled=threading.Event(),
     )  # fmt: skip
 
@@ -185,8 +187,10 @@ def request_body_openapi(model_name: str, limits: ServerLimits) -> tuple[dict[st
 
 
 def lyrics_field(result: PipelineResult) -> dict[str, Any]:
+    """The response's extension: the answer's boxes, the refiner's view, and the regions asked about (pixels)."""
     return {
         "boxes": [box.to_dict() for box in result.boxes],
+        "regions": [[round(v, 2) for v in region] for region in result.regions],
         "tags": list(result.tags),
         "objects": [{k: v for k, v in obj.to_dict().items() if k != "mask_rle"} for obj in result.objects],
         "spatial_text": result.spatial_text,
@@ -195,36 +199,9 @@ def lyrics_field(result: PipelineResult) -> dict[str, Any]:
 
 
 # --- the app ------------------------------------------------------------------------------------
-def create_app(
-    pipeline: LyricsPipeline,
-    model_name: str,
-    limits: ServerLimits | None = None,
-    api_key: str | None = None,
-    default_temperature: float = 0.0,
-) -> FastAPI:
-    """The FastAPI app. `default_temperature` applies when a request gives none (0: greedy, the
-    paper's decoding; OpenAI's own default is 1)."""
-    limits = limits or ServerLimits()
-    if limits.max_aspect_ratio > pipeline.max_aspect_ratio:
-        raise ValueError(
-            f"ServerLimits.max_aspect_ratio={limits.max_aspect_ratio:g} is above the pipeline's "
-            f"max_aspect_ratio={pipeline.max_aspect_ratio:g}; raise the pipeline's too"
-        )
-    state: dict[str, Any] = {}
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        batcher = DynamicBatcher(pipeline, limits.max_batch_size, limits.batch_window_ms, limits.max_concurrent, limits.queue_timeout_s)
-        batcher.start()
-        state["batcher"] = batcher
-        try:
-            yield
-        finally:
-            await batcher.close()
-
-    app = FastAPI(title="Lyrics", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.add_middleware(BodyDeadline, timeout_s=limits.body_timeout_s)
-    request_body, components = request_body_openapi(model_name, limits)
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error leaves in OpenAI's shape: API and input errors with their status, unknown routes
+    naming the endpoints, validation errors naming the field, anything else a logged 500."""
 
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError):
@@ -251,108 +228,148 @@ def create_app(
         log.exception("internal error")
         return _error(500, f"internal error: {type(exc).__name__}")
 
-    def authorize(request: Request) -> None:
-        if api_key is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), api_key.encode()):
-            raise APIError(401, "missing or invalid API key (send 'Authorization: Bearer <key>')", code="invalid_api_key")
+
+def authorize(request: Request, api_key: str | None) -> None:
+    """401 unless the request carries `Authorization: Bearer <api_key>` (no key: open)."""
+    if api_key is None:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), api_key.encode()):
+        raise APIError(401, "missing or invalid API key (send 'Authorization: Bearer <key>')", code="invalid_api_key")
+
+
+def submit(batcher: DynamicBatcher, chat: ChatRequest, on_text=None):
+    """Queue a request: a full queue is 429, a closing server 503."""
+    try:
+        return batcher.submit(chat, on_text=on_text)
+    except QueueFull as exc:
+        raise APIError(429, str(exc), code="queue_full") from None
+    except Unavailable as exc:
+        raise APIError(503, str(exc), code="unavailable") from None
+
+
+def _usage(result: PipelineResult) -> Usage:
+    return Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens, total_tokens=result.prompt_tokens + result.completion_tokens)
+
+
+async def answer(batcher: DynamicBatcher, chat: ChatRequest, completion_id: str, created: int, model_name: str) -> dict[str, Any]:
+    """A whole `chat.completion`; a client that leaves cancels its row."""
+    job = submit(batcher, chat)
+    try:
+        result: PipelineResult = await job.result
+    except (QueueFull, Unavailable) as exc:
+        raise APIError(429 if isinstance(exc, QueueFull) else 503, str(exc)) from None
+    finally:
+        if not job.result.done() or job.result.cancelled():
+            chat.cancelled.set()  # the client left: stop its row
+    choice = Choice(message=ResponseMessage(content=result.text), finish_reason=result.finish_reason)
+    completion = ChatCompletion(id=completion_id, created=created, model=model_name, choices=[choice], usage=_usage(result), lyrics=lyrics_field(result))
+    return completion.model_dump()
+
+
+async def stream_answer(batcher: DynamicBatcher, chat: ChatRequest, completion_id: str, created: int, model_name: str, include_usage: bool):
+    """`chat.completion.chunk` server-sent events: the role, the text as decoded, the finish reason
+    with the `lyrics` field, optionally the usage, `[DONE]`. Bad input still gets its 4xx status
+    (the batcher reports it before the first byte); later errors are reported in-band."""
+    loop = asyncio.get_running_loop()
+    pieces: asyncio.Queue[str | None] = asyncio.Queue()
+    job = submit(batcher, chat, on_text=lambda text: loop.call_soon_threadsafe(pieces.put_nowait, text))
+    try:
+        await job.started
+    except (QueueFull, Unavailable) as exc:
+        raise APIError(429 if isinstance(exc, QueueFull) else 503, str(exc)) from None
+    except BaseException:
+        chat.cancelled.set()
+        raise
+    job.result.add_done_callback(lambda _: pieces.put_nowait(None))
+
+    def event(choices: list[dict[str, Any]], **extra: Any) -> str:
+        data = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model_name, "choices": choices, **extra}
+        return f"data: {json.dumps(data)}\n\n"
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+        return event([{"index": 0, "delta": delta, "finish_reason": finish}], **extra)
+
+    async def events():
+        try:
+            yield chunk({"role": "assistant", "content": ""})
+            while (piece := await pieces.get()) is not None:
+                yield chunk({"content": piece})
+            try:
+                result: PipelineResult = job.result.result()
+            except Exception as exc:  # noqa: BLE001 - headers are sent: report in-band
+                status = exc.status if isinstance(exc, InputError) else 503 if isinstance(exc, Unavailable) else 500
+                yield f"data: {json.dumps(error_body(str(exc), ERROR_TYPES.get(status, 'server_error')))}\n\n"
+            else:
+                yield chunk({}, result.finish_reason, lyrics=lyrics_field(result))
+                if include_usage:
+                    yield event([], usage=_usage(result).model_dump())
+            yield "data: [DONE]\n\n"
+        finally:
+            if not job.result.done():
+                chat.cancelled.set()  # the client left: stop its row
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def create_app(
+    pipeline: LyricsPipeline,
+    model_name: str,
+    limits: ServerLimits | None = None,
+    api_key: str | None = None,
+    default_temperature: float = 0.0,
+) -> FastAPI:
+    """The FastAPI app. `default_temperature` applies when a request gives none (0: greedy, the
+    paper's decoding; OpenAI's own default is 1)."""
+    limits = limits or ServerLimits()
+    if limits.max_aspect_ratio > pipeline.max_aspect_ratio:
+        raise ValueError(
+            f"ServerLimits.max_aspect_ratio={limits.max_aspect_ratio:g} is above the pipeline's "
+            f"max_aspect_ratio={pipeline.max_aspect_ratio:g}; raise the pipeline's too"
+        )
+    state: dict[str, DynamicBatcher] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher = DynamicBatcher(pipeline, limits.max_batch_size, limits.batch_window_ms, limits.max_concurrent, limits.queue_timeout_s)
+        batcher.start()
+        state["batcher"] = batcher
+        try:
+            yield
+        finally:
+            await batcher.close()
+
+    app = FastAPI(title="Lyrics", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.add_middleware(BodyDeadline, timeout_s=limits.body_timeout_s)
+    install_error_handlers(app)
+    request_body, components = request_body_openapi(model_name, limits)
 
     @app.get("/health")
     async def health():
-        batcher: DynamicBatcher = state["batcher"]
+        batcher = state["batcher"]
         status = "ok" if batcher.healthy else ("shutting_down" if batcher.closed else "unhealthy")
         body = {"status": status, "model": model_name, **batch_stats(batcher), "max_batch_size": batcher.max_batch_size}
         return JSONResponse(body, status_code=200 if status == "ok" else 503)
 
     @app.get("/v1/models")
     async def models(request: Request):
-        authorize(request)
+        authorize(request, api_key)
         return ModelList(data=[ModelCard(id=model_name, created=int(time.time()))]).model_dump()
 
     @app.post("/v1/chat/completions", openapi_extra={"requestBody": request_body})
     async def chat_completions(request: Request):
-        authorize(request)
+        authorize(request, api_key)
         raw = await read_body(request, limits.max_body_bytes)
         body = await asyncio.to_thread(parse_request, raw, limits)
         if body.model != model_name:
             raise APIError(404, f"model {body.model!r} does not exist; this server serves {model_name!r} (see /v1/models)", "model", "model_not_found")
         chat = await asyncio.to_thread(build_request, body, limits, pipeline, default_temperature)
-        batcher: DynamicBatcher = state["batcher"]
-        completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-        created = int(time.time())
+        completion_id, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         if body.stream:
-            return await _stream(batcher, chat, completion_id, created, body)
-        try:
-            job = batcher.submit(chat)
-        except QueueFull as exc:
-            raise APIError(429, str(exc), code="queue_full") from None
-        except Unavailable as exc:
-            raise APIError(503, str(exc), code="unavailable") from None
-        try:
-            result: PipelineResult = await job.result
-        except (QueueFull, Unavailable) as exc:
-            raise APIError(429 if isinstance(exc, QueueFull) else 503, str(exc)) from None
-        finally:
-            if not job.result.done() or job.result.cancelled():
-                chat.cancelled.set()  # the client left: stop its row
-        return ChatCompletion(
-            id=completion_id, created=created, model=model_name,
-            choices=[Choice(message=ResponseMessage(content=result.text), finish_reason=result.finish_reason)],
-            usage=Usage(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
-                        total_tokens=result.prompt_tokens + result.completion_tokens),
-            lyrics=lyrics_field(result),
-        ).model_dump()  # fmt: skip
-
-    async def _stream(batcher: DynamicBatcher, chat: ChatRequest, completion_id: str, created: int, body: ChatCompletionRequest):
-        loop = asyncio.get_running_loop()
-        pieces: asyncio.Queue[str | None] = asyncio.Queue()
-        try:
-            job = batcher.submit(chat, on_text=lambda text: loop.call_soon_threadsafe(pieces.put_nowait, text))
-        except QueueFull as exc:
-            raise APIError(429, str(exc), code="queue_full") from None
-        except Unavailable as exc:
-            raise APIError(503, str(exc), code="unavailable") from None
-        try:
-            await job.started  # bad input still gets a proper 4xx status
-        except (QueueFull, Unavailable) as exc:
-            raise APIError(429 if isinstance(exc, QueueFull) else 503, str(exc)) from None
-        except BaseException:
-            chat.cancelled.set()
-            raise
-        job.result.add_done_callback(lambda _: pieces.put_nowait(None))
-        include_usage = bool((body.stream_options or {}).get("include_usage"))
-
-        def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
-            data = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model_name,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}  # fmt: skip
-            return f"data: {json.dumps(data)}\n\n"
-
-        async def events():
-            try:
-                yield chunk({"role": "assistant", "content": ""})
-                while (piece := await pieces.get()) is not None:
-                    yield chunk({"content": piece})
-                try:
-                    result: PipelineResult = job.result.result()
-                except Exception as exc:  # noqa: BLE001 - headers are sent: report in-band
-                    status = exc.status if isinstance(exc, InputError) else 503 if isinstance(exc, Unavailable) else 500
-                    yield f"data: {json.dumps(error_body(str(exc), ERROR_TYPES.get(status, 'server_error')))}\n\n"
-                else:
-                    yield chunk({}, result.finish_reason, lyrics=lyrics_field(result))
-                    if include_usage:
-                        usage = {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
-                                 "total_tokens": result.prompt_tokens + result.completion_tokens}  # fmt: skip
-                        data = {"id": completion_id, "object": "chat.completion.chunk", "created": created,
-                                "model": model_name, "choices": [], "usage": usage}  # fmt: skip
-                        yield f"data: {json.dumps(data)}\n\n"
-                yield "data: [DONE]\n\n"
-            finally:
-                if not job.result.done():
-                    chat.cancelled.set()  # the client left: stop its row
-
-        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+            include_usage = bool((body.stream_options or {}).get("include_usage"))
+            return await stream_answer(state["batcher"], chat, completion_id, created, model_name, include_usage)
+        return await answer(state["batcher"], chat, completion_id, created, model_name)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

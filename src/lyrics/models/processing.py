@@ -19,11 +19,37 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 
 IGNORE_INDEX = -100
+
+
+def pad_local_features(
+    features: Sequence[torch.Tensor], feature_dim: int | None = None, max_objects: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch per-image `(K_i, D)` object features into `(B, K_max, D)` plus a `(B, K_max)` mask (1 =
+    object), keeping at most `max_objects` per image: the grounding queries' cross-attention input.
+
+    Here, in the model's input layer, because the processor, the training collator and the vLLM
+    plugin all batch the refiner's features this way (the refiner stores them unpadded). Images with
+    no object contribute an all-zero row with mask 0; the MQ-Former handles it.
+    """
+    if not features and feature_dim is None:
+        raise ValueError("cannot batch an empty list of local features without feature_dim")
+    dim = feature_dim if feature_dim is not None else features[0].shape[1]
+    counts = [min(f.shape[0], max_objects) if max_objects is not None else f.shape[0] for f in features]
+    k_max = max(counts, default=0)
+    batch = torch.zeros(len(features), k_max, dim)
+    mask = torch.zeros(len(features), k_max, dtype=torch.long)
+    for i, (feat, k) in enumerate(zip(features, counts)):
+        if feat.shape[1] != dim:
+            raise ValueError(f"local features of item {i} have width {feat.shape[1]}, expected {dim}")
+        batch[i, :k] = feat[:k].float()
+        mask[i, :k] = 1
+    return batch, mask
 
 
 VICUNA_SYSTEM = (
@@ -114,20 +140,36 @@ class LyricsProcessor:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
 
     # --- rendering ------------------------------------------------------------------------------
-    def _human(self, text: str, spatial_text: str | None) -> str:
-        if self.config.spatial_text_in_prompt and spatial_text and self.config.image_token in text:
-            text = text.replace(self.config.image_token, f"{self.config.image_token}\n{self.config.spatial_prefix} {spatial_text}\n", 1)
-        return text
+    def _human(self, text: str, spatial: str | Iterator[str] | None) -> str:
+        """A human turn with the spatial text after its image placeholder(s): one text for the turn's
+        first placeholder, or (an iterator, for several images) each placeholder's own text in turn.
+        An image without objects (empty spatial text) gets no line, as in training."""
+        token = self.config.image_token
+        if not self.config.spatial_text_in_prompt or spatial is None or token not in text:
+            return text
+        line = lambda s: f"{token}\n{self.config.spatial_prefix} {s}\n" if s else token  # noqa: E731
+        if isinstance(spatial, str):
+            return text.replace(token, line(spatial), 1)
+        parts = text.split(token)
+        return parts[0] + "".join(line(next(spatial)) + part for part in parts[1:])
 
-    def segments(self, conversations: list[dict[str, str]], spatial_text: str | None = None, add_generation_prompt: bool = False) -> list[tuple[str, bool]]:
-        """The conversation as (text, is_response) pieces; responses carry the loss."""
+    def segments(
+        self, conversations: list[dict[str, str]], spatial_text: str | Sequence[str] | None = None, add_generation_prompt: bool = False
+    ) -> list[tuple[str, bool]]:
+        """The conversation as (text, is_response) pieces; responses carry the loss. `spatial_text` is
+        one image's text, or a sequence with one text per `<image>` placeholder in order (few-shot)."""
         messages = []
+        spatial = spatial_text if spatial_text is None or isinstance(spatial_text, str) else iter(spatial_text)
+        if not isinstance(spatial, (str, type(None))):
+            count = sum(t.get("value", "").count(self.config.image_token) for t in conversations if t.get("from") in ("human", "user") and isinstance(t.get("value"), str))
+            if count != len(spatial_text):  # type: ignore[arg-type]
+                raise ValueError(f"the conversation holds {count} {self.config.image_token} placeholders but {len(spatial_text)} spatial texts were given")  # type: ignore[arg-type]
         for turn in conversations:
             role, value = turn.get("from"), turn.get("value")
             if not isinstance(value, str):
                 raise ValueError(f"conversation turn {turn!r} has no text 'value'")
             if role in ("human", "user"):
-                messages.append({"role": "user", "content": self._human(value, spatial_text)})
+                messages.append({"role": "user", "content": self._human(value, spatial)})
             elif role in ("gpt", "assistant"):
                 messages.append({"role": "assistant", "content": value})
             else:
@@ -189,8 +231,11 @@ class LyricsProcessor:
                 ids += [self.image_token_id] * self.config.num_image_tokens
         return ids
 
-    def encode(self, conversations: list[dict[str, str]], spatial_text: str | None = None, add_generation_prompt: bool = False) -> tuple[list[int], list[int]]:
-        """`(input_ids, labels)`: labels are the ids of the responses (and their eos), -100 elsewhere."""
+    def encode(
+        self, conversations: list[dict[str, str]], spatial_text: str | Sequence[str] | None = None, add_generation_prompt: bool = False
+    ) -> tuple[list[int], list[int]]:
+        """`(input_ids, labels)`: labels are the ids of the responses (and their eos), -100 elsewhere.
+        `spatial_text`: as in `segments` (one text, or one per placeholder)."""
         # A tokenizer's chat template writes the tokens its LLM starts with; Vicuna's text starts with bos.
         vicuna = self.config.template.kind == "vicuna"
         bos = [self.tokenizer.bos_token_id] if vicuna and self.tokenizer.bos_token_id is not None else []
@@ -295,8 +340,6 @@ class LyricsProcessor:
         images, unless `pixel_values` or `image_embeds` are given), the refiner's `local_features` and mask, and the
         instructions for an instruction-aware MQ-Former. One place, so training, evaluation and serving
         build them the same way."""
-        from lyrics.refiner.record import pad_local_features
-
         out: dict[str, torch.Tensor] = {}
         given = next((x for x in (images, pixel_values, image_embeds) if x is not None), None)
         count = len(given) if given is not None else 0

@@ -28,7 +28,6 @@ _EXPORTS = {
     "VisualRefiner": "lyrics.refiner.pipeline",
     "RefinerRecord": "lyrics.refiner.record",
     "RefinedObject": "lyrics.refiner.record",
-    "pad_local_features": "lyrics.refiner.record",
     "FeatureStore": "lyrics.refiner.store",
     "open_store": "lyrics.refiner.store",
     "run_job": "lyrics.refiner.job",

@@ -4,12 +4,11 @@ A `RefinerRecord` is the contract between the refiner (which writes records into
 the training data (which reads them), and inference (which runs the refiner live). It holds the
 tags, the kept objects with their boxes and optional masks, the textual spatial representation, and
 the local features of shape (K, D) that the grounding queries attend to (K = number of objects,
-padding is added only when records are batched, see `pad_local_features`).
+padding is added only when records are batched, see `lyrics.models.processing.pad_local_features`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,25 +115,3 @@ class RefinerRecord:
         """Re-render the spatial representation in another convention or for fewer objects."""
         objects = self.objects if max_objects is None else self.objects[:max_objects]
         return format_spatial(((o.tag, o.box_norm) for o in objects), fmt, style)
-
-
-def pad_local_features(
-    features: Sequence[torch.Tensor], feature_dim: int | None = None, max_objects: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batch per-image `(K_i, D)` features into `(B, K_max, D)` plus a `(B, K_max)` mask (1 = object).
-
-    Images with no object contribute an all-zero row with mask 0; the MQ-Former handles it.
-    """
-    if not features and feature_dim is None:
-        raise ValueError("cannot batch an empty list of local features without feature_dim")
-    dim = feature_dim if feature_dim is not None else features[0].shape[1]
-    counts = [min(f.shape[0], max_objects) if max_objects is not None else f.shape[0] for f in features]
-    k_max = max(counts, default=0)
-    batch = torch.zeros(len(features), k_max, dim)
-    mask = torch.zeros(len(features), k_max, dtype=torch.long)
-    for i, (feat, k) in enumerate(zip(features, counts)):
-        if feat.shape[1] != dim:
-            raise ValueError(f"local features of item {i} have width {feat.shape[1]}, expected {dim}")
-        batch[i, :k] = feat[:k].float()
-        mask[i, :k] = 1
-    return batch, mask

@@ -210,7 +210,7 @@ class FeatureStore:
     Shards are read lazily: iteration streams shard by shard (one shard's index and features in
     memory at a time), and the first `get` / `in` builds an id -> (shard, row) map (ids only).
     Features come back as stored (`feature_dtype`); use `record.local_features.float()`, or
-    `pad_local_features`, which converts.
+    `lyrics.models.processing.pad_local_features`, which converts.
     """
 
     ROW_CACHE = 8  # shards whose parsed index is kept for random access

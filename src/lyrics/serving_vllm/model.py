@@ -55,7 +55,7 @@ from lyrics.configuration import LyricsConfig  # noqa: E402
 from lyrics.models.conditional_generation import LyricsForConditionalGeneration as _LyricsModel  # noqa: E402
 from lyrics.models.image_encoder import ImageEncoder  # noqa: E402
 from lyrics.models.mqformer import MQFormerModel  # noqa: E402
-from lyrics.refiner.record import pad_local_features  # noqa: E402
+from lyrics.models.processing import pad_local_features  # noqa: E402
 
 # Per-image model inputs the processor makes (besides `pixel_values`): the refiner's objects, and
 # the token ids that replace the image's `<image>` (the image tokens, then any spatial text).
@@ -67,7 +67,7 @@ class LyricsFrontEnd:
     """The checkpoint's `LyricsProcessor` and live `VisualRefiner`, one per folder and process."""
 
     def __init__(self, folder: str, config: Any):
-        from lyrics.inference.pipeline import MAX_ASPECT_RATIO
+        from lyrics.inference.inputs import MAX_ASPECT_RATIO
         from lyrics.models.processing import LyricsProcessor
         from lyrics.refiner.pipeline import VisualRefiner
         from lyrics.refiner.provenance import checkpoint_refiner_config
@@ -82,7 +82,7 @@ class LyricsFrontEnd:
     def image_inputs(self, images: Sequence[Any]) -> dict[str, Any]:
         """Per image, as `LyricsPipeline` prepares it: pixel values, the refiner's local features
         (at most `max_objects`, unpadded) and the ids that take the `<image>` token's place."""
-        from lyrics.inference.limits import check_aspect_ratio
+        from lyrics.inference.inputs import check_aspect_ratio
 
         rgb = []
         for i, image in enumerate(images):

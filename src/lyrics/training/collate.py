@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from lyrics.configuration import LyricsConfig
-from lyrics.refiner.record import RefinerRecord, pad_local_features
+from lyrics.models.processing import pad_local_features
+from lyrics.refiner.record import RefinerRecord
 from lyrics.refiner.spatial import clean_tag, format_coordinate
 
 
