@@ -135,6 +135,9 @@ def test_results_json_maps_metrics_to_value_and_baseline(fast_run):
         for key in ("captioning/CIDEr", "vqa/accuracy", "vqa/color", "rec/Acc@0.5", "pope_random/F1", "pope_adversarial/F1", "pope_paraphrase/F1", "pope_paraphrase/yes_ratio"):
             entry = results[f"{split}/{key}"]
             assert set(entry) == {"value", "baseline"} and all(isinstance(v, float) for v in entry.values())
+    for key in ("naming_accuracy", "Acc@0.5", "neighbour_Acc@0.5"):  # referential dialogue, test split only
+        entry = results[f"test/referential/{key}"]
+        assert set(entry) == {"value", "baseline"} and 0 <= entry["value"] <= 100 and 0 <= entry["baseline"] <= 100
 
 
 def test_no_training_record_words_a_question_as_the_held_out_paraphrases(fast_run):

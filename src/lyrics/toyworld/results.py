@@ -5,6 +5,9 @@ baselines scored by the same official scorers:
 * VQA accuracy, by question type  vs the majority training answer per question type
 * POPE accuracy, F1 and share of "yes", per sampling and for the held-out paraphrases  vs always "yes"
 * REC Acc@0.5                 vs the centre box (0.25, 0.25, 0.75, 0.75)
+* referential dialogue (test split): naming accuracy of the object in a given region, and Acc@0.5 of
+  the answer's box (all turns; "next to" turns alone)  vs the most common answer per kind of
+  question, boxed with the question's region (`toyworld/referential.py`)
 * stage 1 on the val split: image-text retrieval R@1 / R@5 and ITM accuracy on hard negatives
   (`lyrics.eval.retrieval`)  vs chance
 
@@ -87,6 +90,12 @@ def evaluate_quickstart(
                 by_type, base_by_type = vqa_by_question_type(outcome.run_dir, config, quickstart.world)
                 for qtype, value in by_type.items():
                     results[f"{split}/vqa/{qtype}"] = {"value": value, "baseline": base_by_type[qtype]}
+        if split == "test":
+            from lyrics.toyworld.referential import evaluate_referential
+
+            scores, base = evaluate_referential(model, quickstart.world, split, budget.eval_limit, eval_dir / split / "referential")
+            details[f"{split}/referential"] = {"metrics": scores, "baseline": base}
+            results.update({f"{split}/referential/{k}": {"value": v, "baseline": base[k]} for k, v in scores.items()})
     atomic_write_text(out / out_name, json.dumps(results, indent=2))
     atomic_write_text(out / "eval" / f"{checkpoint.parent.name}-details.json", json.dumps(details, indent=2))
     return results
@@ -172,6 +181,20 @@ def vqa_by_question_type(run_dir: Path, config, world: Path) -> tuple[dict[str, 
     majority = MajorityAnswer.fit(vqa_training_pairs(_train_answers(world)))
     base = score_vqa(annotations, {a["question_id"]: majority.predict(a["question_type"]) for a in annotations}, clean_predictions=True)
     return dict(model.per_question_type), dict(base.per_question_type)
+
+
+def print_run(console, result, out: Path) -> None:
+    """`lyrics quickstart`'s closing summary: the results table, stage times, where the files are,
+    the chat with the model, and the command to chat with it yourself."""
+    console.print(results_table(result.results))
+    console.print("stages: " + ", ".join(f"{k} {v:.0f}s" for k, v in result.timings.items() if k != "total"))
+    console.print(f"[bold]wall time: {result.timings['total']:.0f} s[/]   results: {out / 'results.json'}   report: {out / 'report.html'}")
+    chat = json.loads((out / "chat.json").read_text())
+    image = out / "world" / chat["image"]
+    console.print(f"\n[bold]A chat with the model[/] about {image} (picture of the last answer: {out / 'chat.png'}):")
+    for exchange in result.exchanges:
+        console.print(f"  [bold]you:[/] {exchange.question}\n  [bold]lyrics:[/] {exchange.answer}   [dim](true: {exchange.truth})[/]", highlight=False)
+    console.print(f"\nchat with it yourself: lyrics chat --model {result.checkpoint} --image {image} --save-vis answer.png", markup=False)
 
 
 def results_table(results: dict[str, dict[str, float]], title: str = "Lyrics quickstart (toy world)"):
