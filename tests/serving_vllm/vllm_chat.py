@@ -1,8 +1,13 @@
 """Run in vLLM's environment (`.venv-vllm/bin/python vllm_chat.py SPEC OUT`): greedy chat answers of
-a merged Lyrics folder through vLLM's offline `LLM.chat` (the renderer `vllm serve` uses), with the
-plugin loaded from its entry point as vLLM loads it. SPEC (JSON): folder, conversations (OpenAI
-messages, images as data URLs), max_tokens, and optionally refuse: a folder that must be refused.
-OUT (JSON): per conversation the answer text, its token ids, the prompt's token ids; the refusal."""
+a Lyrics folder through vLLM's offline `LLM.chat` (the renderer `vllm serve` uses), with the plugin
+loaded from its entry point as vLLM loads it.
+
+SPEC (JSON): conversations (OpenAI messages, images as data URLs), max_tokens, and either folder (a
+merged folder; optionally refuse: a folder that must be refused) or stage2 (a stage-2 checkpoint,
+served with its adapter through vLLM's LoRA on the base folder `lyrics.serving_vllm.lora.base_folder`
+writes, as `python -m lyrics.serving_vllm serve` does; lora_name names the adapter).
+OUT (JSON): per conversation the answer text, its token ids, the prompt's token ids; the refusal;
+for stage2 also base_answers, the same chats without the adapter, and the base folder's build time."""
 
 import json
 import os
@@ -12,13 +17,49 @@ import time
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 
-def engine(folder: str):
+def engine(folder: str, **lora):
     from vllm import LLM
 
     return LLM(
         model=folder, tokenizer=os.path.join(folder, "tokenizer"), dtype="float32", max_model_len=512,
-        enforce_eager=True, limit_mm_per_prompt={"image": 1}, seed=0,
+        enforce_eager=True, limit_mm_per_prompt={"image": 1}, seed=0, **lora,
     )  # fmt: skip
+
+
+def answers(results) -> list[dict]:
+    return [
+        {
+            "text": r.outputs[0].text,
+            "token_ids": list(r.outputs[0].token_ids),
+            "prompt_token_ids": list(r.prompt_token_ids),
+            "finish_reason": r.outputs[0].finish_reason,
+        }
+        for r in results
+    ]
+
+
+def refusal(folder: str) -> str | None:
+    try:
+        engine(folder)
+    except Exception as exc:  # what a user sees: vLLM's own exception, with the plugin's message
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def serve_stage2(spec: dict, out: dict):
+    """The engine on the stage-2 checkpoint's base folder with LoRA on, and the adapter's request."""
+    from vllm.lora.request import LoRARequest
+
+    from lyrics.serving_vllm.lora import base_folder, check_stage2
+
+    start = time.perf_counter()
+    stage2 = check_stage2(spec["stage2"])
+    base = base_folder(stage2)
+    out["base_s"], out["base_folder"], out["max_lora_rank"] = time.perf_counter() - start, str(base), stage2.max_lora_rank
+    start = time.perf_counter()
+    llm = engine(str(base), enable_lora=True, max_lora_rank=stage2.max_lora_rank, max_loras=1)
+    out["startup_s"] = time.perf_counter() - start
+    return llm, str(base), LoRARequest(spec.get("lora_name", "adapter"), 1, str(stage2.adapter))
 
 
 def main(spec_file: str, out_file: str) -> None:
@@ -29,27 +70,21 @@ def main(spec_file: str, out_file: str) -> None:
     spec = json.loads(open(spec_file).read())
     out: dict = {}
     if spec.get("refuse"):
-        try:
-            engine(spec["refuse"])
-            out["refusal"] = None
-        except Exception as exc:  # what a user sees: vLLM's own exception, with the plugin's message
-            out["refusal"] = f"{type(exc).__name__}: {exc}"
-    start = time.perf_counter()
-    llm = engine(spec["folder"])
-    out["startup_s"] = time.perf_counter() - start
+        out["refusal"] = refusal(spec["refuse"])
+    if spec.get("stage2"):
+        llm, folder, lora_request = serve_stage2(spec, out)
+    else:
+        start = time.perf_counter()
+        llm, folder, lora_request = engine(spec["folder"]), spec["folder"], None
+        out["startup_s"] = time.perf_counter() - start
     params = SamplingParams(temperature=0.0, max_tokens=spec["max_tokens"])
+    template = chat_template(folder)
     start = time.perf_counter()
-    results = llm.chat(spec["conversations"], params, chat_template=chat_template(spec["folder"]), use_tqdm=False)
+    results = llm.chat(spec["conversations"], params, chat_template=template, use_tqdm=False, lora_request=lora_request)
     out["generate_s"] = time.perf_counter() - start
-    out["answers"] = [
-        {
-            "text": r.outputs[0].text,
-            "token_ids": list(r.outputs[0].token_ids),
-            "prompt_token_ids": list(r.prompt_token_ids),
-            "finish_reason": r.outputs[0].finish_reason,
-        }
-        for r in results
-    ]
+    out["answers"] = answers(results)
+    if lora_request is not None:
+        out["base_answers"] = answers(llm.chat(spec["conversations"], params, chat_template=template, use_tqdm=False))
     with open(out_file, "w") as f:
         json.dump(out, f)
 

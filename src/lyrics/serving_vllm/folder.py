@@ -10,7 +10,9 @@ A merged folder (`LyricsForConditionalGeneration.save_merged`, CLI `lyrics merge
 
 vLLM reads config.json and the root safetensors itself; the plugin adds the two subfolders as
 secondary weight sources and builds the processor from the processor files. A stage-2 checkpoint
-(`save_pretrained`: LoRA in `adapter/`, frozen parts referenced by path) is refused with what to run.
+(`save_pretrained`: LoRA in `adapter/`, frozen parts referenced by path) is not such a folder: it is
+served through vLLM's LoRA on a base folder written from it (`lyrics.serving_vllm.lora`), and given
+to vLLM directly it is refused with what to run.
 
 The tokenizer lives in `tokenizer/`, not at the root, so vLLM is told where it is (`--tokenizer`), and
 the chat template that renders prompts exactly as the processor does (`chat_template`) is passed
@@ -48,7 +50,9 @@ def check_merged_folder(path: str | Path) -> Path:
     if (path / "adapter").is_dir():
         raise NotAMergedLyricsModel(
             f"{path} is a stage-2 checkpoint with its LoRA adapter in adapter/ and the frozen LLM and image "
-            f"encoder referenced by path; vLLM serves the merged model: run `lyrics merge {path} --out MERGED` "
+            "encoder referenced by path; vLLM loads a base folder and applies the adapter with its LoRA: "
+            f"`python -m lyrics.serving_vllm serve {path}` writes the base ({path}/vllm_base) and registers "
+            f"adapter/ (offline: `lyrics.serving_vllm.lora.base_folder`), or run `lyrics merge {path} --out MERGED` "
             "and serve MERGED"
         )
     wanted = {
@@ -72,12 +76,17 @@ def check_merged_folder(path: str | Path) -> Path:
             raise NotAMergedLyricsModel(
                 f"{config_file}: {key} is {config.get(key)!r}; a merged model points at its own {folder}/ folder"
             )
+    refuse_instruction_aware(config_file, config)
+    return path
+
+
+def refuse_instruction_aware(config_file: Path, config: dict) -> None:
+    """Merged or with its adapter, an instruction_aware checkpoint does not fit vLLM's image cache."""
     if config.get("instruction_aware"):
         raise NotAMergedLyricsModel(
             f"{config_file}: instruction_aware checkpoints are not served on vLLM: their MQ-Former reads the "
             "question beside the image, and vLLM processes (and caches) each image without the prompt"
         )
-    return path
 
 
 def chat_template(folder: str | Path) -> str:

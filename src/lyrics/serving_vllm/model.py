@@ -17,6 +17,10 @@ as the project keeps the MQ-Former), and vLLM's own `LlamaForCausalLM` (or which
 
 Weights: `lyrics_model.safetensors` at the folder's root (vLLM's primary source), `language_model/`
 and `vision_model/` as secondary sources (`secondary_weights`).
+
+LoRA (`SupportsLoRA`, `enable_lora`): a stage-2 adapter applies to the decoder alone, on a base
+folder written by `lyrics.serving_vllm.lora.base_folder`; `get_mm_mapping` tells vLLM's LoRA manager
+which module is the language model, and `hf_to_vllm_mapper` where the adapter's module names sit.
 """
 
 from __future__ import annotations
@@ -44,8 +48,9 @@ from vllm.multimodal.processing import (
     PromptUpdate,
     PromptUpdateDetails,
 )
-from vllm.model_executor.models.interfaces import MultiModalEmbeddings, SupportsMultiModal
-from vllm.model_executor.models.utils import init_vllm_registered_model, maybe_prefix
+from vllm.model_executor.models.interfaces import MultiModalEmbeddings, SupportsLoRA, SupportsMultiModal
+from vllm.model_executor.models.module_mapping import MultiModelKeys
+from vllm.model_executor.models.utils import WeightsMapper, init_vllm_registered_model, maybe_prefix
 from vllm.sequence import IntermediateTensors
 
 from lyrics.serving_vllm.folder import check_merged_folder
@@ -174,8 +179,18 @@ class LyricsMultiModalProcessor(BaseMultiModalProcessor[LyricsProcessingInfo]):
 
 
 @MULTIMODAL_REGISTRY.register_processor(LyricsMultiModalProcessor, info=LyricsProcessingInfo, dummy_inputs=LyricsDummyInputsBuilder)
-class LyricsForConditionalGeneration(nn.Module, SupportsMultiModal):
-    """A merged Lyrics model in vLLM: the project's vision path and vLLM's decoder."""
+class LyricsForConditionalGeneration(nn.Module, SupportsMultiModal, SupportsLoRA):
+    """A merged Lyrics model in vLLM: the project's vision path and vLLM's decoder.
+
+    `packed_modules_mapping` is left empty (SupportsLoRA's default) on purpose: vLLM then takes the
+    decoder's own (`LlamaForCausalLM`: q/k/v into qkv_proj, gate/up into gate_up_proj), whichever
+    decoder `text_config.architectures` names."""
+
+    # A stage-2 adapter names modules relative to the bare LLM ("model.layers.N.self_attn.q_proj");
+    # here the decoder is `language_model`. vLLM applies this mapper to LoRA names only (its LoRA
+    # loader, and the quantisation config's layer lists); `load_weights` below does not use it, so
+    # the base weights load as before.
+    hf_to_vllm_mapper = WeightsMapper(orig_to_new_prefix={"model.": "language_model.model."})
 
     # The project's own computation of an image's soft tokens (encoder -> ln_vision -> MQ-Former ->
     # projection); it reads the attributes set below under the same names as the project's model.
@@ -216,6 +231,13 @@ class LyricsForConditionalGeneration(nn.Module, SupportsMultiModal):
             DefaultModelLoader.Source(str(folder), revision, subfolder="language_model", prefix="language_model."),
             DefaultModelLoader.Source(str(folder), revision, subfolder="vision_model", prefix="image_encoder.vision_model."),
         ]
+
+    def get_mm_mapping(self) -> MultiModelKeys:
+        """The decoder is where LoRA applies; the vision path is the project's own torch modules,
+        which vLLM's LoRA layers do not wrap."""
+        return MultiModelKeys.from_string_field(
+            language_model="language_model", connector="language_projection", tower_model=["image_encoder", "image_layernorm", "mqformer"]
+        )
 
     # --- images -----------------------------------------------------------------------------------
     def embed_multimodal(self, **kwargs: object) -> MultiModalEmbeddings:

@@ -1,0 +1,93 @@
+"""What the vLLM tests send and how they get both sides' answers: OpenAI chat requests (images as
+data URLs) run through vLLM's `LLM.chat` in vLLM's environment (`vllm_chat.py`, a subprocess), and
+through `lyrics serve`'s request path (`build_request` -> `LyricsPipeline`) here."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from inference.tinyckpt import scene
+
+ROOT = Path(__file__).resolve().parents[2]
+VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
+NO_VLLM = f"{VLLM_PYTHON} is absent: `make vllm` builds vLLM's environment"
+SCRIPT = Path(__file__).with_name("vllm_chat.py")
+MAX_TOKENS = 24
+QUESTIONS = [
+    "Is there a red circle in the image?",
+    "What color is the square?",
+    "How many objects are there?",
+    "Where is the blue square? Answer with its box.",
+    "Write a short description for the image.",
+    "Is there a green star in the image?",
+    "What shape is the yellow object?",
+    "What is left of the circle?",
+]
+
+
+def data_url(image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def user(text: str, image=None) -> dict:
+    if image is None:
+        return {"role": "user", "content": text}
+    return {"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(image)}}, {"type": "text", "text": text}]}
+
+
+def conversations(count: int) -> list[list[dict]]:
+    """`count` image questions, then a multi-turn dialogue, a system prompt and a text-only chat."""
+    convs = [[user(QUESTIONS[i % len(QUESTIONS)], scene(i))] for i in range(count)]
+    convs.append([user("What color is the circle?", scene(1)), {"role": "assistant", "content": "red"}, user("And the square?")])
+    convs.append([{"role": "system", "content": "Answer in one word."}, user("Is there a blue square?", scene(4))])
+    convs.append([user("Name three colours.")])
+    return convs
+
+
+def run_vllm(root: Path, spec: dict) -> dict:
+    """`vllm_chat.py` on `spec` in vLLM's environment; its output (answers, timings)."""
+    (root / "spec.json").write_text(json.dumps({"max_tokens": MAX_TOKENS, **spec}))
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONPATH": ""}
+    run = subprocess.run(
+        [str(VLLM_PYTHON), str(SCRIPT), str(root / "spec.json"), str(root / "out.json")],
+        cwd=root, env=env, capture_output=True, text=True, timeout=540,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-6000:]
+    out = json.loads((root / "out.json").read_text())
+    print(f"vLLM: startup {out['startup_s']:.1f} s, {len(spec['conversations'])} chats in {out['generate_s']:.2f} s", file=sys.stderr)
+    return out
+
+
+def lyrics_serve_answers(folder: Path, convs: list[list[dict]]) -> list[tuple[list[int], object]]:
+    """`lyrics serve`'s (prompt ids, result) per conversation: its `build_request`, then the pipeline
+    (which loads a stage-2 folder with its adapter, or a merged one)."""
+    from lyrics.inference import LyricsPipeline
+    from lyrics.inference.limits import ServerLimits
+    from lyrics.inference.schemas import ChatCompletionRequest
+    from lyrics.inference.server import build_request
+
+    pipe = LyricsPipeline.from_pretrained(folder)
+    answers = []
+    for conv in convs:
+        body = ChatCompletionRequest(model="lyrics", messages=conv, max_tokens=MAX_TOKENS, temperature=0)
+        request = build_request(body, ServerLimits(), pipe, 0.0)
+        (prepared,) = pipe.prepare([request])
+        (result,) = pipe.run([request])
+        answers.append((prepared.input_ids, result))
+    return answers
+
+
+def differences(lyrics_answers, vllm_answers: list[dict]) -> list[tuple[int, str, str]]:
+    """(index, `lyrics serve`'s text, vLLM's) where the greedy answers differ; vLLM keeps the
+    whitespace `lyrics serve` strips."""
+    ours = [result.text for _, result in lyrics_answers]
+    theirs = [a["text"].strip() for a in vllm_answers]
+    return [(i, a, b) for i, (a, b) in enumerate(zip(ours, theirs)) if a != b]
