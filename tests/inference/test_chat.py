@@ -26,6 +26,17 @@ def test_one_shot_prints_the_answer_and_saves_the_picture(checkpoint, pipe, scen
     assert missing.exit_code == 2 and "nope.png" in missing.output
 
 
+def test_regions_in_normalised_units_and_a_refused_region(checkpoint, pipe, scenes, tmp_path):
+    scenes[2].save(tmp_path / "scene.png")
+    expected = pipe(scenes[2], "what is the object <region>?", regions=[(8, 8, 40, 40)], max_new_tokens=6)
+    base = ["chat", "--model", str(checkpoint), "--image", str(tmp_path / "scene.png"), "--max-new-tokens", "6"]
+    thousand = CliRunner().invoke(app, [*base, "--prompt", "what is the object <region>?", "--region", "83.3333,83.3333,416.6667,416.6667", "--region-format", "0-1000"])
+    assert thousand.exit_code == 0, thousand.output
+    assert thousand.stdout.splitlines()[0] == expected.text
+    outside = CliRunner().invoke(app, [*base, "--prompt", "what is <region>?", "--region", "50,50,120,90"])
+    assert outside.exit_code == 2 and "not inside the 96x96 image" in outside.output
+
+
 def test_interactive_multi_turn_over_stdin(checkpoint, pipe, scenes, tmp_path):
     scenes[1].save(tmp_path / "scene.png")
     first = pipe(scenes[1], "what color is the circle?", max_new_tokens=6)
