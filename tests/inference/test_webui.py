@@ -296,7 +296,8 @@ def test_draw_a_region_ask_and_see_the_answer_box(browser, box_demo_url, box_che
     drag(browser, canvas, (-200, 60), (60, 60))
     time.sleep(0.5)
     ask(browser, REGION_QUESTION)
-    toast = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "[data-testid='toast-body']"))
+    # the toast appears before its text is filled in: wait for the message itself
+    toast = wait.until(lambda d: next((e for e in d.find_elements(By.CSS_SELECTOR, "[data-testid='toast-body']") if "placeholder" in e.text), None))
     assert "<region>" in toast.text, toast.text  # the whole message, the placeholder too
     assert browser.find_element(By.CSS_SELECTOR, "#chat").text.count(REGION_QUESTION) == 2
 
