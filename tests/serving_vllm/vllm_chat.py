@@ -6,8 +6,12 @@ SPEC (JSON): conversations (OpenAI messages, images as data URLs), max_tokens, a
 merged folder; optionally refuse: a folder that must be refused) or stage2 (a stage-2 checkpoint,
 served with its adapter through vLLM's LoRA on the base folder `lyrics.serving_vllm.lora.base_folder`
 writes, as `python -m lyrics.serving_vllm serve` does; lora_name names the adapter).
+Optionally region_chats and bad_regions: lists of {messages, mm_processor_kwargs} (a request's
+`regions` / `region_format`, `lyrics.serving_vllm.regions`), each sent alone on the same engine.
 OUT (JSON): per conversation the answer text, its token ids, the prompt's token ids; the refusal;
-for stage2 also base_answers, the same chats without the adapter, and the base folder's build time."""
+for stage2 also base_answers, the same chats without the adapter, and the base folder's build time;
+region_answers (as answers) and region_refusals (per bad chat: the exception's type, message and
+`parameter`, or null when it was answered)."""
 
 import json
 import os
@@ -43,6 +47,14 @@ def refusal(folder: str) -> str | None:
         engine(folder)
     except Exception as exc:  # what a user sees: vLLM's own exception, with the plugin's message
         return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def refusal_of(chat, conversation) -> dict | None:
+    try:
+        chat(conversation)
+    except Exception as exc:  # what `LLM.chat` raises for the request
+        return {"type": type(exc).__name__, "message": exc.args[0] if exc.args else str(exc), "parameter": getattr(exc, "parameter", None)}
     return None
 
 
@@ -83,6 +95,12 @@ def main(spec_file: str, out_file: str) -> None:
     results = llm.chat(spec["conversations"], params, chat_template=template, use_tqdm=False, lora_request=lora_request)
     out["generate_s"] = time.perf_counter() - start
     out["answers"] = answers(results)
+    chat = lambda c: llm.chat([c["messages"]], params, chat_template=template, use_tqdm=False, lora_request=lora_request,
+                              mm_processor_kwargs=c["mm_processor_kwargs"])  # fmt: skip
+    start = time.perf_counter()
+    out["region_answers"] = [answers(chat(c))[0] for c in spec.get("region_chats", [])]
+    out["region_refusals"] = [refusal_of(chat, c) for c in spec.get("bad_regions", [])]
+    out["regions_s"] = time.perf_counter() - start
     if lora_request is not None:
         out["base_answers"] = answers(llm.chat(spec["conversations"], params, chat_template=template, use_tqdm=False))
     with open(out_file, "w") as f:

@@ -13,6 +13,8 @@ to one vLLM takes). Requests naming NAME as their `model` get the adapter; the b
 (the base folder, or `--served-model-name`) answers without it. `--adapter NAME=CKPT` (repeatable)
 registers another stage-2 checkpoint's adapter on the same base, when that checkpoint shares
 everything else with FOLDER (`lora.check_shares_base`).
+Both take `lyrics serve`'s `regions` and `region_format` request fields: the helper adds `--middleware
+lyrics.serving_vllm.regions.RegionsMiddleware --trust-request-mm-kwargs` (`regions_options`).
 `chat-template` prints the template.
 """
 
@@ -93,7 +95,20 @@ def serve_args(folder: Path, own: dict[str, list[str]], rest: list[str]) -> list
     else:
         base = check_merged_folder(folder)
     template_file = _write_template(base)
-    return [*serve_command(sys.executable, base, template_file), *lora_args, *rest]
+    return [*serve_command(sys.executable, base, template_file), *regions_options(rest), *lora_args, *rest]
+
+
+def regions_options(rest: list[str]) -> list[str]:
+    """What `lyrics serve`'s `regions` field needs on vLLM (`lyrics.serving_vllm.regions`): the
+    middleware that moves it into `mm_processor_kwargs`, and `--trust-request-mm-kwargs`, without
+    which vLLM refuses per-request `mm_processor_kwargs` (the Lyrics processor takes only `regions`
+    and `region_format` there, and the middleware refuses per-request `media_io_kwargs`). Each is
+    left out when the options hold it already."""
+    from lyrics.serving_vllm.regions import MIDDLEWARE
+
+    has_middleware = MIDDLEWARE in rest or f"--middleware={MIDDLEWARE}" in rest
+    trusted = any(arg.partition("=")[0] == "--trust-request-mm-kwargs" for arg in rest)
+    return [*([] if has_middleware else ["--middleware", MIDDLEWARE]), *([] if trusted else ["--trust-request-mm-kwargs"])]
 
 
 def _last(own: dict[str, list[str]], name: str) -> str | None:

@@ -2,8 +2,10 @@
 
 The processing side (vLLM's front end, and the engine core for memory profiling) runs per image what
 `LyricsPipeline` runs: the checkpoint's refiner (`checkpoint_refiner_config`), the image processor,
-and the processor's prompt rules. The prompt reaches it as token ids with one `<image>` token (vLLM's
-chat renderer puts the placeholder string before the user's text, "<image>\\n{question}", as the
+and the processor's prompt rules; it renders a request's regions (`mm_processor_kwargs`, see
+`lyrics.serving_vllm.regions`) into the last user turn as the pipeline does. The prompt reaches it
+as token ids with one `<image>` token (vLLM's chat renderer puts the placeholder string before the
+user's text, "<image>\\n{question}", as the
 pipeline does); the prompt update replaces that token by `num_image_tokens` image tokens followed, for
 a checkpoint trained with `spatial_text_in_prompt`, by the refiner's spatial text
 ("\\nObjects: <br><T>..</T><Bbox>..</Box></br>\\n"), which is not embedded (`is_embed` marks only the
@@ -51,9 +53,12 @@ from vllm.multimodal.processing import (
 from vllm.model_executor.models.interfaces import MultiModalEmbeddings, SupportsLoRA, SupportsMultiModal
 from vllm.model_executor.models.module_mapping import MultiModelKeys
 from vllm.model_executor.models.utils import WeightsMapper, init_vllm_registered_model, maybe_prefix
+from vllm.exceptions import VLLMValidationError
+from vllm.multimodal.processing.inputs import ProcessorInputs
 from vllm.sequence import IntermediateTensors
 
 from lyrics.serving_vllm.folder import check_merged_folder
+from lyrics.serving_vllm.regions import RegionPrompt, region_options
 
 from lyrics.configuration import LyricsConfig  # noqa: E402
 
@@ -83,6 +88,8 @@ class LyricsFrontEnd:
         self.refiner = VisualRefiner.from_config(refiner_config)
         self.max_image_pixels = config.refiner_config.max_image_pixels
         self.max_aspect_ratio = MAX_ASPECT_RATIO
+        # `lyrics serve`'s regions, from `mm_processor_kwargs`, rendered as `LyricsPipeline` renders them
+        self.region_prompt = RegionPrompt(self.processor, config.refiner_config.coordinate_format, config.refiner_config.spatial_format)
 
     def image_inputs(self, images: Sequence[Any]) -> dict[str, Any]:
         """Per image, as `LyricsPipeline` prepares it: pixel values, the refiner's local features
@@ -155,6 +162,25 @@ class LyricsMultiModalProcessor(BaseMultiModalProcessor[LyricsProcessingInfo]):
     def __init__(self, info: LyricsProcessingInfo, dummy_inputs: LyricsDummyInputsBuilder) -> None:
         super().__init__(info, dummy_inputs)
         info.front_end  # refuse a folder that is not a merged Lyrics model before any request
+
+    def apply(self, inputs: ProcessorInputs, timing_ctx: Any):
+        """The request's regions (`mm_processor_kwargs` `regions` / `region_format`,
+        `lyrics.serving_vllm.regions`) rendered into the prompt's last user turn, then vLLM's
+        processing. The regions are taken out of the kwargs before it: the image's processing, its
+        cache entry and its hash do not depend on them (the prompt ids carry them)."""
+        from lyrics.inference.inputs import InputError
+
+        try:
+            regions, region_format = region_options(inputs.hf_processor_mm_kwargs)
+            images = inputs.mm_data_items.get("image")
+            size = None
+            if images is not None and images.get_count() and hasattr(images, "get_image_size"):
+                image_size = images.get_image_size(0)
+                size = (image_size.width, image_size.height)
+            prompt = self.info.front_end.region_prompt(inputs.prompt, regions, region_format, size)
+        except InputError as exc:  # vLLM answers it with a 400 naming `param`
+            raise VLLMValidationError(exc.message, parameter=exc.param) from None
+        return super().apply(dataclasses.replace(inputs, prompt=prompt, hf_processor_mm_kwargs={}), timing_ctx)
 
     def _call_hf_processor(self, hf_data: Mapping[str, object], hf_kwargs: Mapping[str, object]) -> BatchFeature:
         images = list(hf_data.get("images") or [])
