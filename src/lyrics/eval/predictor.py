@@ -113,7 +113,6 @@ class LyricsPredictor:
         self.store_roots = [Path(r) for r in store_roots]
         self.store_key = store_key
         self.device = self.generator.device
-        self.autocast = autocast
         self.max_batch = max_batch
         from lyrics.inference.prefix_cache import shareable
 
@@ -177,6 +176,11 @@ class LyricsPredictor:
 
             live = VisualRefiner.from_config(refiner_config, device=device)
         return cls(model, processor, live, store, store_roots, device, autocast=autocast, max_batch=max_batch, share_prefix=share_prefix)
+
+    @property
+    def autocast(self) -> torch.dtype | None:
+        """The autocast dtype generation runs under (the generator's)."""
+        return self.generator.autocast
 
     # --- images and refiner records --------------------------------------------------------------
     def _load(self, source: ImageInput) -> tuple[Image.Image | None, str | None]:

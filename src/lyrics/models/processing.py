@@ -220,15 +220,17 @@ class LyricsProcessor:
             done = text
         return pieces
 
-    def _encode_text(self, text: str) -> list[int]:
-        """Token ids of `text`, with every `<image>` expanded to `num_image_tokens` image-token ids."""
+    def _encode_text(self, text: str, image_tokens: int | None = None) -> list[int]:
+        """Token ids of `text`, with every `<image>` expanded to `image_tokens` image-token ids
+        (default `num_image_tokens`; the vLLM plugin asks for 1, since vLLM expands it itself)."""
+        count = self.config.num_image_tokens if image_tokens is None else image_tokens
         ids: list[int] = []
         parts = text.split(self.config.image_token)
         for i, part in enumerate(parts):
             if part:
                 ids += self.tokenizer(part, add_special_tokens=False)["input_ids"]
             if i < len(parts) - 1:
-                ids += [self.image_token_id] * self.config.num_image_tokens
+                ids += [self.image_token_id] * count
         return ids
 
     def encode(

@@ -92,14 +92,7 @@ class RegionPrompt:
 
     def encode(self, text: str) -> list[int]:
         """`LyricsProcessor._encode_text` with each `<image>` left as its one token (vLLM expands it)."""
-        token, ids = self.processor.config.image_token, []
-        parts = text.split(token)
-        for i, part in enumerate(parts):
-            if part:
-                ids += self.tokenizer(part, add_special_tokens=False)["input_ids"]
-            if i < len(parts) - 1:
-                ids.append(self.processor.image_token_id)
-        return ids
+        return self.processor._encode_text(text, image_tokens=1)
 
     def last_turn(self, ids: Sequence[int]) -> tuple[int, str]:
         """(index of the last user turn's first token, the question it holds)."""
