@@ -188,6 +188,34 @@ def llm_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>")
 
 
+def sentencepiece_tokenizer(path):
+    """A LLaMA SentencePiece tokenizer as LLaMA-1/2 and Vicuna ship it (only `tokenizer.model`, BPE
+    with byte fallback, <unk>/<s>/</s> = 0/1/2), trained here on toy sentences and loaded through
+    transformers' `LlamaTokenizer` conversion, as `from_pretrained` loads Vicuna."""
+    import json
+    from pathlib import Path
+
+    import sentencepiece as spm
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    sentences = [
+        "A chat between a curious user and an artificial intelligence assistant.",
+        "USER: What colour is the circle? ASSISTANT: red. Is there a red square? yes, no.",
+        "How many objects are there? Where is it? Give its box. Answer in one word.",
+        "Objects: red circle (120,340),(560,780) left of the blue square.",
+    ]  # fmt: skip
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences * 40), model_prefix=str(path / "tokenizer"), vocab_size=400, model_type="bpe",
+        byte_fallback=True, character_coverage=1.0, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, hard_vocab_limit=False,
+        num_threads=1, minloglevel=2,
+    )  # fmt: skip
+    config = {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+    (path / "tokenizer_config.json").write_text(json.dumps(config))
+    return AutoTokenizer.from_pretrained(str(path))
+
+
 def save_llm(path, tokenizer, seed=0, **sizes):
     """A tiny LlamaForCausalLM + its tokenizer saved in the real format; `sizes` override its widths."""
     from transformers import LlamaConfig, LlamaForCausalLM

@@ -43,13 +43,44 @@ def user(text: str, image=None) -> dict:
     return {"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(image)}}, {"type": "text", "text": text}]}
 
 
-def conversations(count: int) -> list[list[dict]]:
-    """`count` image questions, then a multi-turn dialogue, a system prompt and a text-only chat."""
-    convs = [[user(QUESTIONS[i % len(QUESTIONS)], scene(i))] for i in range(count)]
+def conversations(count: int, questions: list[list[dict]] | None = None) -> list[list[dict]]:
+    """`count` image questions (or `questions`), then a multi-turn dialogue, a system prompt and a
+    text-only chat."""
+    convs = questions or [[user(QUESTIONS[i % len(QUESTIONS)], scene(i))] for i in range(count)]
     convs.append([user("What color is the circle?", scene(1)), {"role": "assistant", "content": "red"}, user("And the square?")])
     convs.append([{"role": "system", "content": "Answer in one word."}, user("Is there a blue square?", scene(4))])
     convs.append([user("Name three colours.")])
     return convs
+
+
+# The quickstart's test benchmarks (`lyrics.toyworld.results`): the eval's own prompts, as
+# `lyrics eval --endpoint` sends them (`lyrics.eval.endpoint.to_messages`).
+WORLD_BENCHMARKS = (
+    ("coco-captions", "", "toytest", "images"),
+    ("vqav2", "vqav2", "toytest", "images"),
+    ("refcoco", "", "test", "images"),
+    ("pope", "pope/test", "random", "images/toytest"),
+    ("pope", "pope/test", "adversarial", "images/toytest"),
+)
+
+
+def world_conversations(world: Path, count: int) -> list[list[dict]]:
+    """`count` test-split questions of a toy world (a quickstart's `world/`), taken in turn from its
+    captioning, VQA, REC and POPE (random, adversarial) splits, each as the eval prompts it."""
+    from lyrics.eval.benchmarks import get_benchmark, load_samples
+    from lyrics.eval.endpoint import to_messages
+    from lyrics.eval.fewshot import build_turns
+    from lyrics.eval.predictor import Prompt
+    from lyrics.eval.runner import choose_template
+
+    queues = []
+    for name, data, split, images in WORLD_BENCHMARKS:
+        spec = get_benchmark(name)
+        samples = load_samples(spec, world / data, split, world / images)
+        template = choose_template(spec, None, samples[0])
+        queues.append([Prompt(build_turns(spec, template, s), [s.image]) for s in samples])
+    prompts = [queues[i % len(queues)][i // len(queues)] for i in range(count)]
+    return [to_messages(p) for p in prompts]
 
 
 # Referential questions: `lyrics serve`'s `regions` / `region_format` request fields, which vLLM takes

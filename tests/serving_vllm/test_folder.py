@@ -4,14 +4,14 @@ serves, and the chat template under which vLLM's renderer gives the processor's 
 from __future__ import annotations
 
 import json
+import re
 import shutil
-from dataclasses import replace
 
 import pytest
 
 import tiny
 from lyrics.models.processing import ChatTemplate, LyricsProcessor, ProcessorConfig
-from lyrics.serving_vllm.folder import NotAMergedLyricsModel, chat_template, check_merged_folder
+from lyrics.serving_vllm.folder import NotAMergedLyricsModel, PromptIdsDiffer, chat_template, check_merged_folder, check_prompt_ids
 
 CHATML = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
@@ -52,8 +52,42 @@ def test_the_chat_template_renders_the_processors_prompt_ids(tmp_path, template)
         rendered = tokenizer.apply_chat_template(messages, chat_template=jinja, tokenize=False, add_generation_prompt=True)
         ids = tokenizer(rendered, add_special_tokens=False)["input_ids"]  # as the plugin tokenises
         # a request's system prompt replaces the checkpoint's, as `lyrics serve` does
-        ours = proc if system is None else LyricsProcessor(tokenizer, replace(proc.config, template=replace(proc.config.template, system=system)))
+        ours = proc.with_system(system)
         assert ids == ours.encode(conversation, add_generation_prompt=True)[0], rendered
+
+
+@pytest.mark.parametrize("template", [ChatTemplate("tokenizer", system=""), ChatTemplate("vicuna")], ids=["chatml", "vicuna"])
+def test_a_tokenizer_that_gives_the_processors_ids_is_served(tmp_path, template):
+    proc = processor(template)
+    proc.save_pretrained(tmp_path)
+    check_prompt_ids(proc, chat_template(tmp_path), str(tmp_path))  # no refusal
+
+
+def test_smollm2s_tokenizer_gives_the_processors_ids(tmp_path):
+    """The quickstart's LLM: byte-level BPE, ChatML, the quickstart's empty system prompt."""
+    from transformers import AutoTokenizer
+
+    from lyrics.toyworld.standins.smollm import MissingModelError, convert_smollm2
+
+    try:
+        smollm = convert_smollm2(tmp_path / "smollm2")
+    except MissingModelError as exc:
+        pytest.skip(f"SmolLM2's tokenizer: {exc}")
+    proc = LyricsProcessor(AutoTokenizer.from_pretrained(str(smollm)), ProcessorConfig(num_image_tokens=1, template=ChatTemplate("tokenizer", system="")))
+    proc.save_pretrained(tmp_path / "proc")
+    check_prompt_ids(proc, chat_template(tmp_path / "proc"), "smollm2")
+
+
+def test_a_sentencepiece_tokenizer_is_refused_naming_why(tmp_path):
+    """LLaMA / Vicuna's SentencePiece tokenizer starts each piece the processor tokenises alone with a
+    word boundary, and text after a special token in vLLM's whole text without one: the ids differ,
+    so the plugin refuses the folder instead of answering otherwise than `lyrics serve`."""
+    tokenizer = tiny.sentencepiece_tokenizer(tmp_path / "spm")
+    proc = LyricsProcessor(tokenizer, ProcessorConfig(num_image_tokens=1, template=ChatTemplate("vicuna")))
+    proc.save_pretrained(tmp_path / "proc")
+    with pytest.raises(PromptIdsDiffer, match=r"LlamaTokenizer.*vLLM gives .*the processor .*SentencePiece.*lyrics serve") as refused:
+        check_prompt_ids(proc, chat_template(tmp_path / "proc"), "folder-x")
+    assert str(refused.value).startswith("folder-x: ")
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +106,19 @@ def test_a_merged_folder_is_served_and_a_stage2_checkpoint_given_as_one_is_refus
     assert check_merged_folder(folder) == folder
     with pytest.raises(NotAMergedLyricsModel, match=rf"adapter/.*`python -m lyrics\.serving_vllm serve {ckpt}`.*run `lyrics merge {ckpt} --out MERGED`"):
         check_merged_folder(ckpt)
+
+
+def test_the_serve_helper_refuses_a_sentencepiece_folder_before_vllm_starts(merged, tmp_path, capsys):
+    from lyrics.serving_vllm.__main__ import main
+
+    folder = tmp_path / "merged"
+    shutil.copytree(merged[1], folder)
+    shutil.rmtree(folder / "tokenizer")
+    tiny.sentencepiece_tokenizer(tmp_path / "spm").save_pretrained(folder / "tokenizer")
+    config = json.loads((folder / "processor_config.json").read_text())
+    (folder / "processor_config.json").write_text(json.dumps({**config, "template": {"kind": "vicuna"}}))
+    assert main(["serve", str(folder)]) == 1  # never reaches vLLM's exec
+    assert re.search(rf"error: {re.escape(str(folder))}: vLLM would tokenise this checkpoint's prompts otherwise", capsys.readouterr().err)
 
 
 def test_a_stage2_checkpoint_is_served_with_its_adapter_on_a_base_folder_written_once(merged, tmp_path):

@@ -60,16 +60,13 @@ def vllm_ids(proc, jinja, history, question, system) -> list[int]:
 
 def pipeline_ids(proc, history, question, regions, region_format, system) -> list[int]:
     """`lyrics serve`'s: `LyricsPipeline.conversation` (regions rendered in the last question), then the processor."""
-    from dataclasses import replace
-
     from lyrics.inference.pipeline import ChatRequest, LyricsPipeline
 
     pipe = SimpleNamespace(processor=proc, coordinate_format="int1000", spatial_style="paper")
     turns = [{"from": "human" if role == "user" else "gpt", "value": text} for role, text in history]
     request = ChatRequest(image=None, prompt=question, history=turns or None, regions=regions, region_format=region_format, system=system)
     conversation = LyricsPipeline.conversation(pipe, request, SimpleNamespace(width=SIZE[0], height=SIZE[1]))
-    if system is not None:  # a request's system prompt replaces the checkpoint's
-        proc = type(proc)(proc.tokenizer, replace(proc.config, template=replace(proc.config.template, system=system)))
+    proc = proc.with_system(system)  # a request's system prompt replaces the checkpoint's
     return proc.encode(conversation, add_generation_prompt=True)[0]
 
 

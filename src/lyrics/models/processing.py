@@ -16,6 +16,7 @@ With `spatial_text_in_prompt` the refiner's textual spatial representation is ad
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -152,6 +153,15 @@ class LyricsProcessor:
             return text.replace(token, line(spatial), 1)
         parts = text.split(token)
         return parts[0] + "".join(line(next(spatial)) + part for part in parts[1:])
+
+    def with_system(self, system: str | None) -> LyricsProcessor:
+        """This processor with `system` replacing its chat template's system prompt (a request's
+        own); itself for None."""
+        if system is None:
+            return self
+        proc = copy.copy(self)
+        proc.config = replace(self.config, template=replace(self.config.template, system=system))
+        return proc
 
     def segments(
         self, conversations: list[dict[str, str]], spatial_text: str | Sequence[str] | None = None, add_generation_prompt: bool = False

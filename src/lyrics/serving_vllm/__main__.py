@@ -25,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from lyrics.serving_vllm.folder import NotAMergedLyricsModel, chat_template, check_merged_folder, serve_command
+from lyrics.serving_vllm.folder import NotAMergedLyricsModel, chat_template, check_merged_folder, check_prompt_ids, serve_command
 
 USAGE = (
     "usage: python -m lyrics.serving_vllm {serve FOLDER [--lora-name NAME] [--base DIR] [--adapter NAME=CKPT ...] "
@@ -94,6 +94,9 @@ def serve_args(folder: Path, own: dict[str, list[str]], rest: list[str]) -> list
         raise ValueError(f"{', '.join(own)}: only for a stage-2 checkpoint (a folder with adapter/); {folder} has none")
     else:
         base = check_merged_folder(folder)
+    from lyrics.models.processing import LyricsProcessor
+
+    check_prompt_ids(LyricsProcessor.from_pretrained(base), chat_template(base), str(base))  # refused before vLLM starts
     template_file = _write_template(base)
     return [*serve_command(sys.executable, base, template_file), *regions_options(rest), *lora_args, *rest]
 

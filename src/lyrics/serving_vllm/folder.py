@@ -125,6 +125,54 @@ def chat_template(folder: str | Path) -> str:
     )  # fmt: skip
 
 
+class PromptIdsDiffer(ValueError):
+    """vLLM would give this checkpoint other prompt token ids than its `LyricsProcessor` gives."""
+
+
+# Conversations `check_prompt_ids` renders both ways: an image with the refiner's spatial text, a
+# multi-turn dialogue, a request's own system prompt.
+_PROBES = [
+    ([{"role": "user", "content": "<image>\nWhat colour is the circle?"}], None),
+    ([{"role": "user", "content": "<image>\nIs there a red square?"}, {"role": "assistant", "content": "yes"},
+      {"role": "user", "content": "Where is it? Give its box."}], None),
+    ([{"role": "system", "content": "Answer in one word."}, {"role": "user", "content": "<image>\nHow many objects are there?"}], "Answer in one word."),
+]  # fmt: skip
+_PROBE_SPATIAL = "<br><T>red circle</T><Bbox>(120,340),(560,780)</Box></br>"
+
+
+def check_prompt_ids(processor: Any, jinja: str, where: str) -> None:
+    """Refuse (`PromptIdsDiffer`) a checkpoint whose prompts vLLM would tokenise otherwise than its
+    processor, which the model was trained with.
+
+    vLLM renders `jinja` to text and tokenises the whole text once, then puts the plugin's ids for the
+    image (image tokens, then the spatial text tokenised on its own) in place of `<image>`.
+    `LyricsProcessor.encode` tokenises each piece of the conversation on its own (`segments`, split
+    again at `<image>`). A byte-level BPE tokenizer (SmolLM2, GPT-2 style) gives the same ids both ways.
+    A SentencePiece tokenizer (LLaMA-1/2, Vicuna) does not: it starts every piece it is given with a
+    word boundary ("▁"), but not text that follows a special token in a whole text, so the two
+    differ where a piece begins, and greedy answers would differ from `lyrics serve`'s. Checked on
+    `_PROBES` when the plugin loads a folder."""
+    tokenizer, token = processor.tokenizer, processor.config.image_token
+    image_ids = processor._encode_text(processor._human(token, _PROBE_SPATIAL))
+    for messages, system in _PROBES:
+        rendered = tokenizer.apply_chat_template(messages, chat_template=jinja, tokenize=False, add_generation_prompt=True)
+        whole = tokenizer(rendered, add_special_tokens=False)["input_ids"]
+        theirs = [i for t in whole for i in (image_ids if t == processor.image_token_id else [t])]
+        ours = processor if system is None else processor.with_system(system)
+        turns = [{"from": "human" if m["role"] == "user" else "gpt", "value": m["content"]} for m in messages if m["role"] != "system"]
+        mine = ours.encode(turns, _PROBE_SPATIAL, add_generation_prompt=True)[0]
+        if theirs != mine:
+            at = next((k for k, (a, b) in enumerate(zip(theirs, mine)) if a != b), min(len(theirs), len(mine)))
+            show = lambda ids: tokenizer.convert_ids_to_tokens(ids[max(0, at - 3) : at + 4])  # noqa: E731
+            raise PromptIdsDiffer(
+                f"{where}: vLLM would tokenise this checkpoint's prompts otherwise than its processor "
+                f"({type(tokenizer).__name__}): at token {at} of {rendered!r} vLLM gives {show(theirs)}, the "
+                f"processor {show(mine)}. vLLM tokenises the rendered chat text whole; the processor tokenises "
+                "each turn on its own, which a SentencePiece tokenizer (LLaMA, Vicuna) may start with a word "
+                "boundary. Serve this checkpoint with `lyrics serve` (docs/serving.md, 'vLLM and SentencePiece')"
+            )
+
+
 def _tokenizer_template(tokenizer_dir: Path) -> str:
     jinja = tokenizer_dir / "chat_template.jinja"
     if jinja.is_file():

@@ -57,7 +57,7 @@ from vllm.exceptions import VLLMValidationError
 from vllm.multimodal.processing.inputs import ProcessorInputs
 from vllm.sequence import IntermediateTensors
 
-from lyrics.serving_vllm.folder import check_merged_folder
+from lyrics.serving_vllm.folder import chat_template, check_merged_folder, check_prompt_ids
 from lyrics.serving_vllm.regions import RegionPrompt, region_options
 
 from lyrics.configuration import LyricsConfig  # noqa: E402
@@ -84,6 +84,8 @@ class LyricsFrontEnd:
 
         self.folder = check_merged_folder(folder)
         self.processor = LyricsProcessor.from_pretrained(self.folder).sync_with(config)
+        # prompt ids as the processor gives them, or a refusal before the first request
+        check_prompt_ids(self.processor, chat_template(self.folder), str(self.folder))
         refiner_config = checkpoint_refiner_config(config, where=str(self.folder))
         self.refiner = VisualRefiner.from_config(refiner_config)
         self.max_image_pixels = config.refiner_config.max_image_pixels
