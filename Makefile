@@ -51,9 +51,9 @@ setup: $(VENV)/.stamp-base
 dev-install: $(VENV)/.stamp-dev
 
 test: $(VENV)/.stamp-dev
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
-# The main job: the whole Lyrics pipeline on the toy world (under 15 minutes on 2 CPU cores).
+# The main job: the whole Lyrics pipeline on the toy world (the README gives its time per CPU kind).
 demo: $(VENV)/.stamp-demo
 	$(VENV)/bin/lyrics quickstart --out runs/quickstart
 

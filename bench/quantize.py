@@ -61,22 +61,23 @@ def rss_bytes() -> int:
 
 def generation_rate(predictor, image: Path, batch: int, new_tokens: int) -> float:
     """Tokens per second of greedy generation of exactly `new_tokens` tokens per row for `batch`
-    copies of one image prompt (the faster of two runs: the first also warms the caches)."""
+    copies of one image prompt, through the generation layer evaluation uses (the faster of two
+    runs: the first also warms the caches)."""
     from lyrics.eval.predictor import Prompt
+    from lyrics.inference.generation import Row
 
     prompt = Prompt([{"from": "human", "value": "<image>\nDescribe the image in detail."}], [image], new_tokens)
     key = str(image)
     images = {key: predictor._load(image)[0]}
     records = predictor._records([key], images)
-    ids = predictor._encode(prompt, [key], records)
-    model = predictor.model
-    inputs = {"input_ids": torch.tensor([ids] * batch), "attention_mask": torch.ones(batch, len(ids), dtype=torch.long)}
-    inputs.update(predictor._visual([key] * batch, images, records, None))
+    row = Row(predictor._encode(prompt, [key], records), [images[key]], [records[key]], predictor.generator.instructions(prompt.turns))
+    generator = predictor.generator
+    inputs = generator.model_inputs([row] * batch)
     best = float("inf")
     for _ in range(2):
         start = time.perf_counter()
-        with torch.inference_mode(), torch.autocast("cpu", dtype=predictor.autocast, enabled=predictor.autocast is not None):
-            out = model.generate(
+        with torch.inference_mode(), generator.autocast_context():
+            out = generator.model.generate(
                 **inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, num_beams=1,
                 temperature=None, top_p=None, top_k=None,
             )  # fmt: skip

@@ -65,8 +65,8 @@ WORLD_BENCHMARKS = (
 
 
 def world_conversations(world: Path, count: int) -> list[list[dict]]:
-    """`count` test-split questions of a toy world (a quickstart's `world/`), taken in turn from its
-    captioning, VQA, REC and POPE (random, adversarial) splits, each as the eval prompts it."""
+    """`count` distinct test-split questions of a toy world (a quickstart's `world/`), taken in turn
+    from its captioning, VQA, REC and POPE (random, adversarial) splits, each as the eval prompts it."""
     from lyrics.eval.benchmarks import get_benchmark, load_samples
     from lyrics.eval.endpoint import to_messages
     from lyrics.eval.fewshot import build_turns
@@ -79,7 +79,16 @@ def world_conversations(world: Path, count: int) -> list[list[dict]]:
         samples = load_samples(spec, world / data, split, world / images)
         template = choose_template(spec, None, samples[0])
         queues.append([Prompt(build_turns(spec, template, s), [s.image]) for s in samples])
-    prompts = [queues[i % len(queues)][i // len(queues)] for i in range(count)]
+    prompts, seen = [], set()
+    for i in range(sum(map(len, queues))):
+        queue = queues[i % len(queues)]
+        prompt = queue[i // len(queues)] if i // len(queues) < len(queue) else None
+        key = prompt and (str(prompt.images[0]), prompt.turns[-1]["value"])
+        if prompt is not None and key not in seen:  # POPE's samplings share some questions
+            seen.add(key)
+            prompts.append(prompt)
+        if len(prompts) == count:
+            break
     return [to_messages(p) for p in prompts]
 
 
