@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from itertools import zip_longest
 from pathlib import Path
 
 from inference.tinyckpt import scene
@@ -80,16 +81,12 @@ def world_conversations(world: Path, count: int) -> list[list[dict]]:
         template = choose_template(spec, None, samples[0])
         queues.append([Prompt(build_turns(spec, template, s), [s.image]) for s in samples])
     prompts, seen = [], set()
-    for i in range(sum(map(len, queues))):
-        queue = queues[i % len(queues)]
-        prompt = queue[i // len(queues)] if i // len(queues) < len(queue) else None
-        key = prompt and (str(prompt.images[0]), prompt.turns[-1]["value"])
-        if prompt is not None and key not in seen:  # POPE's samplings share some questions
+    for prompt in (p for row in zip_longest(*queues) for p in row if p is not None):
+        key = (str(prompt.images[0]), prompt.turns[-1]["value"])
+        if key not in seen:  # POPE's samplings share some questions
             seen.add(key)
             prompts.append(prompt)
-        if len(prompts) == count:
-            break
-    return [to_messages(p) for p in prompts]
+    return [to_messages(p) for p in prompts[:count]]
 
 
 # Referential questions: `lyrics serve`'s `regions` / `region_format` request fields, which vLLM takes

@@ -140,6 +140,12 @@ _PROBES = [
 _PROBE_SPATIAL = "<br><T>red circle</T><Bbox>(120,340),(560,780)</Box></br>"
 
 
+def image_prompt_ids(processor: Any, spatial_text: str | None) -> list[int]:
+    """The ids the plugin puts in place of a prompt's `<image>` token: the image tokens, then (for a
+    checkpoint trained with it) the refiner's spatial text, tokenised as the processor tokenises it."""
+    return processor._encode_text(processor._human(processor.config.image_token, spatial_text))
+
+
 def check_prompt_ids(processor: Any, jinja: str, where: str) -> None:
     """Refuse (`PromptIdsDiffer`) a checkpoint whose prompts vLLM would tokenise otherwise than its
     processor, which the model was trained with.
@@ -152,15 +158,14 @@ def check_prompt_ids(processor: Any, jinja: str, where: str) -> None:
     word boundary ("▁"), but not text that follows a special token in a whole text, so the two
     differ where a piece begins, and greedy answers would differ from `lyrics serve`'s. Checked on
     `_PROBES` when the plugin loads a folder."""
-    tokenizer, token = processor.tokenizer, processor.config.image_token
-    image_ids = processor._encode_text(processor._human(token, _PROBE_SPATIAL))
+    tokenizer = processor.tokenizer
+    image_ids = image_prompt_ids(processor, _PROBE_SPATIAL)
     for messages, system in _PROBES:
         rendered = tokenizer.apply_chat_template(messages, chat_template=jinja, tokenize=False, add_generation_prompt=True)
         whole = tokenizer(rendered, add_special_tokens=False)["input_ids"]
         theirs = [i for t in whole for i in (image_ids if t == processor.image_token_id else [t])]
-        ours = processor if system is None else processor.with_system(system)
         turns = [{"from": "human" if m["role"] == "user" else "gpt", "value": m["content"]} for m in messages if m["role"] != "system"]
-        mine = ours.encode(turns, _PROBE_SPATIAL, add_generation_prompt=True)[0]
+        mine = processor.with_system(system).encode(turns, _PROBE_SPATIAL, add_generation_prompt=True)[0]
         if theirs != mine:
             at = next((k for k, (a, b) in enumerate(zip(theirs, mine)) if a != b), min(len(theirs), len(mine)))
             show = lambda ids: tokenizer.convert_ids_to_tokens(ids[max(0, at - 3) : at + 4])  # noqa: E731

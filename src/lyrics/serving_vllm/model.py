@@ -57,7 +57,7 @@ from vllm.exceptions import VLLMValidationError
 from vllm.multimodal.processing.inputs import ProcessorInputs
 from vllm.sequence import IntermediateTensors
 
-from lyrics.serving_vllm.folder import chat_template, check_merged_folder, check_prompt_ids
+from lyrics.serving_vllm.folder import chat_template, check_merged_folder, check_prompt_ids, image_prompt_ids
 from lyrics.serving_vllm.regions import RegionPrompt, region_options
 
 from lyrics.configuration import LyricsConfig  # noqa: E402
@@ -110,8 +110,7 @@ class LyricsFrontEnd:
         dim, limit = proc.config.local_feature_size, proc.config.max_objects
         if dim:
             out[LOCAL_FEATURES] = [r.local_features.float()[:limit] if limit is not None else r.local_features.float() for r in records]
-        token = proc.config.image_token
-        out[PROMPT_IDS] = [torch.tensor(proc._encode_text(proc._human(token, r.spatial_text)), dtype=torch.long) for r in records]
+        out[PROMPT_IDS] = [torch.tensor(image_prompt_ids(proc, r.spatial_text), dtype=torch.long) for r in records]
         return out
 
 
