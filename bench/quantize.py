@@ -3,7 +3,8 @@ in one run (`--quantize int8`, lyrics.inference.quantize).
 
 Each variant runs in a process of its own, so that its peak memory is its own: `none`; `int8` (the
 LLM's Linear layers int8 weight-only through torchao, LoRA merged first: what `--quantize int8`
-does); with `--mqformer`, also `int8+mqformer` (the MQ-Former's Linear layers too). Each loads the
+does); with `--mqformer`, also `int8+mqformer` (the MQ-Former's Linear layers too); with
+`--group-size N`, also `int8/gN` (one scale per N input columns, torchao's PerGroup). Each loads the
 stage-2 checkpoint as the quickstart's evaluation does (refiner store, shared prefix, batches of 32)
 and measures:
 
@@ -18,8 +19,11 @@ and measures:
 Then one table with the differences, and the CPU (lscpu's model name, AVX512-BF16 and AMX flags).
 A variant's numbers on a shared machine move with the load; compare within one run.
 
-Usage: python bench/quantize.py [--run runs/quickstart] [--limit 60] [--tasks ...] [--threads 0]
-                                [--new-tokens 32] [--precision fp32|bf16] [--mqformer]
+With several `--run` folders (one quickstart per seed), each is measured in turn and a last table
+gives each quantised variant's metric differences from `none` per seed and their mean.
+
+Usage: python bench/quantize.py [--run runs/quickstart [RUN ...]] [--limit 60] [--tasks ...] [--threads 0]
+                                [--new-tokens 32] [--precision fp32|bf16] [--mqformer] [--group-size N ...]
 """
 
 from __future__ import annotations
@@ -37,7 +41,16 @@ from pathlib import Path
 import torch
 
 TASKS = "pope_random,pope_popular,pope_adversarial,rec,vqa"
-VARIANTS = {"none": ("none", False), "int8": ("int8", False), "int8+mqformer": ("int8", True)}
+# variant -> (method, MQ-Former too, torchao group size); `--group-size N` adds "int8/gN"
+VARIANTS = {"none": ("none", False, None), "int8": ("int8", False, None), "int8+mqformer": ("int8", True, None)}
+
+
+def variant_spec(name: str) -> tuple[str, bool, int | None]:
+    if name in VARIANTS:
+        return VARIANTS[name]
+    if name.startswith("int8/g") and name[6:].isdigit():
+        return "int8", False, int(name[6:])
+    raise ValueError(f"unknown variant {name!r}")
 
 
 def cpu_description() -> str:
@@ -97,13 +110,13 @@ def child(args: argparse.Namespace) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    method, mqformer = VARIANTS[args.child]
-    q = quickstart(args.run.resolve())
+    method, mqformer, group_size = variant_spec(args.child)
+    q = quickstart(args.child_run.resolve())
     checkpoint = q.out / "stage2" / "final"
     autocast = torch.bfloat16 if args.precision == "bf16" else None
     start = time.perf_counter()
     model = LyricsPredictor.from_pretrained(checkpoint, refiner_store=q.store_dir, autocast=autocast, max_batch=32, share_prefix=True)
-    report = quantize_model(model.model, method, mqformer=mqformer)  # what `quantize=` does after the LoRA merge
+    report = quantize_model(model.model, method, mqformer=mqformer, group_size=group_size)  # what `quantize=` does after the LoRA merge
     load_s = time.perf_counter() - start
     model.store_key = q.keys
     out = {
@@ -161,38 +174,69 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def seed_summary(runs: dict[str, list[dict]]) -> str:
+    """Markdown: per metric and quantised variant, its difference from `none` on each run (seed) and
+    their mean, and how many answers differ: the claim is made over seeds, not over one draw."""
+    names = list(runs)
+    first = runs[names[0]]
+    head = "| metric | variant | " + " | ".join(Path(n).name for n in names) + " | mean |"
+    out = [head, "|" + "---|" * (len(names) + 3)]
+    for metric in first[0]["metrics"]:
+        for k, row in enumerate(first[1:], start=1):
+            deltas = [rows[k]["metrics"][metric] - rows[0]["metrics"][metric] for rows in runs.values()]
+            cells = " | ".join(f"{d:+.2f}" for d in deltas)
+            out.append(f"| {metric} | {row['variant']} | {cells} | {sum(deltas) / len(deltas):+.2f} |")
+    for k, row in enumerate(first[1:], start=1):
+        differ = [sum(rows[k]["answers"].get(a) != v for a, v in rows[0]["answers"].items()) for rows in runs.values()]
+        total = [len(rows[0]["answers"]) for rows in runs.values()]
+        out.append(f"| answers that differ | {row['variant']} | " + " | ".join(f"{d} / {t}" for d, t in zip(differ, total)) + " | |")
+    return "\n".join(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, default=Path("runs/quickstart"), help="a finished `lyrics quickstart` folder")
+    parser.add_argument("--run", type=Path, nargs="+", default=[Path("runs/quickstart")],
+                        help="finished `lyrics quickstart` folders (several: one per seed, summarised together)")  # fmt: skip
     parser.add_argument("--limit", type=int, default=60, help="samples per benchmark")
     parser.add_argument("--tasks", default=TASKS)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--new-tokens", type=int, default=32, help="tokens generated per row for tokens/s")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast the matmuls (as the quickstart on AVX512-BF16/AMX CPUs)")
     parser.add_argument("--mqformer", action="store_true", help="also measure int8 of the MQ-Former's Linear layers")
-    parser.add_argument("--child", choices=tuple(VARIANTS), help=argparse.SUPPRESS)
+    parser.add_argument("--group-size", type=int, action="append", default=[],
+                        help="also measure int8 with one scale per this many input columns (torchao PerGroup); repeatable")  # fmt: skip
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--child-run", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--json", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     if args.child:
         child(args)
         return
-    checkpoint = args.run / "stage2" / "final"
-    if not (checkpoint / "config.json").is_file() or not (args.run / "quickstart.json").is_file():
-        sys.exit(f"bench/quantize.py: no quickstart checkpoint at {checkpoint} (build it with `make demo`, or "
-                 f"`lyrics quickstart --out DIR` and pass --run DIR)")  # fmt: skip
-    variants = ["none", "int8"] + (["int8+mqformer"] if args.mqformer else [])
+    for run in args.run:
+        checkpoint = run / "stage2" / "final"
+        if not (checkpoint / "config.json").is_file() or not (run / "quickstart.json").is_file():
+            sys.exit(f"bench/quantize.py: no quickstart checkpoint at {checkpoint} (build it with `make demo`, or "
+                     f"`lyrics quickstart --out DIR` and pass --run DIR)")  # fmt: skip
+    variants = ["none", "int8"] + (["int8+mqformer"] if args.mqformer else []) + [f"int8/g{g}" for g in args.group_size]
+    for name in variants:
+        variant_spec(name)
     print(f"{time.strftime('%Y-%m-%d')}; {cpu_description()}; torch {torch.__version__}, {args.threads or torch.get_num_threads()} threads, "
-          f"{args.precision}; {checkpoint}; test split, {args.tasks}, {args.limit} samples each; {args.new_tokens} new tokens", flush=True)  # fmt: skip
-    rows = []
+          f"{args.precision}; test split, {args.tasks}, {args.limit} samples each; {args.new_tokens} new tokens", flush=True)  # fmt: skip
+    forwarded = ["--limit", str(args.limit), "--tasks", args.tasks, "--threads", str(args.threads), "--new-tokens", str(args.new_tokens),
+                 "--precision", args.precision]  # fmt: skip
+    runs: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for variant in variants:
-            path = Path(tmp) / f"{variant}.json"
-            forwarded = [a for a in sys.argv[1:] if a != "--mqformer"]
-            subprocess.run([sys.executable, __file__, *forwarded, "--child", variant, "--json", str(path)], check=True)
-            rows.append(json.loads(path.read_text()))
-            print(f"{variant}: done ({rows[-1]['load_s']:.1f} s to load, {rows[-1]['eval_s']:.1f} s to evaluate)", flush=True)
-    print(table(rows))
+        for r, run in enumerate(args.run):
+            rows = runs.setdefault(str(run), [])
+            for variant in variants:
+                path = Path(tmp) / f"{r}-{variant.replace('/', '-')}.json"
+                subprocess.run([sys.executable, __file__, *forwarded, "--child", variant, "--child-run", str(run), "--json", str(path)], check=True)
+                rows.append(json.loads(path.read_text()))
+                print(f"{run}: {variant}: done ({rows[-1]['load_s']:.1f} s to load, {rows[-1]['eval_s']:.1f} s to evaluate)", flush=True)
+            print(f"\n{run / 'stage2' / 'final'}\n" + table(rows) + "\n", flush=True)
+    if len(runs) > 1:
+        print("Differences from `none`, per run:\n" + seed_summary(runs))
 
 
 if __name__ == "__main__":

@@ -207,3 +207,28 @@ def test_bitsandbytes_on_cuda(checkpoint, method):
     with torch.inference_mode():
         a, b = plain.language_model(input_ids=ids).logits, model.language_model(input_ids=ids).logits
     assert (a - b).abs().max() <= 0.25 * a.abs().max()  # 4-bit steps are 16x coarser than int8's
+
+
+def test_int8_group_size_gives_each_group_its_own_step_and_bad_sizes_are_refused_first(checkpoint):
+    """`group_size=g` (torchao PerGroup): one scale per g input columns of each row, and every
+    dequantised weight within half its group's step. A size that does not divide every layer's input
+    is refused before anything changes (the LoRA adapter is still unmerged)."""
+    model = LyricsForConditionalGeneration.from_pretrained(checkpoint)
+    sizes = {m.in_features for n, m in quantised_linears(model) if "lora_" not in n}
+    with pytest.raises(QuantizationError, match=r"group_size=7 must divide"):
+        quantize_model(model, "int8", group_size=7)
+    assert any("lora_" in n for n, _ in model.named_parameters()) and getattr(model, "lyrics_quantization", None) is None
+    group = min(sizes) // 2
+    merged = LyricsForConditionalGeneration.from_pretrained(checkpoint)
+    merged.language_model = merged.language_model.merge_and_unload()
+    before = {n: m.weight.detach().clone() for n, m in quantised_linears(merged)}
+    quantize_model(model, "int8", group_size=group)
+    for name, layer in quantised_linears(model):
+        w, q = before[name], layer.weight
+        step = q.scale.reshape(w.shape[0], w.shape[1] // group)
+        groups = w.reshape(w.shape[0], -1, group)
+        torch.testing.assert_close(step, groups.abs().amax(dim=-1) / 127.5, rtol=1e-5, atol=1e-9)
+        restored = q.qdata.float().reshape_as(groups) * step.unsqueeze(-1)
+        assert ((restored - groups).abs() <= step.unsqueeze(-1) / 2 + 1e-7).all(), name
+    with pytest.raises(QuantizationError, match="torchao int8 option"):
+        quantize_model(LyricsForConditionalGeneration.from_pretrained(checkpoint), "nf4", backend="bitsandbytes", device="cuda", group_size=group)

@@ -202,6 +202,7 @@ def quantize_model(
     backend: str | None = None,
     device: str | torch.device | None = None,
     mqformer: bool = False,
+    group_size: int | None = None,
 ) -> QuantizationReport:
     """Quantise a loaded `LyricsForConditionalGeneration` in place (see the module docstring).
 
@@ -213,6 +214,8 @@ def quantize_model(
         device: where the quantised layers go (default: where the LLM is). Quantising on the way to
             the device keeps a large fp model off the card; move the rest with `model.to(device)` after.
         mqformer: also quantise the MQ-Former's Linear layers.
+        group_size: torchao int8 only: one scale per `group_size` input columns of each row instead of
+            one per row (finer scales, more of them; the row length must divide by it).
 
     Raises:
         ValueError: an unknown method, or a model already quantised.
@@ -225,6 +228,13 @@ def quantize_model(
         return QuantizationReport("none", None, 0, before, before)
     if getattr(model, MARK, None) is not None:
         raise ValueError(f"the model is already quantised ({getattr(model, MARK)}); load it again to quantise it otherwise")
+    if group_size is not None:  # checked before the model changes
+        if backend != "torchao":
+            raise QuantizationError(f"group_size is a torchao int8 option; backend={backend!r} quantises in its own blocks")
+        # the layers `_targets` will find once a LoRA adapter is merged (its own lora_A/B are not)
+        sizes = {layer.in_features for parent, _, layer in _targets(model, mqformer) if not isinstance(parent, nn.ModuleDict)}
+        if group_size < 1 or any(size % group_size for size in sizes):
+            raise QuantizationError(f"group_size={group_size} must divide every quantised layer's input size ({sorted(sizes)})")
     library = _import(backend)
     if hasattr(model.language_model, "merge_and_unload"):
         model.language_model = model.language_model.merge_and_unload()
@@ -232,8 +242,13 @@ def quantize_model(
     if backend == "torchao":
         quantize_, config = library
         chosen = {id(layer) for _, _, layer in targets}
+        options = {}
+        if group_size is not None:
+            from torchao.quantization.granularity import PerGroup
+
+            options = {"granularity": PerGroup(group_size)}
         # set_inductor_config=False: this is eager inference; leave torch.compile's global settings alone.
-        quantize_(model, config(set_inductor_config=False), filter_fn=lambda module, _fqn: id(module) in chosen, device=device)
+        quantize_(model, config(set_inductor_config=False, **options), filter_fn=lambda module, _fqn: id(module) in chosen, device=device)
     else:
         for parent, name, layer in targets:
             setattr(parent, name, _bitsandbytes_layer(library, layer, method, device))
