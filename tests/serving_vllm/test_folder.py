@@ -1,94 +1,16 @@
 """What the vLLM plugin is given (`lyrics.serving_vllm.folder`), tested without vLLM: which folders it
-serves, and the chat template under which vLLM's renderer gives the processor's own prompt ids."""
+serves, and the command the serve helper runs. Its prompt ids: `test_prompt.py`."""
 
 from __future__ import annotations
 
 import json
-import re
 import shutil
 
 import pytest
 
 import tiny
-from lyrics.models.processing import ChatTemplate, LyricsProcessor, ProcessorConfig
-from lyrics.serving_vllm.folder import NotAMergedLyricsModel, PromptIdsDiffer, chat_template, check_merged_folder, check_prompt_ids
-
-CHATML = (
-    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-    "{{ '<|im_start|>system\\nYou are a default assistant.<|im_end|>\\n' }}{% endif %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
-# (vLLM's messages, the processor's conversation, the request's system prompt); vLLM's renderer puts
-# an image's placeholder before the message text, "<image>\n...", as the pipeline does.
-DIALOGUES = [
-    ([{"role": "user", "content": "<image>\nwhat color is the circle?"}], [{"from": "human", "value": "<image>\nwhat color is the circle?"}], None),
-    (
-        [{"role": "user", "content": "<image>\nis there a red square?"}, {"role": "assistant", "content": "yes"}, {"role": "user", "content": "how many objects are there?"}],
-        [{"from": "human", "value": "<image>\nis there a red square?"}, {"from": "gpt", "value": "yes"}, {"from": "human", "value": "how many objects are there?"}],
-        None,
-    ),
-    ([{"role": "system", "content": "write short answers"}, {"role": "user", "content": "what is left of the star?"}], [{"from": "human", "value": "what is left of the star?"}], "write short answers"),
-]  # fmt: skip
-
-
-def processor(template: ChatTemplate) -> LyricsProcessor:
-    tokenizer = tiny.llm_tokenizer()
-    tokenizer.add_tokens(["<|im_start|>", "<|im_end|>"], special_tokens=True)
-    tokenizer.chat_template = CHATML
-    return LyricsProcessor(tokenizer, ProcessorConfig(num_image_tokens=1, template=template))
-
-
-@pytest.mark.parametrize(
-    "template", [ChatTemplate("tokenizer", system=""), ChatTemplate("tokenizer"), ChatTemplate("vicuna"), ChatTemplate("vicuna", system="")],
-    ids=["chatml-empty-system", "chatml-default-system", "vicuna", "vicuna-no-system"],
-)  # fmt: skip
-def test_the_chat_template_renders_the_processors_prompt_ids(tmp_path, template):
-    proc = processor(template)
-    proc.save_pretrained(tmp_path)
-    jinja = chat_template(tmp_path)
-    tokenizer = proc.tokenizer
-    for messages, conversation, system in DIALOGUES:
-        rendered = tokenizer.apply_chat_template(messages, chat_template=jinja, tokenize=False, add_generation_prompt=True)
-        ids = tokenizer(rendered, add_special_tokens=False)["input_ids"]  # as the plugin tokenises
-        # a request's system prompt replaces the checkpoint's, as `lyrics serve` does
-        ours = proc.with_system(system)
-        assert ids == ours.encode(conversation, add_generation_prompt=True)[0], rendered
-
-
-@pytest.mark.parametrize("template", [ChatTemplate("tokenizer", system=""), ChatTemplate("vicuna")], ids=["chatml", "vicuna"])
-def test_a_tokenizer_that_gives_the_processors_ids_is_served(tmp_path, template):
-    proc = processor(template)
-    proc.save_pretrained(tmp_path)
-    check_prompt_ids(proc, chat_template(tmp_path), str(tmp_path))  # no refusal
-
-
-def test_smollm2s_tokenizer_gives_the_processors_ids(tmp_path):
-    """The quickstart's LLM: byte-level BPE, ChatML, the quickstart's empty system prompt."""
-    from transformers import AutoTokenizer
-
-    from lyrics.toyworld.standins.smollm import MissingModelError, convert_smollm2
-
-    try:
-        smollm = convert_smollm2(tmp_path / "smollm2")
-    except MissingModelError as exc:
-        pytest.skip(f"SmolLM2's tokenizer: {exc}")
-    proc = LyricsProcessor(AutoTokenizer.from_pretrained(str(smollm)), ProcessorConfig(num_image_tokens=1, template=ChatTemplate("tokenizer", system="")))
-    proc.save_pretrained(tmp_path / "proc")
-    check_prompt_ids(proc, chat_template(tmp_path / "proc"), "smollm2")
-
-
-def test_a_sentencepiece_tokenizer_is_refused_naming_why(tmp_path):
-    """LLaMA / Vicuna's SentencePiece tokenizer starts each piece the processor tokenises alone with a
-    word boundary, and text after a special token in vLLM's whole text without one: the ids differ,
-    so the plugin refuses the folder instead of answering otherwise than `lyrics serve`."""
-    tokenizer = tiny.sentencepiece_tokenizer(tmp_path / "spm")
-    proc = LyricsProcessor(tokenizer, ProcessorConfig(num_image_tokens=1, template=ChatTemplate("vicuna")))
-    proc.save_pretrained(tmp_path / "proc")
-    with pytest.raises(PromptIdsDiffer, match=r"LlamaTokenizer.*vLLM gives .*the processor .*SentencePiece.*lyrics serve") as refused:
-        check_prompt_ids(proc, chat_template(tmp_path / "proc"), "folder-x")
-    assert str(refused.value).startswith("folder-x: ")
-
+from lyrics.models.processing import LyricsProcessor
+from lyrics.serving_vllm.folder import NotAMergedLyricsModel, check_merged_folder
 
 @pytest.fixture(scope="module")
 def merged(tmp_path_factory):
@@ -108,8 +30,10 @@ def test_a_merged_folder_is_served_and_a_stage2_checkpoint_given_as_one_is_refus
         check_merged_folder(ckpt)
 
 
-def test_the_serve_helper_refuses_a_sentencepiece_folder_before_vllm_starts(merged, tmp_path, capsys):
-    from lyrics.serving_vllm.__main__ import main
+def test_the_serve_helper_serves_with_the_plugins_renderer_a_sentencepiece_folder_too(merged, tmp_path):
+    """Any tokenizer is served (a LLaMA SentencePiece one here, Vicuna's format): prompts are built by
+    the plugin's renderer (`--tokenizer-mode lyrics`), so a chat template or another mode is refused."""
+    from lyrics.serving_vllm.__main__ import serve_args
 
     folder = tmp_path / "merged"
     shutil.copytree(merged[1], folder)
@@ -117,8 +41,12 @@ def test_the_serve_helper_refuses_a_sentencepiece_folder_before_vllm_starts(merg
     tiny.sentencepiece_tokenizer(tmp_path / "spm").save_pretrained(folder / "tokenizer")
     config = json.loads((folder / "processor_config.json").read_text())
     (folder / "processor_config.json").write_text(json.dumps({**config, "template": {"kind": "vicuna"}}))
-    assert main(["serve", str(folder)]) == 1  # never reaches vLLM's exec
-    assert re.search(rf"error: {re.escape(str(folder))}: vLLM would tokenise this checkpoint's prompts otherwise", capsys.readouterr().err)
+    args = serve_args(folder, {}, ["--dtype", "float32"])
+    assert args[args.index("--model") + 1] == str(folder) and args[args.index("--tokenizer") + 1] == str(folder / "tokenizer")
+    assert args[args.index("--tokenizer-mode") + 1] == "lyrics" and "--chat-template" not in args and args[-2:] == ["--dtype", "float32"]
+    for option in (["--chat-template", "t.jinja"], ["--tokenizer-mode=hf"]):
+        with pytest.raises(ValueError, match="built by its own renderer"):
+            serve_args(folder, {}, option)
 
 
 def test_a_stage2_checkpoint_is_served_with_its_adapter_on_a_base_folder_written_once(merged, tmp_path):

@@ -1,106 +1,16 @@
-"""`lyrics serve`'s regions on vLLM (`lyrics.serving_vllm.regions`), tested without vLLM: the prompt
-ids the plugin's processor makes from vLLM's (the chat template's text tokenised whole) equal the
-ones `LyricsPipeline.conversation` and the processor give `lyrics serve`, with SmolLM2's real
-tokenizer and ChatML template; bad input is refused as the pipeline refuses it; the HTTP middleware
-moves `lyrics serve`'s body fields into `mm_processor_kwargs`. Through vLLM itself:
+"""`lyrics serve`'s regions on vLLM (`lyrics.serving_vllm.regions`), tested without vLLM: the request's
+`mm_processor_kwargs` are checked, and the HTTP middleware moves `lyrics serve`'s body fields into
+them. The prompt ids with regions rendered: `test_prompt.py`; through vLLM itself:
 `test_vllm_equivalence.py`."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from types import SimpleNamespace
-
 import pytest
 
 from lyrics.inference.inputs import InputError
-from lyrics.serving_vllm.regions import MIDDLEWARE, RegionPrompt, RegionsMiddleware, move_regions, region_options
-
-SIZE = (96, 80)
-# (earlier turns as OpenAI messages, the last question, regions, region_format, system prompt)
-CASES = [
-    ([], "What is the object <region>?", [[8, 8, 40, 40]], "pixels", None),
-    ([], "What colour are these objects?", [[10, 20, 50, 60], [40, 8, 90, 70]], "pixels", None),
-    ([], "Describe <region> and <region>", [[100, 100, 500, 500], [400, 300, 990, 800]], "0-1000", "Answer briefly."),
-    ([("user", "What is in the image?"), ("assistant", "a circle")], "And what is this?", [[0.1, 0.25, 0.5, 0.75]], "0-1", None),
-    ([("user", "What is the object <region>?"), ("assistant", "a circle")], "And what colour is it?", None, "pixels", None),  # history only
-    ([], "How many objects are there?", None, "pixels", None),  # no regions: the ids are vLLM's own
-]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def chatml(tmp_path_factory):
-    """(processor with SmolLM2's tokenizer and ChatML, empty system prompt; the plugin's chat template)."""
-    from transformers import AutoTokenizer
-
-    from lyrics.models.processing import ChatTemplate, LyricsProcessor, ProcessorConfig
-    from lyrics.serving_vllm.folder import chat_template
-    from lyrics.toyworld.standins.smollm import MissingModelError, convert_smollm2
-
-    try:
-        smollm = convert_smollm2(tmp_path_factory.mktemp("smollm2"))
-    except MissingModelError as exc:
-        pytest.skip(f"SmolLM2's tokenizer: {exc}")
-    proc = LyricsProcessor(AutoTokenizer.from_pretrained(str(smollm)), ProcessorConfig(num_image_tokens=1, template=ChatTemplate("tokenizer", system="")))
-    folder = tmp_path_factory.mktemp("proc")
-    proc.save_pretrained(folder)
-    return proc, chat_template(folder)
-
-
-def vllm_ids(proc, jinja, history, question, system) -> list[int]:
-    """What vLLM's chat renderer hands the processor: the placeholder before the first user text,
-    the template's text tokenised whole, without added special tokens (`get_default_tok_params`)."""
-    messages = [{"role": "system", "content": system}] if system else []
-    messages += [{"role": role, "content": text} for role, text in history] + [{"role": "user", "content": question}]
-    first = next(m for m in messages if m["role"] == "user")
-    first["content"] = "<image>\n" + first["content"]
-    rendered = proc.tokenizer.apply_chat_template(messages, chat_template=jinja, tokenize=False, add_generation_prompt=True)
-    return proc.tokenizer(rendered, add_special_tokens=False)["input_ids"]
-
-
-def pipeline_ids(proc, history, question, regions, region_format, system) -> list[int]:
-    """`lyrics serve`'s: `LyricsPipeline.conversation` (regions rendered in the last question), then the processor."""
-    from lyrics.inference.pipeline import ChatRequest, LyricsPipeline
-
-    pipe = SimpleNamespace(processor=proc, coordinate_format="int1000", spatial_style="paper")
-    turns = [{"from": "human" if role == "user" else "gpt", "value": text} for role, text in history]
-    request = ChatRequest(image=None, prompt=question, history=turns or None, regions=regions, region_format=region_format, system=system)
-    conversation = LyricsPipeline.conversation(pipe, request, SimpleNamespace(width=SIZE[0], height=SIZE[1]))
-    proc = proc.with_system(system)  # a request's system prompt replaces the checkpoint's
-    return proc.encode(conversation, add_generation_prompt=True)[0]
-
-
-@pytest.mark.parametrize("case", CASES, ids=["placeholder", "no-placeholder", "0-1000-system", "0-1-dialogue", "history-only", "none"])
-def test_the_processors_prompt_ids_with_regions_are_lyrics_serves(chatml, case):
-    proc, jinja = chatml
-    history, question, regions, region_format, system = case
-    ours = RegionPrompt(proc, "int1000", "paper")(vllm_ids(proc, jinja, history, question, system), regions, region_format, SIZE)
-    assert ours == pipeline_ids(proc, history, question, regions, region_format, system)
-    if regions:
-        assert "<Bbox>" in proc.tokenizer.decode(ours) and "<region>" not in proc.tokenizer.decode(ours).rsplit("user", 1)[-1]
-
-
-@pytest.mark.parametrize(
-    "question, regions, region_format",
-    [
-        ("What is the object <region>?", [[0, 0, 200, 50]], "pixels"),  # outside the image
-        ("What is the object <region>?", [[10, 10, 10, 40]], "pixels"),  # no area
-        ("What is the object <region>?", [[8, 8, 40, 40], [50, 50, 90, 70]], "pixels"),  # more boxes than placeholders
-        ("What is the object <region>?", None, "pixels"),  # a placeholder without a box
-        ("What is the object <region>?", [[0, 0, 1.2, 0.5]], "0-1"),
-        ("What is the object <region>?", [[0, 0, float("nan"), 40]], "pixels"),
-    ],
-    ids=["outside", "no-area", "too-many", "too-few", "outside-0-1", "nan"],
-)  # fmt: skip
-def test_bad_regions_are_refused_with_the_pipelines_message(chatml, question, regions, region_format):
-    proc, jinja = chatml
-    boxes, fmt = region_options({"regions": regions, "region_format": region_format})  # floats, as `lyrics serve`'s schema reads them
-    with pytest.raises(InputError) as pipeline_error:
-        pipeline_ids(proc, [], question, boxes, fmt, None)
-    with pytest.raises(InputError) as plugin_error:
-        RegionPrompt(proc, "int1000", "paper")(vllm_ids(proc, jinja, [], question, None), boxes, fmt, SIZE)
-    assert (plugin_error.value.param, plugin_error.value.message) == ("regions", pipeline_error.value.message)
-
+from lyrics.serving_vllm.regions import MIDDLEWARE, RegionsMiddleware, move_regions, region_options
 
 def test_mm_processor_kwargs_are_checked():
     assert region_options({}) == (None, "pixels")

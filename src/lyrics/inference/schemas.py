@@ -19,6 +19,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lyrics.inference.inputs import InputError
+
 
 class TextPart(BaseModel):
     type: Literal["text"]
@@ -106,3 +108,49 @@ class ModelList(BaseModel):
 
 def error_body(message: str, type_: str = "invalid_request_error", param: str | None = None, code: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def message_parts(message: Message, index: int) -> tuple[str, list[tuple[str, str]]]:
+    """A message's text (its text parts joined by newlines) and its image URLs with their field names."""
+    if message.content is None:
+        return "", []
+    if isinstance(message.content, str):
+        return message.content, []
+    texts, images = [], []
+    for j, part in enumerate(message.content):
+        if part.type == "text":
+            texts.append(part.text)
+        else:
+            images.append((part.image_url.url, f"messages[{index}].content[{j}].image_url"))
+    return "\n".join(t for t in texts if t), images
+
+
+def chat_turns(messages: list[Message], image_token: str, max_text_chars: int | None = None) -> tuple[str | None, list[dict[str, str]], list[tuple[str, str]]]:
+    """OpenAI messages -> (system prompt or None, the turns ending with the user's question, the
+    image URLs with their field names), checked as `lyrics serve` checks them; `lyrics serve` and
+    the vLLM plugin's renderer both build their prompts from this. System and developer messages
+    join, by newlines, into one system prompt. Refused (`InputError`, naming the field): the
+    reserved image token in text, an image outside a user message, more than one image, more text
+    than `max_text_chars`, and a conversation that does not end with a user question."""
+    system, turns, images, chars = [], [], [], 0
+    for i, message in enumerate(messages):
+        text, urls = message_parts(message, i)
+        chars += len(text)
+        if image_token in text:
+            raise InputError(f"messages[{i}]: text may not contain the reserved token {image_token!r}", param=f"messages[{i}].content")
+        if urls and message.role != "user":
+            raise InputError(f"messages[{i}]: images are only accepted in user messages", param=f"messages[{i}].content")
+        images += urls
+        if message.role in ("system", "developer"):
+            system.append(text)
+        else:
+            turns.append({"from": "human" if message.role == "user" else "gpt", "value": text})
+    if max_text_chars is not None and chars > max_text_chars:
+        raise InputError(f"the messages hold {chars} characters of text, more than the limit of {max_text_chars}", param="messages")
+    if not turns or turns[-1]["from"] != "human":
+        raise InputError("the last message must have role 'user'", param="messages")
+    if not turns[-1]["value"].strip():
+        raise InputError("the last user message has no text (send a question with the image)", param="messages")
+    if len(images) > 1:
+        raise InputError(f"this model takes one image per conversation, got {len(images)}", param="messages")
+    return ("\n".join(system) if system else None), turns, images

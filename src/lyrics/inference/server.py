@@ -44,7 +44,7 @@ from lyrics.inference.generation import GenerationSettings
 from lyrics.inference.inputs import InputError
 from lyrics.inference.limits import ServerLimits, load_image_url, parse_json
 from lyrics.inference.pipeline import ChatRequest, LyricsPipeline, PipelineResult
-from lyrics.inference.schemas import ChatCompletion, ChatCompletionRequest, Choice, ModelCard, ModelList, ResponseMessage, Usage, error_body
+from lyrics.inference.schemas import ChatCompletion, ChatCompletionRequest, chat_turns, Choice, ModelCard, ModelList, ResponseMessage, Usage, error_body
 
 log = logging.getLogger("lyrics.serve")
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error",
@@ -92,21 +92,6 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 # --- request -> pipeline ----------------------------------------------------------------------------
-def _parts(message, index: int) -> tuple[str, list[tuple[str, str]]]:
-    """A message's text (parts joined by newlines) and its image URLs with their field names."""
-    if message.content is None:
-        return "", []
-    if isinstance(message.content, str):
-        return message.content, []
-    texts, images = [], []
-    for j, part in enumerate(message.content):
-        if part.type == "text":
-            texts.append(part.text)
-        else:
-            images.append((part.image_url.url, f"messages[{index}].content[{j}].image_url"))
-    return "\n".join(t for t in texts if t), images
-
-
 def build_request(body: ChatCompletionRequest, limits: ServerLimits, pipeline: LyricsPipeline, default_temperature: float) -> ChatRequest:
     """Validate an OpenAI request against the limits and turn it into a `ChatRequest` (decodes the image)."""
     if body.n != 1:
@@ -126,35 +111,14 @@ def build_request(body: ChatCompletionRequest, limits: ServerLimits, pipeline: L
         top_p=body.top_p if body.top_p is not None else 1.0, stop=tuple(stop),
     )  # fmt: skip
 
-    system, turns, images, chars = [], [], [], 0
-    token = pipeline.processor.config.image_token
-    for i, message in enumerate(body.messages):
-        text, urls = _parts(message, i)
-        chars += len(text)
-        if token in text:
-            raise APIError(400, f"messages[{i}]: text may not contain the reserved token {token!r}", param=f"messages[{i}].content")
-        if urls and message.role != "user":
-            raise APIError(400, f"messages[{i}]: images are only accepted in user messages", param=f"messages[{i}].content")
-        images += urls
-        if message.role in ("system", "developer"):
-            system.append(text)
-        else:
-            turns.append({"from": "human" if message.role == "user" else "gpt", "value": text})
-    if chars > limits.max_text_chars:
-        raise APIError(400, f"the messages hold {chars} characters of text, more than the limit of {limits.max_text_chars}", param="messages")
-    if not turns or turns[-1]["from"] != "human":
-        raise APIError(400, "the last message must have role 'user'", param="messages")
-    if not turns[-1]["value"].strip():
-        raise APIError(400, "the last user message has no text (send a question with the image)", param="messages")
-    if len(images) > 1:
-        raise APIError(400, f"this model takes one image per conversation, got {len(images)}", param="messages")
+    system, turns, images = chat_turns(body.messages, pipeline.processor.config.image_token, limits.max_text_chars)
     image = None
     if images:
         url, what = images[0]
         image = load_image_url(url, limits, what)
     return ChatRequest(
         image=image, prompt=turns[-1]["value"], history=turns[:-1] or None, regions=body.regions, region_format=body.region_format,
-        system="\n".join(system) if system else None, settings=settings, cancelled=threading.Event(),
+        system=system, settings=settings, cancelled=threading.Event(),
     )  # fmt: skip
 
 

@@ -237,11 +237,26 @@ class LyricsProcessor:
         ids: list[int] = []
         parts = text.split(self.config.image_token)
         for i, part in enumerate(parts):
-            if part:
-                ids += self.tokenizer(part, add_special_tokens=False)["input_ids"]
+            for piece in self._spatial_line(part) if i else (part,):
+                if piece:
+                    ids += self.tokenizer(piece, add_special_tokens=False)["input_ids"]
             if i < len(parts) - 1:
                 ids += [self.image_token_id] * count
         return ids
+
+    def _spatial_line(self, after_image: str) -> tuple[str, str]:
+        """The text after an `<image>` as (its spatial line, the rest): `_human`'s line
+        "\\n{spatial_prefix} {spatial text}\\n" is tokenised as a piece of its own, so that an image and
+        its line have the same ids whatever text follows (the vLLM plugin puts them in place of the
+        `<image>` of a prompt rendered without them). A byte-level BPE tokenizer (SmolLM2) gives the
+        same ids either way (its pre-tokenizer splits there: checked on the quickstart's data,
+        docs/serving.md); a SentencePiece one (LLaMA, Vicuna) would otherwise merge the line's end
+        into what follows."""
+        head = f"\n{self.config.spatial_prefix} "
+        if not self.config.spatial_text_in_prompt or not after_image.startswith(head):
+            return after_image, ""
+        end = after_image.find("\n", len(head))
+        return (after_image[: end + 1], after_image[end + 1 :]) if end >= 0 else (after_image, "")
 
     def encode(
         self, conversations: list[dict[str, str]], spatial_text: str | Sequence[str] | None = None, add_generation_prompt: bool = False

