@@ -55,7 +55,7 @@ def served(request, tmp_path_factory):
     world = os.environ.get("LYRICS_VLLM_WORLD")
     convs = conversations(count, world_conversations(Path(world), count) if world else None)
     spec = {
-        "folder": str(folder), "conversations": convs, "refuse": str(stage2) if stage2 else None,
+        "folder": str(folder), "conversations": convs, "refuse": str(stage2) if stage2 else None, "refuse_mode": str(folder),
         "region_chats": region_spec(REGION_CHATS), "bad_regions": region_spec(BAD_REGIONS),
     }  # fmt: skip
     return Path(folder), stage2, convs, run_vllm(tmp_path_factory.mktemp("vllm"), spec)
@@ -102,6 +102,13 @@ def test_a_stage2_folder_given_to_vllm_directly_is_refused_naming_what_to_run(se
     assert out["refusal"] and "NotAMergedLyricsModel" in out["refusal"]
     assert "adapter/" in out["refusal"] and f"python -m lyrics.serving_vllm serve {stage2}" in out["refusal"]
     assert f"lyrics merge {stage2}" in out["refusal"]
+
+
+def test_a_folder_loaded_without_the_plugins_renderer_is_refused_naming_the_flag(served):
+    """vLLM's own renderer would tokenise the chat template's text whole, not by the processor's rules."""
+    folder, _, _, out = served
+    assert out["mode_refusal"] and f"{folder}: a Lyrics model is served with --tokenizer-mode lyrics (got 'hf')" in out["mode_refusal"]
+    assert "python -m lyrics.serving_vllm serve FOLDER" in out["mode_refusal"]
 
 
 def test_regions_give_the_same_prompt_ids_and_answers(served, pipe):

@@ -8,7 +8,8 @@ served with its adapter through vLLM's LoRA on the base folder `lyrics.serving_v
 writes, as `python -m lyrics.serving_vllm serve` does; lora_name names the adapter).
 Optionally region_chats and bad_regions: lists of {messages, mm_processor_kwargs} (a request's
 `regions` / `region_format`, `lyrics.serving_vllm.regions`), each sent alone on the same engine.
-OUT (JSON): per conversation the answer text, its token ids, the prompt's token ids; the refusal;
+Optionally refuse_mode: a merged folder loaded with tokenizer_mode "hf" (to be refused).
+OUT (JSON): per conversation the answer text, its token ids, the prompt's token ids; the refusals;
 for stage2 also base_answers, the same chats without the adapter, and the base folder's build time;
 region_answers (as answers) and region_refusals (per bad chat: the exception's type, message and
 `parameter`, or null when it was answered)."""
@@ -21,11 +22,11 @@ import time
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 
-def engine(folder: str, **lora):
+def engine(folder: str, tokenizer_mode: str = "lyrics", **lora):
     from vllm import LLM
 
     return LLM(
-        model=folder, tokenizer=os.path.join(folder, "tokenizer"), tokenizer_mode="lyrics", dtype="float32", max_model_len=512,
+        model=folder, tokenizer=os.path.join(folder, "tokenizer"), tokenizer_mode=tokenizer_mode, dtype="float32", max_model_len=512,
         enforce_eager=True, limit_mm_per_prompt={"image": 1}, seed=0, **lora,
     )  # fmt: skip
 
@@ -42,9 +43,9 @@ def answers(results) -> list[dict]:
     ]
 
 
-def refusal(folder: str) -> str | None:
+def refusal(folder: str, **options) -> str | None:
     try:
-        engine(folder)
+        engine(folder, **options)
     except Exception as exc:  # what a user sees: vLLM's own exception, with the plugin's message
         return f"{type(exc).__name__}: {exc}"
     return None
@@ -81,6 +82,8 @@ def main(spec_file: str, out_file: str) -> None:
     out: dict = {}
     if spec.get("refuse"):
         out["refusal"] = refusal(spec["refuse"])
+    if spec.get("refuse_mode"):  # a merged folder under vLLM's own renderer
+        out["mode_refusal"] = refusal(spec["refuse_mode"], tokenizer_mode="hf")
     if spec.get("stage2"):
         llm, lora_request = serve_stage2(spec, out)
     else:
