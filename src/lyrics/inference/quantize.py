@@ -141,17 +141,32 @@ def _import(backend: str):
             for log in quiet:
                 log.setLevel(logging.ERROR)
             try:
-                from torchao.quantization import Int8WeightOnlyConfig, quantize_
+                from torchao.quantization import quantize_
             finally:
                 for log, level in zip(quiet, levels):
                     log.setLevel(level)
-            return quantize_, Int8WeightOnlyConfig
+            return quantize_, torchao_int8_config
         import bitsandbytes
 
         return bitsandbytes
     except ImportError as exc:
         extra = "pip install 'lyrics[quant]'" if backend == "torchao" else "pip install bitsandbytes (CUDA)"
         raise QuantizationError(f"--quantize needs the {backend} package ({extra}): {exc}") from None
+
+
+def torchao_int8_config(group_size: int | None = None):
+    """torchao's `Int8WeightOnlyConfig` as `--quantize int8` uses it: one scale per output row (or
+    per `group_size` input columns), and `set_inductor_config=False` (this is eager inference: leave
+    torch.compile's global settings alone). vLLM's plugin serialises this same config for vLLM's
+    torchao method (lyrics.serving_vllm.quantize), so both quantise the weights alike."""
+    from torchao.quantization import Int8WeightOnlyConfig
+
+    options = {}
+    if group_size is not None:
+        from torchao.quantization.granularity import PerGroup
+
+        options = {"granularity": PerGroup(group_size)}
+    return Int8WeightOnlyConfig(set_inductor_config=False, **options)
 
 
 def _bitsandbytes_layer(bnb, layer: nn.Linear, method: str, device: torch.device) -> nn.Module:
@@ -242,13 +257,7 @@ def quantize_model(
     if backend == "torchao":
         quantize_, config = library
         chosen = {id(layer) for _, _, layer in targets}
-        options = {}
-        if group_size is not None:
-            from torchao.quantization.granularity import PerGroup
-
-            options = {"granularity": PerGroup(group_size)}
-        # set_inductor_config=False: this is eager inference; leave torch.compile's global settings alone.
-        quantize_(model, config(set_inductor_config=False, **options), filter_fn=lambda module, _fqn: id(module) in chosen, device=device)
+        quantize_(model, config(group_size), filter_fn=lambda module, _fqn: id(module) in chosen, device=device)
     else:
         for parent, name, layer in targets:
             setattr(parent, name, _bitsandbytes_layer(library, layer, method, device))

@@ -13,6 +13,8 @@ to one vLLM takes). Requests naming NAME as their `model` get the adapter; the b
 (the base folder, or `--served-model-name`) answers without it. `--adapter NAME=CKPT` (repeatable)
 registers another stage-2 checkpoint's adapter on the same base, when that checkpoint shares
 everything else with FOLDER (`lora.check_shares_base`).
+`--quantize int8` quantises a merged folder's decoder as `lyrics serve --quantize int8` does
+(vLLM's torchao method with the project's config, `lyrics.serving_vllm.quantize`).
 Both take `lyrics serve`'s `regions` and `region_format` request fields: the helper adds `--middleware
 lyrics.serving_vllm.regions.RegionsMiddleware --trust-request-mm-kwargs` (`regions_options`).
 """
@@ -26,11 +28,12 @@ from pathlib import Path
 from lyrics.serving_vllm.folder import NotAMergedLyricsModel, check_merged_folder, serve_command
 
 USAGE = (
-    "usage: python -m lyrics.serving_vllm serve FOLDER [--lora-name NAME] [--base DIR] [--adapter NAME=CKPT ...] "
+    "usage: python -m lyrics.serving_vllm serve FOLDER [--quantize int8] [--lora-name NAME] [--base DIR] [--adapter NAME=CKPT ...] "
     "[vllm serve options]\n"
     "  FOLDER: a `lyrics merge` folder, or a stage-2 checkpoint (adapter/) served with its adapter through vLLM's LoRA"
 )
-OWN_OPTIONS = ("--lora-name", "--base", "--adapter")  # for a stage-2 checkpoint; the rest goes to vLLM
+STAGE2_OPTIONS = ("--lora-name", "--base", "--adapter")  # for a stage-2 checkpoint
+OWN_OPTIONS = ("--quantize", *STAGE2_OPTIONS)  # the rest goes to vLLM
 
 
 def main(argv: list[str]) -> int:
@@ -50,7 +53,7 @@ def main(argv: list[str]) -> int:
 
 
 def split_options(argv: list[str]) -> tuple[dict[str, list[str]], list[str]]:
-    """This helper's own options (`--lora-name NAME`, `--base DIR`, `--adapter NAME=CKPT`, also as
+    """This helper's own options (`--quantize M`, `--lora-name NAME`, `--base DIR`, `--adapter NAME=CKPT`, also as
     `--opt=value`; each to the list of its values), and the arguments that go to vLLM unchanged."""
     own: dict[str, list[str]] = {}
     rest: list[str] = []
@@ -72,9 +75,17 @@ def serve_args(folder: Path, own: dict[str, list[str]], rest: list[str]) -> list
     """The whole command line: for a merged folder, vLLM on it; for a stage-2 checkpoint, vLLM on
     its base folder (written here when missing or stale) with the adapters registered."""
     from lyrics.serving_vllm import lora
+    from lyrics.serving_vllm.quantize import serve_options
 
+    quantize = _last(own, "--quantize") or "none"
+    quant_args = serve_options(quantize, rest)
     lora_args: list[str] = []
     if lora.is_stage2(folder):
+        if quantize != "none":
+            raise ValueError(
+                f"--quantize {quantize}: serve a merged folder (`lyrics merge {folder} --out MERGED`): lyrics serve folds the "
+                "adapter in before quantising, and vLLM would run it beside the quantised base in full precision"
+            )
         if any(arg.partition("=")[0] == "--lora-modules" for arg in rest):
             # vLLM keeps the last --lora-modules given, which would drop the checkpoint's own adapter
             raise ValueError("--lora-modules: give another checkpoint's adapter as --adapter NAME=CKPT (checked against this base)")
@@ -84,13 +95,13 @@ def serve_args(folder: Path, own: dict[str, list[str]], rest: list[str]) -> list
         print(f"{folder}: serving its adapter through vLLM's LoRA; base folder {out or folder / lora.BASE_FOLDER}", file=sys.stderr)
         base = lora.base_folder(stage2, out)
         lora_args = lora.lora_options(adapters)
-    elif own:
-        raise ValueError(f"{', '.join(own)}: only for a stage-2 checkpoint (a folder with adapter/); {folder} has none")
+    elif set(own) & set(STAGE2_OPTIONS):
+        raise ValueError(f"{', '.join(o for o in own if o in STAGE2_OPTIONS)}: only for a stage-2 checkpoint (a folder with adapter/); {folder} has none")
     else:
         base = check_merged_folder(folder)
     if any(arg.partition("=")[0] in ("--tokenizer-mode", "--chat-template") for arg in rest):
         raise ValueError("--tokenizer-mode / --chat-template: a Lyrics model's prompts are built by its own renderer (--tokenizer-mode lyrics, added here)")
-    return [*serve_command(sys.executable, base), *regions_options(rest), *lora_args, *rest]
+    return [*serve_command(sys.executable, base), *regions_options(rest), *quant_args, *lora_args, *rest]
 
 
 def regions_options(rest: list[str]) -> list[str]:
