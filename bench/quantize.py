@@ -140,7 +140,7 @@ def child(args: argparse.Namespace) -> None:
             config = EvalConfig(benchmark=benchmark, data=data, split=split, images=images, limit=args.limit, batch_size=q.budget.eval_batch, out=Path(tmp) / task, model=str(checkpoint))
             outcome = run_eval(predictor, config)
             if task == "vqa_color":
-                metrics["vqa_color/accuracy"] = outcome.results["metrics"]["vqa_accuracy"]
+                metrics["vqa_color/accuracy"] = select_metrics("vqa", outcome.results["metrics"])["accuracy"]
                 continue
             for name, value in select_metrics(task, outcome.results["metrics"]).items():
                 if name != "yes_ratio":

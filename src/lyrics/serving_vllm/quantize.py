@@ -64,10 +64,10 @@ def engine_options(method: str) -> dict:
 def serve_options(method: str, rest: list[str]) -> list[str]:
     """`vllm serve` options for `--quantize method`; `rest`, the options going to vLLM, must not set
     its quantisation itself."""
-    config = config_json(method)
-    if config is None:
+    options = engine_options(method)
+    if not options:
         return []
     clash = [name for name in ("--quantization", "-q", "--hf-overrides") if any(arg.partition("=")[0] == name for arg in rest)]
     if clash:
         raise ValueError(f"--quantize {method} sets vLLM's --quantization and --hf-overrides itself; drop {', '.join(clash)}")
-    return ["--quantization", "torchao", "--hf-overrides", json.dumps({"quantization_config_dict_json": config})]
+    return ["--quantization", options["quantization"], "--hf-overrides", json.dumps(options["hf_overrides"])]
